@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny real models on disk and small odd-sized images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from upscaler import save_weights
+from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
+
+DATA = Path(__file__).parent / "data"
+
+
+def make_pixels(h: int = 17, w: int = 11, c: int = 3, seed: int = 0, bits: int = 8) -> np.ndarray:
+    """Smooth-ish random texture ``(H, W, C)``: odd and non-square by default (H/W swaps show)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((h, w, c))
+    smooth = (base + np.roll(base, 1, 0) + np.roll(base, 1, 1)) / 3
+    top = 65535 if bits == 16 else 255
+    return (smooth * top).round().astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def write_compact(
+    path: Path,
+    scale: int = 4,
+    num_features: int = 8,
+    num_blocks: int = 2,
+    seed: int = 0,
+    **kwargs: object,
+) -> Path:
+    torch.manual_seed(seed)
+    config = CompactConfig(num_features=num_features, num_blocks=num_blocks, scale=scale, **kwargs)
+    save_weights(path, Compact(config), arch="compact", config=config)
+    return path
+
+
+def write_rrdb(path: Path, scale: int = 4, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    config = RRDBConfig(num_features=8, num_blocks=1, growth_channels=4, scale=scale)
+    save_weights(path, RRDBNet(config), arch="rrdb", config=config)
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_x4(models_dir: Path) -> Path:
+    return write_compact(models_dir / "tiny-x4.safetensors", scale=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_x2(models_dir: Path) -> Path:
+    return write_compact(models_dir / "tiny-x2.safetensors", scale=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_rrdb_x2(models_dir: Path) -> Path:
+    return write_rrdb(models_dir / "tiny-rrdb-x2.safetensors", scale=2)

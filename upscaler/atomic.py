@@ -1,0 +1,120 @@
+"""Atomic file replacement: write to a temporary file beside the target, fsync, rename into place.
+
+A reader (or a rerun after a crash) sees either the old file or the complete new one, never a
+half-written file at the final path. Leftover temporaries carry ``TEMP_MARKER`` in their name so a
+later run can recognise and remove them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_MARKER = ".upscale-tmp-"
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_TEMP_RE = re.compile(re.escape(TEMP_MARKER) + r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]+$")
+STALE_AFTER_S = 6 * 3600  # a temporary this old from another machine is abandoned
+
+
+class DiskFullError(OSError):
+    """Raised when a write fails because the disk (or quota) is full."""
+
+
+def temp_path_for(path: Path) -> Path:
+    suffix = f"{TEMP_MARKER}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    return path.with_name(f".{path.name}{suffix}")
+
+
+def is_temp_file(path: Path) -> bool:
+    return TEMP_MARKER in path.name
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems (and Windows) cannot open directories; the rename still holds
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file for writing; on success it replaces ``path`` atomically.
+
+    On any exception the temporary file is removed and ``path`` is left untouched. ENOSPC and
+    EDQUOT are re-raised as ``DiskFullError``.
+    """
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "xb") as handle:
+            yield handle
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        if fsync:
+            _fsync_dir(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"disk full while writing {path}") from exc
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    with atomic_write(path, fsync=fsync) as handle:
+        handle.write(data)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but is not ours
+    return True
+
+
+def is_abandoned(entry: os.DirEntry[str]) -> bool:
+    """True for a temporary whose writer is gone: a dead process here, or a very old file."""
+    match = _TEMP_RE.search(entry.name)
+    if match is None:
+        return False
+    if match["host"] == _HOST:
+        return int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"]))
+    # Another machine (shards on a shared drive): we cannot see its processes, so go by age.
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Delete temporaries left by killed runs in ``directory`` (not recursive). Returns the count.
+
+    Temporaries of live writers (another shard running on this host) are left alone.
+    """
+    removed = 0
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and is_abandoned(entry):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed

@@ -1,0 +1,335 @@
+"""The ``upscale`` command. It parses, reports and sets exit codes; the work happens elsewhere.
+
+Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 3 fatal (model refused,
+output unwritable, disk full).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from .pipeline import Upscaler
+    from .runner import FileResult, RunOptions
+    from .texture import TextureOptions
+    from .worklist import Job
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+FORMAT_CHOICES = ("png", "tga", "jpg", "bmp", "webp", "dds")
+
+
+def _fatal(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_FATAL)
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:  # under torchrun every process takes its share
+            return int(os.environ.get("RANK", "0")), world
+        return None
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("use K/N, e.g. 1/4 for the first of four shards") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter(f"shard {value}: K must be between 1 and N")
+    return k - 1, n
+
+
+def _device(value: str) -> str:
+    local_rank = os.environ.get("LOCAL_RANK")
+    if value in ("auto", "cuda") and local_rank is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{local_rank}"
+    return value
+
+
+def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .zoo import SHIPPED
+
+    click.echo(f"{'name':<22} {'scale':>5} {'size':>9}  description")
+    for model in SHIPPED.values():
+        size = f"{model.path.stat().st_size / 1e6:.1f} MB" if model.installed else "missing"
+        click.echo(f"{model.name:<22} {'x' + str(model.scale):>5} {size:>9}  {model.summary}")
+    ctx.exit(EXIT_OK)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder; the input tree is mirrored inside it.",
+)
+@click.option(
+    "-s",
+    "--scale",
+    type=click.IntRange(1, 16),
+    default=None,
+    help="Model scale; picks the shipped model (default 4, or the --model's scale).",
+)
+@click.option(
+    "-m",
+    "--model",
+    "model_name",
+    default=None,
+    help="Shipped model name, our .safetensors, or a community .pth/.safetensors.",
+)
+@click.option("--native", is_flag=True, help="Upscale, then filter back to the input's size.")
+@click.option(
+    "--output-scale",
+    type=float,
+    default=None,
+    help="Final size as a multiple of the input (e.g. 2 with a x4 model).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES),
+    default=None,
+    help="Convert outputs to this format (default: keep each input's format).",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(16, 16384),
+    default=None,
+    help="Tile size in input pixels (default: from available memory).",
+)
+@click.option(
+    "--seamless",
+    type=click.Choice(("auto", "on", "off")),
+    default="auto",
+    help="Wrap-around padding so tileable textures stay tileable (auto: detect).",
+)
+@click.option("--skip-existing", is_flag=True, help="Skip outputs that exist and are complete.")
+@click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write per-file results as JSON.",
+)
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--precision",
+    type=click.Choice(("auto", "fp32", "bf16", "fp16")),
+    default="auto",
+    help="auto: bf16 on CUDA where the model supports it, fp32 on CPU.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="K/N",
+    help="Process only the K-th of N shares of the files (automatic under torchrun).",
+)
+@click.option(
+    "--png-level",
+    type=click.IntRange(0, 9),
+    default=3,
+    help="PNG compression level (higher: smaller files, slower).",
+)
+@click.option(
+    "--batch",
+    "max_batch",
+    type=click.IntRange(1, 1024),
+    default=16,
+    help="Most same-size images upscaled together.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=2, help="Threads for decoding and encoding."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; errors and summary only.")
+@click.option(
+    "--list-models",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_list_models,
+    help="Show the shipped models and exit.",
+)
+@click.version_option(package_name="texture-upscaler")
+def main(
+    inputs: tuple[Path, ...],
+    output: Path,
+    scale: int | None,
+    model_name: str | None,
+    native: bool,
+    output_scale: float | None,
+    fmt: str | None,
+    tile: int | None,
+    seamless: str,
+    skip_existing: bool,
+    dry_run: bool,
+    report: Path | None,
+    device: str,
+    precision: str,
+    shard: str | None,
+    png_level: int,
+    max_batch: int,
+    workers: int,
+    quiet: bool,
+) -> None:
+    """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
+    from . import zoo
+    from .checkpoint import ModelFileError
+    from .io import FORMATS
+    from .texture import TextureOptions
+    from .worklist import PlanError, build_worklist
+    from .worklist import shard as take_shard
+
+    if native and output_scale is not None:
+        raise click.UsageError("--native and --output-scale exclude each other")
+    if output_scale is not None and not 0 < output_scale <= 64:
+        raise click.BadParameter("must be in (0, 64]", param_hint="--output-scale")
+    shard_spec = _parse_shard(shard)
+    out_format = FORMATS["." + fmt] if fmt else None
+    try:
+        worklist = build_worklist(list(inputs), output, out_format)
+        jobs = worklist.jobs
+        if shard_spec is not None:
+            jobs = take_shard(jobs, *shard_spec)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    texture = TextureOptions(tile=tile, seamless=seamless, native=native, output_scale=output_scale)
+
+    try:
+        name = model_name or zoo.default_model(scale or 4)
+        upscaler = _load(name, device, precision)
+    except (ModelFileError, ValueError, RuntimeError) as exc:
+        _fatal(f"model refused: {exc}")
+        return
+    if scale is not None and upscaler.scale != scale:
+        raise click.UsageError(f"--scale {scale} but model {name} is x{upscaler.scale}")
+
+    for path, reason in worklist.notes:
+        click.echo(f"not followed: {path}: {reason}", err=True)
+    if dry_run:
+        _dry_run(jobs, upscaler.scale, texture, skip_existing, output)
+        return
+    from .runner import RunOptions
+
+    options = RunOptions(output, skip_existing, png_level, max_batch, workers)
+    code = _run(jobs, upscaler, texture, options, quiet, report, shard_spec, worklist.problems)
+    sys.exit(code)
+
+
+def _load(name: str, device: str, precision: str) -> Upscaler:
+    from .loader import pick_device, pick_dtype, read_model
+    from .pipeline import Upscaler
+
+    module, info = read_model(name)
+    torch_device = pick_device(_device(device))
+    return Upscaler(
+        module, info, device=torch_device, dtype=pick_dtype(precision, torch_device, info)
+    )
+
+
+def _dry_run(
+    jobs: list[Job], scale: int, texture: TextureOptions, skip_existing: bool, output: Path
+) -> None:
+    from .io import ImageReadError, probe
+    from .runner import Manifest
+    from .texture import output_size
+
+    manifest = Manifest(output.resolve())
+    for job in jobs:
+        try:
+            size = probe(job.source)
+        except ImageReadError as exc:
+            click.echo(f"fail  {job.source}: {exc.reason}")
+            continue
+        out = output_size(size, scale, texture)
+        done = skip_existing and manifest.complete(job.target, out)
+        verb = "skip " if done else "do   "
+        click.echo(
+            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]})"
+        )
+    click.echo(f"{len(jobs)} files planned (dry run: nothing written)")
+
+
+def _run(
+    jobs: list[Job],
+    upscaler: Upscaler,
+    texture: TextureOptions,
+    options: RunOptions,
+    quiet: bool,
+    report: Path | None,
+    shard_spec: tuple[int, int] | None,
+    problems: list[tuple[Path, str]],
+) -> int:
+    from .runner import FatalError, FileResult, Runner, write_report
+
+    total = len(jobs)
+    started = time.perf_counter()
+    bar = None
+    if not quiet and total:
+        bar = click.progressbar(
+            length=total, label="upscaling", file=sys.stderr, show_eta=True, show_pos=True
+        )
+        bar.__enter__()
+
+    def on_result(result: FileResult) -> None:
+        if result.status == "failed":
+            if bar is not None:
+                sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "\n")
+            click.echo(f"failed: {result.source}: {result.reason}", err=True)
+        if bar is not None:
+            bar.update(1)
+
+    runner = Runner(upscaler, texture, options, on_result)
+    for path, reason in problems:  # folders that could not be read: their files are missing
+        runner.results.append(FileResult(str(path), "", "failed", reason))
+        click.echo(f"failed: {path}: {reason}", err=True)
+    fatal = None
+    try:
+        results = runner.run(jobs)
+    except FatalError as exc:
+        fatal, results = str(exc), runner.results
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    seconds = time.perf_counter() - started
+    summary = {
+        **counts,
+        "total": total,
+        "seconds": round(seconds, 3),
+        "model": upscaler.info.name,
+        "scale": upscaler.scale,
+        "device": str(upscaler.device),
+        "fatal": fatal,
+    }
+    if report is not None:
+        if shard_spec is not None:
+            report = report.with_name(
+                f"{report.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{report.suffix}"
+            )
+        write_report(report, results, summary)
+    click.echo(
+        f"{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"of {total} in {seconds:.1f} s",
+        err=True,
+    )
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed[:50]:
+        click.echo(f"  {r.source}: {r.reason}", err=True)
+    if len(failed) > 50:
+        click.echo(f"  ... and {len(failed) - 50} more (see --report)", err=True)
+    if fatal:
+        click.echo(f"error: {fatal}", err=True)
+        return EXIT_FATAL
+    return EXIT_SOME_FAILED if failed else EXIT_OK

@@ -1,0 +1,181 @@
+"""``load_model``: a shipped name, our checkpoint or a community model file -> ``Upscaler``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import zoo
+from .checkpoint import ModelFileError, read_weights
+from .models import ARCHITECTURES, build_generator, make_config, recognise
+from .pipeline import ModelInfo, Upscaler
+
+MAX_SCALE = 16
+
+
+def _bytes_per_pixel(arch: str, config: Any) -> int:
+    """fp32 activation bytes per input pixel for one image, estimated from the architecture."""
+    if arch == "compact":
+        return 4 * (3 * config.num_features + 3 * config.out_channels * config.scale**2)
+    if arch == "rrdb":
+        nf, gc, s = config.num_features, config.growth_channels, config.scale
+        unshuffle = 4 // s
+        trunk = 3 * (2 * nf + 4 * gc) / unshuffle**2  # dense-block concatenations
+        return int(4 * (trunk + 3 * nf * s * s))  # the upsampled stages hold a few nf-wide maps
+    return 2048
+
+
+def _native(
+    path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> tuple[nn.Module, ModelInfo] | None:
+    """Build one of our architectures from our metadata, or by recognising its keys."""
+    if "upscaler.arch" in metadata:
+        arch = metadata["upscaler.arch"]
+        if arch not in ARCHITECTURES:
+            raise ModelFileError(path, f"unknown architecture {arch!r} in metadata")
+        try:
+            config = make_config(arch, json.loads(metadata.get("upscaler.config", "{}")))
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(path, f"bad model config in metadata: {exc}") from None
+    else:
+        found = recognise(state_dict)
+        if found is None:
+            return None
+        arch, config = found
+    if not 1 <= config.scale <= MAX_SCALE:
+        raise ModelFileError(path, f"implausible scale x{config.scale}")
+    module = build_generator(arch, config)
+    try:
+        module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    except RuntimeError as exc:
+        detail = str(exc).splitlines()[0][:200]
+        raise ModelFileError(
+            path, f"weights do not fit the {arch} architecture: {detail}"
+        ) from None
+    info = ModelInfo(
+        name=path.stem,
+        arch=arch,
+        scale=config.scale,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        receptive_field=int(getattr(module, "receptive_field", 16)),
+        size_multiple=int(getattr(module, "size_multiple", 1)),
+        bytes_per_pixel=_bytes_per_pixel(arch, config),
+        num_params=sum(p.numel() for p in module.parameters()),
+        source=str(path),
+        metadata=tuple(sorted(metadata.items())),
+    )
+    return module, info
+
+
+def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Module, ModelInfo]:
+    """Any architecture spandrel knows, built from the state dict alone (no code from the file)."""
+    try:
+        import spandrel
+    except ImportError:
+        raise ModelFileError(path, "unknown architecture and spandrel is not installed") from None
+    try:
+        descriptor = spandrel.MAIN_REGISTRY.load(spandrel.canonicalize_state_dict(state_dict))
+    except spandrel.UnsupportedModelError:
+        raise ModelFileError(path, "unsupported architecture (not one spandrel knows)") from None
+    except Exception as exc:  # spandrel raises assorted errors on malformed weights
+        raise ModelFileError(path, f"could not build the model: {str(exc)[:200]}") from None
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.purpose not in (
+        "SR",
+        "Restoration",
+    ):
+        raise ModelFileError(path, f"not an image upscaling model ({descriptor.purpose})")
+    if not 1 <= descriptor.scale <= MAX_SCALE:
+        raise ModelFileError(path, f"implausible scale x{descriptor.scale}")
+    req = descriptor.size_requirements
+    info = ModelInfo(
+        name=path.stem,
+        arch=str(descriptor.architecture.id),
+        scale=descriptor.scale,
+        in_channels=descriptor.input_channels,
+        out_channels=descriptor.output_channels,
+        receptive_field=32,
+        size_multiple=max(1, req.multiple_of),
+        min_size=max(1, req.minimum),
+        supports_bf16=bool(descriptor.supports_bfloat16),
+        supports_fp16=bool(descriptor.supports_half),
+        bytes_per_pixel=4096,
+        num_params=sum(p.numel() for p in descriptor.model.parameters()),
+        source=str(path),
+    )
+    return descriptor.model, info
+
+
+def read_model(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
+    """Resolve and build a model on CPU in fp32. Raises ``ModelFileError`` when refused."""
+    path = zoo.resolve(name_or_path)
+    state_dict, metadata = read_weights(path)
+    built = _native(path, state_dict, metadata) or _community(path, state_dict)
+    module, info = built
+    if info.in_channels not in (1, 3, 4) or info.out_channels != info.in_channels:
+        raise ModelFileError(
+            path, f"{info.in_channels}->{info.out_channels} channel models are not supported"
+        )
+    return module, info
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for but no CUDA device is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("MPS was asked for but is not available on this machine")
+    return device
+
+
+def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.dtype:
+    """``auto``: bf16 on CUDA where the model supports it (and the GPU does), else fp32."""
+    if precision == "auto":
+        if device.type == "cuda" and info.supports_bf16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    dtype = dtypes[precision]
+    if dtype == torch.bfloat16 and not info.supports_bf16:
+        raise ValueError(f"{info.name} does not support bf16")
+    if dtype == torch.float16 and not info.supports_fp16:
+        raise ValueError(
+            f"{info.name} does not support fp16 (it would produce NaN or black output)"
+        )
+    return dtype
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Upscaler:
+    """Load a shipped model by name (``texture-x4``), our ``.safetensors`` or a community model.
+
+    Returns an ``Upscaler``: ``.scale``, and ``upscaler(x)`` maps ``(B, C, H, W)`` in ``[0, 1]`` to
+    ``(B, C, H*scale, W*scale)``. Loads on CPU in float32 unless ``device``/``dtype`` say otherwise.
+    """
+    module, info = read_model(name_or_path)
+    return Upscaler(module, info, device=pick_device(device or "cpu"), dtype=dtype or torch.float32)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

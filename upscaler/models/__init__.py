@@ -1,0 +1,75 @@
+"""The generator architectures this project builds and trains, in one explicit dict.
+
+Community architectures we do not own (SPAN, SwinIR, ...) are loaded through spandrel instead; see
+``upscaler.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .compact import Compact, CompactConfig, infer_compact_config
+from .rrdb import RRDBConfig, RRDBNet, infer_rrdb_config
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    module: Callable[[Any], nn.Module]
+    config: type
+    infer_config: Callable[[dict[str, torch.Tensor]], Any]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "compact": Architecture("compact", Compact, CompactConfig, infer_compact_config),
+    "rrdb": Architecture("rrdb", RRDBNet, RRDBConfig, infer_rrdb_config),
+}
+
+
+def make_config(arch: str, values: dict[str, Any]) -> Any:
+    """Build ``arch``'s config dataclass from ``values``, rejecting unknown keys by name."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    config_type = ARCHITECTURES[arch].config
+    valid = {f.name for f in dataclasses.fields(config_type)}
+    unknown = set(values) - valid
+    if unknown:
+        raise ValueError(
+            f"unknown {arch} config keys {sorted(unknown)}; valid keys: {sorted(valid)}"
+        )
+    return config_type(**values)
+
+
+def build_generator(arch: str, config: Any) -> nn.Module:
+    """Instantiate ``arch`` from its config (dataclass or dict of its fields), on CPU in fp32."""
+    if isinstance(config, dict):
+        config = make_config(arch, config)
+    return ARCHITECTURES[arch].module(config)
+
+
+def recognise(state_dict: dict[str, torch.Tensor]) -> tuple[str, Any] | None:
+    """Find which of our architectures ``state_dict`` belongs to, with its config."""
+    for arch in ARCHITECTURES.values():
+        config = arch.infer_config(state_dict)
+        if config is not None:
+            return arch.name, config
+    return None
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "Compact",
+    "CompactConfig",
+    "RRDBConfig",
+    "RRDBNet",
+    "build_generator",
+    "make_config",
+    "recognise",
+]

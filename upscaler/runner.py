@@ -1,0 +1,326 @@
+"""The batch runner: decode, upscale and encode a work list, overlapping I/O with compute.
+
+Files are grouped by their header (size, mode) in work-list order, so batches do not depend on which
+outputs already exist: a run resumed with ``skip_existing`` computes every image exactly as an
+uninterrupted run would (a partly finished group is recomputed, and only its missing files are
+written). A bad file fails alone; a full disk or an unwritable output stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .atomic import DiskFullError, remove_stale_temps
+from .io import (
+    ImageFile,
+    ImageReadError,
+    ImageWriteError,
+    probe,
+    read_image,
+    verify_image,
+    write_image,
+)
+from .pipeline import NotEnoughMemoryError, Upscaler
+from .texture import TextureOptions, batch_key, output_size, upscale_images, wrap_axes
+from .worklist import Job
+
+MANIFEST = ".upscale-done.jsonl"
+MAX_BATCH_OUTPUT_PIXELS = 64 << 20
+
+
+class FatalError(Exception):
+    """The run cannot go on (exit code 3): disk full, output folder unwritable."""
+
+
+@dataclass
+class FileResult:
+    source: str
+    target: str
+    status: str  # done | skipped | failed | planned
+    reason: str = ""
+    seconds: float = 0.0
+    input_size: list[int] = field(default_factory=list)  # [height, width]
+    output_size: list[int] = field(default_factory=list)
+    wrap: list[bool] = field(default_factory=list)
+
+    @property
+    def pixels(self) -> int:
+        return self.input_size[0] * self.input_size[1] if self.input_size else 0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    output_root: Path
+    skip_existing: bool = False
+    png_level: int = 3
+    max_batch: int = 16
+    workers: int = 2
+
+
+@dataclass
+class _Item:
+    job: Job
+    size: tuple[int, int]  # input (height, width) from the header
+    key: tuple[object, ...]
+    done: bool = False  # output already complete
+
+
+class Manifest:
+    """Outputs this tool completed, with their byte sizes: a cheap, trustworthy skip check."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / MANIFEST
+        self.sizes: dict[str, int] = {}
+        try:
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.sizes[entry["target"]] = int(entry["bytes"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash
+        except OSError:
+            pass
+
+    def complete(self, target: Path, size: tuple[int, int]) -> bool:
+        try:
+            actual = target.stat().st_size
+        except OSError:
+            return False
+        if self.sizes.get(str(target)) == actual:
+            return True
+        return verify_image(target, size)  # not ours, or not recorded: decode it fully
+
+    def record(self, target: Path) -> None:
+        line = json.dumps({"target": str(target), "bytes": target.stat().st_size}) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)  # one short O_APPEND write: atomic even with several shards
+
+
+def _header(job: Job) -> tuple[tuple[int, int], tuple[object, ...]]:
+    h, w = probe(job.source)
+    return (h, w), (h, w, job.source.suffix.lower())
+
+
+def _groups(items: list[_Item], max_batch: int, scale: int) -> list[list[_Item]]:
+    """Chunks of same-header items in work-list order; sizes fixed by the list alone."""
+    by_key: dict[tuple[object, ...], list[_Item]] = {}
+    for item in items:
+        by_key.setdefault(item.key, []).append(item)
+    groups = []
+    for members in by_key.values():
+        h, w = members[0].size
+        fit = max(1, MAX_BATCH_OUTPUT_PIXELS // max(1, h * w * scale * scale))
+        step = max(1, min(max_batch, fit))
+        groups += [members[i : i + step] for i in range(0, len(members), step)]
+    order = {id(item): i for i, item in enumerate(items)}
+    return sorted(groups, key=lambda g: order[id(g[0])])
+
+
+class Runner:
+    def __init__(
+        self,
+        upscaler: Upscaler,
+        texture: TextureOptions,
+        options: RunOptions,
+        on_result: Callable[[FileResult], None] | None = None,
+    ) -> None:
+        self.upscaler, self.texture, self.options = upscaler, texture, options
+        self.on_result = on_result or (lambda result: None)
+        self.root = options.output_root.resolve()
+        self.manifest = Manifest(self.root)
+        self.results: list[FileResult] = []
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def plan(self, jobs: list[Job], pool: ThreadPoolExecutor) -> list[_Item]:
+        """Probe every header (bad files fail here, fast) and mark complete outputs."""
+        items = []
+        for job, probed in zip(jobs, pool.map(self._probe, jobs), strict=True):
+            if isinstance(probed, FileResult):
+                self._emit(probed)
+                continue
+            size, key = probed
+            item = _Item(job, size, key)
+            if self.options.skip_existing:
+                target_size = output_size(size, self.upscaler.scale, self.texture)
+                item.done = self.manifest.complete(job.target, target_size)
+            items.append(item)
+        return items
+
+    def _probe(self, job: Job) -> tuple[tuple[int, int], tuple[object, ...]] | FileResult:
+        try:
+            return _header(job)
+        except ImageReadError as exc:
+            return FileResult(str(job.source), str(job.target), "failed", exc.reason)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, jobs: list[Job]) -> list[FileResult]:
+        self._check_output_root()
+        with (
+            ThreadPoolExecutor(self.options.workers, "decode") as readers,
+            ThreadPoolExecutor(self.options.workers, "encode") as writers,
+        ):
+            items = self.plan(jobs, readers)
+            for item in items:
+                if item.done:
+                    self._emit(self._result(item, "skipped", "output exists and is complete"))
+            groups = [
+                g
+                for g in _groups(items, self.options.max_batch, self.upscaler.scale)
+                if not all(i.done for i in g)
+            ]
+            pending: list[Future[FileResult]] = []
+            try:
+                for group, decoded in self._decoded(groups, readers):
+                    pending += self._compute(group, decoded, writers)
+                    pending = self._collect(pending, block=False)
+                self._collect(pending, block=True)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return self.results
+
+    def _decoded(
+        self, groups: list[list[_Item]], pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[list[_Item], list[ImageFile | FileResult]]]:
+        """Decode groups in a thread pool, one group ahead of the one being computed."""
+        ahead: list[list[Future[ImageFile | FileResult]]] = []
+        for index in range(len(groups) + 1):
+            if index < len(groups):
+                ahead.append([pool.submit(self._read, item) for item in groups[index]])
+            if index >= 1:
+                yield groups[index - 1], [f.result() for f in ahead.pop(0)]
+
+    def _read(self, item: _Item) -> ImageFile | FileResult:
+        try:
+            image = read_image(item.job.source)
+        except ImageReadError as exc:
+            return self._result(item, "failed", exc.reason)
+        if image.size != item.size:
+            return self._result(item, "failed", "file changed while the run was going on")
+        return image
+
+    def _compute(
+        self, group: list[_Item], decoded: list[ImageFile | FileResult], writers: ThreadPoolExecutor
+    ) -> list[Future[FileResult]]:
+        batches: dict[tuple[object, ...], list[tuple[_Item, ImageFile, tuple[bool, bool]]]] = {}
+        for item, image in zip(group, decoded, strict=True):
+            if isinstance(image, FileResult):
+                self._emit(image)
+                continue
+            wrap = wrap_axes(image, self.texture.seamless)
+            batches.setdefault(batch_key(image, wrap), []).append((item, image, wrap))
+        futures = []
+        for members in batches.values():
+            futures += self._upscale(members, writers)
+        return futures
+
+    def _upscale(
+        self, members: list[tuple[_Item, ImageFile, tuple[bool, bool]]], writers: ThreadPoolExecutor
+    ) -> list[Future[FileResult]]:
+        start = time.perf_counter()
+        try:
+            wrap = members[0][2]
+            outputs = upscale_images(self.upscaler, [m[1] for m in members], self.texture, wrap)
+        except Exception as exc:  # one bad batch must not end the run: retry alone, then fail
+            if len(members) > 1 and not isinstance(exc, NotEnoughMemoryError):
+                return [f for m in members for f in self._upscale([m], writers)]
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not isinstance(exc, (NotEnoughMemoryError, ValueError)):
+                reason = f"{type(exc).__name__}: {reason}"
+            for item, _, _ in members:
+                self._emit(self._result(item, "failed", reason[:300]))
+            return []
+        seconds = (time.perf_counter() - start) / len(members)
+        futures = []
+        for (item, _, wrap), output in zip(members, outputs, strict=True):
+            if item.done:
+                continue  # recomputed only to keep its batch-mates bit-identical
+            futures.append(writers.submit(self._write, item, output, seconds, wrap))
+        return futures
+
+    def _write(
+        self, item: _Item, image: ImageFile, seconds: float, wrap: tuple[bool, bool]
+    ) -> FileResult:
+        target = item.job.target
+        result = self._result(item, "done", seconds=seconds, output=image.size, wrap=wrap)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not str(target.parent.resolve()).startswith(str(self.root)):
+                raise ImageWriteError(target, "output folder resolves outside the output root")
+            write_image(target, image, item.job.format, png_level=self.options.png_level)
+            self.manifest.record(target)
+        except DiskFullError as exc:
+            raise FatalError(
+                f"disk full while writing {target}; earlier outputs are intact"
+            ) from exc
+        except ImageWriteError as exc:
+            result.status, result.reason = "failed", exc.reason
+        except OSError as exc:
+            result.status, result.reason = "failed", f"cannot write: {exc.strerror or exc}"
+        return result
+
+    def _collect(self, pending: list[Future[FileResult]], block: bool) -> list[Future[FileResult]]:
+        remaining = []
+        for future in pending:
+            if block or future.done():
+                self._emit(future.result())  # re-raises FatalError from the writer
+            else:
+                remaining.append(future)
+        return remaining
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_output_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe_file = self.root / f".upscale-write-test-{os.getpid()}"
+            probe_file.write_bytes(b"")
+            probe_file.unlink()
+        except OSError as exc:
+            raise FatalError(
+                f"output folder {self.root} is not writable: {exc.strerror or exc}"
+            ) from exc
+        for folder, _, _ in os.walk(self.root):
+            remove_stale_temps(Path(folder))
+
+    def _result(
+        self,
+        item: _Item,
+        status: str,
+        reason: str = "",
+        *,
+        seconds: float = 0.0,
+        output: tuple[int, int] | None = None,
+        wrap: tuple[bool, bool] | None = None,
+    ) -> FileResult:
+        out = output or output_size(item.size, self.upscaler.scale, self.texture)
+        return FileResult(
+            str(item.job.source),
+            str(item.job.target),
+            status,
+            reason,
+            seconds,
+            list(item.size),
+            list(out),
+            list(wrap or ()),
+        )
+
+    def _emit(self, result: FileResult) -> None:
+        self.results.append(result)
+        self.on_result(result)
+
+
+def write_report(path: Path, results: list[FileResult], summary: Mapping[str, object]) -> None:
+    from .atomic import write_bytes_atomic
+
+    data = {"summary": summary, "files": [asdict(r) for r in results]}
+    write_bytes_atomic(path, json.dumps(data, indent=2).encode("utf-8"))

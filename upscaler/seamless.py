@@ -1,0 +1,59 @@
+"""Tileable (wrap-around) textures: detection, wrap padding and the seam metric."""
+
+from __future__ import annotations
+
+import torch
+
+# A texture wraps along an axis when the jump across its opposite edges is no larger than the
+# ordinary step between neighbouring rows/columns inside it (with some slack for noise).
+WRAP_TOLERANCE = 1.5
+MIN_WRAP_SIZE = 8
+
+
+def _edge_ratio(x: torch.Tensor, dim: int, step: int = 1) -> float:
+    """Jump across the wrap boundary along ``dim`` over the mean jump between neighbours.
+
+    With ``step`` > 1 only the boundaries at multiples of ``step`` count as neighbours: in an
+    image upscaled by ``step`` those are the ones between source pixels, like the wrap seam.
+    """
+    x = x.float()
+    n = x.shape[dim]
+    jumps = (x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)).abs()
+    starts = torch.arange(step - 1, n - 1, step, device=x.device)
+    inner = jumps.index_select(dim, starts).mean() if len(starts) else jumps.mean()
+    wrap = (x.narrow(dim, 0, 1) - x.narrow(dim, n - 1, 1)).abs().mean()
+    if float(inner) < 1e-6:
+        return 0.0 if float(wrap) < 1e-6 else float("inf")
+    return float(wrap / inner)
+
+
+def seam_error(x: torch.Tensor, step: int = 1) -> tuple[float, float]:
+    """Wrap seam error per axis (rows, columns) of ``(B, C, H, W)`` or ``(C, H, W)``.
+
+    The mean absolute jump across the wrap boundary divided by the mean jump between neighbouring
+    pixels inside: about 1 for a texture that tiles, much larger when a seam shows. Pass the
+    upscaling factor as ``step`` to compare like with like in an upscaled image.
+    """
+    return _edge_ratio(x, x.ndim - 2, step), _edge_ratio(x, x.ndim - 1, step)
+
+
+def detect_wrap(x: torch.Tensor) -> tuple[bool, bool]:
+    """Whether ``x`` (``(..., H, W)``) tiles vertically and horizontally, judged from its edges."""
+    h, w = x.shape[-2], x.shape[-1]
+    rows, cols = seam_error(x)
+    return (
+        h >= MIN_WRAP_SIZE and rows <= WRAP_TOLERANCE,
+        w >= MIN_WRAP_SIZE and cols <= WRAP_TOLERANCE,
+    )
+
+
+def wrap_pad(x: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
+    """Pad ``(..., H, W)`` circularly; the pad may exceed the image size (it wraps repeatedly)."""
+    h, w = x.shape[-2], x.shape[-1]
+    if pad_y:
+        rows = torch.arange(-pad_y, h + pad_y, device=x.device) % h
+        x = x.index_select(x.ndim - 2, rows)
+    if pad_x:
+        cols = torch.arange(-pad_x, w + pad_x, device=x.device) % w
+        x = x.index_select(x.ndim - 1, cols)
+    return x

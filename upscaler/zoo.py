@@ -1,0 +1,67 @@
+"""The models shipped inside the package, by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import ModelFileError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    name: str
+    scale: int
+    summary: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.safetensors"
+
+    @property
+    def card(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.md"
+
+    @property
+    def installed(self) -> bool:
+        return self.path.is_file()
+
+
+SHIPPED: dict[str, ShippedModel] = {
+    m.name: m
+    for m in (
+        ShippedModel("texture-x4", 4, "sharp x4 for game textures (GAN-finetuned)"),
+        ShippedModel("texture-x2", 2, "sharp x2 for game textures (GAN-finetuned)"),
+        ShippedModel("texture-x4-fidelity", 4, "faithful x4 (pixel loss only)"),
+        ShippedModel("texture-x2-fidelity", 2, "faithful x2 (pixel loss only)"),
+    )
+}
+
+
+def default_model(scale: int) -> str:
+    """The shipped model used when ``--model`` is not given."""
+    for name in (f"texture-x{scale}", f"texture-x{scale}-fidelity"):
+        if name in SHIPPED and SHIPPED[name].installed:
+            return name
+    available = sorted({m.scale for m in SHIPPED.values() if m.installed})
+    raise ModelFileError(
+        f"texture-x{scale}",
+        f"no shipped x{scale} model (shipped scales: {available or 'none'}); pass --model",
+    )
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A shipped model's file, or the path itself."""
+    key = str(name_or_path)
+    if key in SHIPPED:
+        model = SHIPPED[key]
+        if not model.installed:
+            raise ModelFileError(key, "this shipped model is not installed in this package")
+        return model.path
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and path.suffix == "":
+        names = ", ".join(m.name for m in SHIPPED.values() if m.installed) or "none installed"
+        raise ModelFileError(key, f"no such model file or shipped model (shipped: {names})")
+    return path
