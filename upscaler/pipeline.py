@@ -100,14 +100,16 @@ class Upscaler:
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        max_memory: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         self.info = info
         self.module = module.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
-        if self.device.type == "cuda":
-            self.module = self.module.to(memory_format=torch.channels_last)
-        self.budget = memory_budget(self.device)
+        # Channels-last convolutions run ~1.4x faster with oneDNN on CPU and on tensor cores.
+        self.module = self.module.to(memory_format=torch.channels_last)
+        # ``max_memory`` (bytes) caps what the tiler plans for; weights come on top.
+        self.budget = max_memory or memory_budget(self.device)
         self.tiles_run = 0  # for reports and tests
 
     @property
@@ -169,12 +171,15 @@ class Upscaler:
         items = xm.shape[0]
 
         if tile is None:
-            tile = self._auto_tile(hp, wp, overlap, items)
+            tile = self._auto_tile(hp, wp, overlap)
         tile = max(info.size_multiple, tile // info.size_multiple * info.size_multiple)
         # Pixels within ``margin`` of a tile's cut edge are discarded; past it they are exact when
         # margin >= receptive field, and the rest of the overlap is cross-faded.
         margin = max(min(rf, overlap), overlap - min(MAX_BLEND, tile // 4))
-        self._max_items = max(1, items)
+        tile_pixels = min(hp, tile + 2 * overlap) * min(wp, tile + 2 * overlap)
+        self._max_items = max(
+            1, min(items, int(self.budget // (tile_pixels * self._bytes_per_pixel())))
+        )
 
         crop_y0, crop_x0 = pad_y * s, pad_x * s
         out_h, out_w = h * s, w * s
@@ -191,13 +196,17 @@ class Upscaler:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _auto_tile(self, h: int, w: int, overlap: int, items: int) -> int:
-        per_pixel = self.info.bytes_per_pixel * (2 if self.dtype == torch.float32 else 1)
-        per_pixel += 4 * self.info.out_channels * self.scale**2 * 3  # output, weights, accumulator
-        if h * w * per_pixel * items <= self.budget:
-            return max(h, w)
+    def _bytes_per_pixel(self) -> float:
+        """Planned bytes per input pixel of one item: activations plus the float output side."""
+        activations = self.info.bytes_per_pixel * (1.0 if self.dtype == torch.float32 else 0.5)
+        return activations + 4 * self.info.out_channels * self.scale**2 * 3
+
+    def _auto_tile(self, h: int, w: int, overlap: int) -> int:
+        per_pixel = self._bytes_per_pixel()
+        if h * w * per_pixel <= self.budget:
+            return max(h, w)  # one item fits whole; items are then batched as memory allows
         side = int((self.budget / per_pixel) ** 0.5) - 2 * overlap
-        side = side // 64 * 64 if side >= 128 else side
+        side = side // 64 * 64 if side >= 128 else side  # regular sizes run faster
         return max(MIN_TILE, side)
 
     def _to_model(self, x: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
@@ -290,9 +299,7 @@ class Upscaler:
         data = chunk.to(self.device, non_blocking=True)
         if not data.is_floating_point():  # integers are scaled on the device: 4x less to copy
             data = data.float().div_(_max_value(chunk))
-        data = data.to(self.dtype)
-        if self.device.type == "cuda":
-            data = data.contiguous(memory_format=torch.channels_last)
+        data = data.to(self.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self.module(data)
         expected = (chunk.shape[2] * self.scale, chunk.shape[3] * self.scale)
