@@ -25,15 +25,25 @@ NEAR_BINARY = 8 / 255
 MIN_SIDE_SHARE = 0.005
 # After re-thresholding, values this close to 0 or full are snapped there (cutouts stay binary).
 SNAP = 2 / 255
+CONSTANT_SPREAD = 2 / 255  # an alpha plane within this spread holds no information
 U16 = 65535
+
+
+def constant(alpha: np.ndarray, bits: int) -> int | None:
+    """The value of an alpha plane that holds (nearly) one value everywhere, else None. Block
+    compression leaves opaque alpha at 254/255: that is opaque, kept as 255."""
+    top = 65535 if bits == 16 else 255
+    low, high = int(alpha.min()), int(alpha.max())
+    if high - low > round(CONSTANT_SPREAD * top):
+        return None
+    return high if high == top else int(np.round(alpha.mean()))
 
 
 def classify(alpha: np.ndarray, bits: int) -> str:
     """``cutout``, ``blended`` or ``absent`` for an integer alpha plane ``(H, W)``."""
-    top = 65535 if bits == 16 else 255
-    low, high = int(alpha.min()), int(alpha.max())
-    if low == high:
+    if constant(alpha, bits) is not None:
         return "absent"
+    top = 65535 if bits == 16 else 255
     near = round(NEAR_BINARY * top)
     clear = float(np.mean(alpha <= near))
     solid = float(np.mean(alpha >= top - near))
@@ -86,10 +96,9 @@ def keep_coverage(
 def _remap(t: int) -> np.ndarray:
     """Per 16-bit level: the piecewise-linear map that puts level t at half alpha."""
     level = np.arange(U16 + 1, dtype=np.float64)
-    half = 0.5
-    return np.where(
-        level < t, level / max(t, 1) * half, half + (level - t) / max(U16 - t, 1) * (1 - half)
-    )
+    below = np.minimum(level / max(t, 1) * 0.5, 0.5 - 1e-6)
+    above = np.maximum(0.5 + (level - t) / max(U16 - t, 1) * 0.5, 0.5 + 1e-6)
+    return np.where(level < t, below, above)  # each side strictly on its side of the test
 
 
 def _steepen(mapped: np.ndarray, counts: np.ndarray, soft: float) -> np.ndarray:

@@ -179,14 +179,16 @@ _D3DFMT_NAMES = {
 def read_info(path: Path) -> DdsInfo:
     """Parse ``path``'s header. Raises ``DdsError`` for anything we cannot read."""
     with open(path, "rb") as handle:
-        head = handle.read(HEADER_BYTES + DX10_BYTES)
-        handle.seek(0, 2)
-        size = handle.tell()
-    info = parse_header(head)
+        return parse_header(handle.read(HEADER_BYTES + DX10_BYTES))
+
+
+def check_length(path: Path, info: DdsInfo) -> None:
+    """Raise ``DdsError`` if ``path`` is too short to hold the top level (after the size check,
+    so an absurd header fails as too big, not as truncated)."""
+    size = path.stat().st_size
     need = info.data_offset + surface_bytes(info.format, info.height, info.width)
     if size < need:
         raise DdsError(f"truncated DDS file ({size:,} bytes, the top level needs {need:,})")
-    return info
 
 
 def parse_header(head: bytes) -> DdsInfo:

@@ -167,11 +167,12 @@ def _check_size(path: Path, width: int, height: int) -> None:
 def _dds_info(path: Path) -> DdsInfo:
     try:
         info = dds.read_info(path)
+        _check_size(path, info.width, info.height)
+        dds.check_length(path, info)
     except dds.DdsError as exc:
         raise ImageReadError(path, exc.reason) from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
-    _check_size(path, info.width, info.height)
     return info
 
 

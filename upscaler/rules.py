@@ -82,7 +82,12 @@ class Rules:
         found: dict[str, Any] = {}
         for rule in self.rules:
             if rule.matches(relative):
-                found.update(rule.options)
+                options = dict(rule.options)
+                if options.get("native"):  # the later of native / output_scale wins
+                    found.pop("output_scale", None)
+                if options.get("output_scale") is not None:
+                    found.pop("native", None)
+                found.update(options)
         return found
 
     def options_for(self, relative: PurePath | str, base: TextureOptions) -> TextureOptions:

@@ -91,9 +91,8 @@ def plan_texture(
     mode, coverage, soft, constant = "absent", None, None, None
     if image.channels in (2, 4):
         a = image.pixels[:, :, -1]
-        if int(a.min()) == int(a.max()):
-            constant = int(a.flat[0])
-        else:
+        constant = alpha_.constant(a, image.bits)
+        if constant is None:
             mode = options.alpha
             if mode == "auto":
                 mode = alpha_.classify(a, image.bits)
