@@ -92,7 +92,7 @@ def _dds_bytes(
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (_dds_bytes(8, 8, b"DX10", dx10=(95, 3, 0, 1)), "BC6H_UF16 is not supported"),
+        (_dds_bytes(8, 8, b"DX10", dx10=(95, 3, 0, 1)), "unsupported DDS pixel format BC6H_UF16"),
         (_dds_bytes(8, 8, b"DX10", dx10=(10, 3, 0, 1)), "R16G16B16A16_FLOAT"),
         (_dds_bytes(8, 8, b"DX10", dx10=(98, 3, 0x4, 1)), "cube map (BC7_UNORM)"),
         (_dds_bytes(8, 8, b"DX10", dx10=(71, 3, 0, 6)), "texture array (6 slices of BC1_UNORM)"),
@@ -262,3 +262,57 @@ def test_png_to_dds_picks_a_format_for_the_content(tmp_path: Path, tiny_x2: Path
     }
     with Image.open(tmp_path / "out" / "redrock01_tile.dds") as im:
         assert getattr(im, "pixel_format", "") == "BC7" and im.size == (128, 64)
+
+
+_LAYOUTS = [
+    # (name, legacy pixel-format flags, bit count, masks) or a DX10 format number
+    ("L8", 0x20000, 8, (0xFF, 0, 0, 0)),
+    ("L8A8", 0x20000 | 0x1, 16, (0xFF, 0, 0, 0xFF00)),
+    ("R8G8B8", 0x40, 24, (0xFF0000, 0xFF00, 0xFF, 0)),
+    ("X8R8G8B8", 0x40, 32, (0xFF0000, 0xFF00, 0xFF, 0)),
+    ("A8B8G8R8", 0x40 | 0x1, 32, (0xFF, 0xFF00, 0xFF0000, 0xFF000000)),
+    ("R5G6B5", 0x40, 16, (0xF800, 0x7E0, 0x1F, 0)),
+    ("A1R5G5B5", 0x40 | 0x1, 16, (0x7C00, 0x3E0, 0x1F, 0x8000)),
+    ("A4R4G4B4", 0x40 | 0x1, 16, (0xF00, 0xF0, 0xF, 0xF000)),
+    ("A8", 0x2, 8, (0, 0, 0, 0xFF)),
+    ("R8_UNORM", 61),
+    ("R8G8_UNORM", 49),
+    ("B8G8R8X8_UNORM_SRGB", 93),
+]
+
+
+@pytest.mark.parametrize("layout", _LAYOUTS, ids=[layout[0] for layout in _LAYOUTS])
+def test_uncompressed_layouts_read_back_and_match_pillow(tmp_path: Path, layout: tuple) -> None:
+    from conftest import make_pixels
+
+    if len(layout) == 2:
+        fmt = dds._dx10_format(layout[1])
+    else:
+        flags, bitcount, masks = layout[1:]
+        fmt = dds._legacy_uncompressed_format(flags, bitcount, masks)
+        assert fmt.name == layout[0]  # the name comes from the masks
+    _, channels = dds.planes(fmt)
+    pixels = make_pixels(13, 11, channels)
+    if fmt.masks[1] and not fmt.masks[2]:
+        pixels[:, :, 2] = 0  # RG: blue is empty
+    info = dds.DdsInfo(11, 13, 1, fmt, 148 if fmt.dxgi else 128)
+    write_image(tmp_path / "x.dds", ImageFile(pixels, "DDS", info={"dds": info}))
+    again = read_image(tmp_path / "x.dds")
+    assert again.info["dds"].format.name == fmt.name and again.channels == channels
+    widest_loss = max(256 // (1 << m.bit_count()) for m in fmt.masks if m)  # 565 etc. are lossy
+    assert np.abs(again.pixels.astype(int) - pixels.astype(int)).max() <= widest_loss
+    if not fmt.dxgi and channels != 1 or layout[0] == "L8":
+        with Image.open(tmp_path / "x.dds") as im:  # an independent decoder agrees
+            theirs = np.asarray(im)
+        theirs = theirs[:, :, None] if theirs.ndim == 2 else theirs
+        assert np.abs(theirs.astype(int) - again.pixels.astype(int)).max() <= 1
+
+
+def test_dxt3_is_read_like_pillow(tmp_path: Path) -> None:
+    with Image.open(DATA / "grate01_skin.png") as im:
+        im.save(tmp_path / "g.dds", pixel_format="DXT3")
+    ours = read_image(tmp_path / "g.dds")
+    assert ours.info["dds"].format.name == "DXT3"
+    with Image.open(tmp_path / "g.dds") as im:
+        theirs = np.asarray(im)
+    assert np.abs(ours.pixels.astype(int) - theirs.astype(int)).max() <= 1  # rounding only

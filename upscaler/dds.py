@@ -135,9 +135,9 @@ _DXGI_NAMES = {
     63: "R8_SNORM",
     67: "R9G9B9E5_SHAREDEXP",
     89: "R10G10B10_XR_BIAS_A2_UNORM",
-    94: "BC6H_TYPELESS",
-    95: "BC6H_UF16",
-    96: "BC6H_SF16",
+    94: "BC6H_TYPELESS (HDR)",
+    95: "BC6H_UF16 (HDR)",
+    96: "BC6H_SF16 (HDR)",
 }
 # Legacy FourCC block formats: fourcc -> (block, signed).
 _FOURCC = {
@@ -201,9 +201,9 @@ def parse_header(head: bytes) -> DdsInfo:
     masks = struct.unpack_from("<4I", head, 92)
     caps2 = struct.unpack_from("<I", head, 112)[0]
     if caps2 & _CAPS2_CUBEMAP:
-        raise DdsError("cube map (6 faces) is not supported; convert its faces to 2D textures")
+        raise DdsError("unsupported DDS: cube map (6 faces); convert its faces to 2D textures")
     if caps2 & _CAPS2_VOLUME or (flags & _DEPTH and depth > 1):
-        raise DdsError(f"volume texture ({depth} slices) is not supported")
+        raise DdsError(f"unsupported DDS: volume texture ({depth} slices)")
     offset, alpha_mode = HEADER_BYTES, 0
     if pf_flags & _PF_FOURCC and fourcc == b"DX10":
         if len(head) < HEADER_BYTES + DX10_BYTES:
@@ -213,12 +213,12 @@ def parse_header(head: bytes) -> DdsInfo:
         alpha_mode = misc2 & 0x7
         fmt = _dx10_format(dxgi)
         if misc & _DX10_CUBE:
-            raise DdsError(f"cube map ({fmt.name}) is not supported")
+            raise DdsError(f"unsupported DDS: cube map ({fmt.name})")
         if dimension != _DX10_TEXTURE2D:
             kind = {2: "1D texture", 4: "volume texture"}.get(dimension, f"dimension {dimension}")
-            raise DdsError(f"{kind} ({fmt.name}) is not supported")
+            raise DdsError(f"unsupported DDS: {kind} ({fmt.name})")
         if array > 1:
-            raise DdsError(f"texture array ({array} slices of {fmt.name}) is not supported")
+            raise DdsError(f"unsupported DDS: texture array ({array} slices of {fmt.name})")
     elif pf_flags & _PF_FOURCC:
         fmt = _legacy_block_format(fourcc)
     else:
@@ -230,7 +230,7 @@ def parse_header(head: bytes) -> DdsInfo:
 def _dx10_format(dxgi: int) -> DdsFormat:
     if dxgi not in _DXGI:
         name = _DXGI_NAMES.get(dxgi, f"DXGI format {dxgi}")
-        raise DdsError(f"DDS pixel format {name} is not supported")
+        raise DdsError(f"unsupported DDS pixel format {name}")
     name, block, srgb, signed, bitcount, masks = _DXGI[dxgi]
     return DdsFormat(name, block, signed, srgb, bitcount, masks, dxgi=dxgi)
 
@@ -244,7 +244,7 @@ def _legacy_block_format(fourcc: bytes) -> DdsFormat:
     if name is None:
         text = fourcc.decode("ascii", "replace")
         name = f"FourCC {text!r}" if text.isprintable() else f"D3DFMT {number}"
-    raise DdsError(f"DDS pixel format {name} is not supported")
+    raise DdsError(f"unsupported DDS pixel format {name}")
 
 
 def _legacy_uncompressed_format(
@@ -252,9 +252,9 @@ def _legacy_uncompressed_format(
 ) -> DdsFormat:
     if flags & (_PAL8 | _YUV | _BUMPDUDV):
         what = "palette (P8)" if flags & _PAL8 else "YUV" if flags & _YUV else "bump (DuDv)"
-        raise DdsError(f"DDS pixel format {what} is not supported")
+        raise DdsError(f"unsupported DDS pixel format {what}")
     if not flags & (_RGB | _LUMINANCE | _ALPHA) or bitcount not in (8, 16, 24, 32):
-        raise DdsError(f"DDS pixel format with flags 0x{flags:x}, {bitcount} bits is not supported")
+        raise DdsError(f"unsupported DDS pixel format (flags 0x{flags:x}, {bitcount} bits)")
     r, g, b, a = masks
     if not flags & _ALPHAPIXELS and not flags & _ALPHA:
         a = 0
@@ -265,6 +265,9 @@ def _legacy_uncompressed_format(
         raise DdsError(f"DDS channel masks {[hex(m) for m in masks]} are not valid")
     luminance = bool(flags & _LUMINANCE)
     name = _mask_name(r, g, b, a, luminance)
+    unused = bitcount - sum(m.bit_count() for m in used)
+    if unused > 0 and not luminance:
+        name = f"X{unused}{name}"  # padding bits, as in X8R8G8B8
     return DdsFormat(name, bitcount=bitcount, masks=(r, g, b, a), luminance=luminance)
 
 

@@ -64,23 +64,25 @@ def quantize(v: torch.Tensor, bits: int) -> torch.Tensor:
     scaled = encode(v) * top
     if bits == 16:
         return (scaled + 0.5).floor_().clamp_(0, top).to(torch.int32)
-    low = scaled.floor()
-    best_cost: torch.Tensor | None = None
-    best = low
-    for step in itertools.product((0.0, 1.0), repeat=3):
-        code = (low + torch.tensor(step, dtype=v.dtype, device=v.device).view(1, 3, 1, 1)).clamp(
-            0, top
-        )
+    low = scaled.floor_().clamp_(0, top)
+    high = (low + 1).clamp_(max=top)
+    # Per channel and choice (low, high): squared decoded value and squared distance to v.
+    square, gap = [], []
+    for code in (low, high):
         back = code * (2 / top) - 1
-        cost = (back.norm(dim=1, keepdim=True) - 1).abs()
-        cost += BEST_FIT_DISTANCE_WEIGHT * (back - v).norm(dim=1, keepdim=True)
-        if best_cost is None:
-            best_cost, best = cost, code
-        else:
-            better = cost < best_cost
-            best_cost = torch.where(better, cost, best_cost)
-            best = torch.where(better, code, best)
-    return best.to(torch.uint8)
+        square.append(back * back)
+        gap.append((back - v) ** 2)
+    best_cost = torch.full_like(v[:, :1], float("inf"))
+    best = torch.zeros_like(v[:, :1], dtype=torch.uint8)
+    for choice, (bx, by, bz) in enumerate(itertools.product((0, 1), repeat=3)):
+        length = (square[bx][:, 0:1] + square[by][:, 1:2] + square[bz][:, 2:3]).sqrt_()
+        distance = (gap[bx][:, 0:1] + gap[by][:, 1:2] + gap[bz][:, 2:3]).sqrt_()
+        cost = (length - 1).abs_().add_(distance, alpha=BEST_FIT_DISTANCE_WEIGHT)
+        better = cost < best_cost
+        best_cost = torch.where(better, cost, best_cost)
+        best.masked_fill_(better, choice)
+    bit = torch.stack([(best >> shift) & 1 for shift in (2, 1, 0)], dim=1)[:, :, 0]
+    return torch.where(bit.bool(), high, low).to(torch.uint8)
 
 
 def length_error(pixels: np.ndarray | torch.Tensor, bits: int = 8) -> float:

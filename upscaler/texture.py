@@ -120,18 +120,20 @@ def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
 
 
 def model_input(image: ImageFile, info: MapInfo) -> np.ndarray:
-    """The pixels the model sees, ``(H, W, C')`` in the image's dtype."""
+    """The pixels the model sees, ``(H, W, C')`` in the image's dtype: without a constant alpha
+    channel, with colour bled under fully transparent texels, with Z rebuilt in blue for a
+    two-channel normal map."""
     pixels = image.pixels if info.constant_alpha is None else image.pixels[:, :, :-1]
     bleed = info.alpha in ("cutout", "blended")
     if not (bleed or info.two_channel):
         return pixels
     top = 65535 if image.bits == 16 else 255
-    x = torch.from_numpy(pixels.astype(np.float32) / top).permute(2, 0, 1)[None]
-    x = maps.to_filter_space(x, info)
-    if bleed:
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(top)
+    if info.two_channel:
+        x = maps.from_filter_space(maps.to_filter_space(x, info), maps.model_space(info))
+    if bleed:  # in encoded values: only invisible texels change, and they only need to blend in
         idx = maps.colour_channels(info.kind, x.shape[1])
         x[:, idx] = alpha_.bleed(x[:, idx], x[:, -1:])
-    x = maps.from_filter_space(x, maps.model_space(info))
     out = maps.quantize(x, image.bits)[0].permute(1, 2, 0).numpy()
     return np.ascontiguousarray(out.astype(pixels.dtype))
 
