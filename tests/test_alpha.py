@@ -110,6 +110,18 @@ def test_cutout_coverage_is_kept(
         assert alpha.soft_share(out.pixels[:, :, 3], 8) <= info.soft + 0.01
 
 
+def test_16_bit_cutout_keeps_coverage_and_depth(tiny_x2: Path) -> None:
+    image = read_image(DATA / "grate01_skin.png")
+    wide = image.with_pixels(image.pixels.astype(np.uint16) * 257)
+    for options in (TextureOptions(), TextureOptions(native=True)):
+        info = plan_texture(wide, "grate01_skin.png", options)
+        assert info.alpha == "cutout"
+        out = upscale_images(load_model(tiny_x2), [wide], options, infos=[info])[0]
+        assert out.bits == 16 and out.pixels.dtype == np.uint16
+        before = alpha.coverage(wide.pixels[:, :, 3], 16)
+        assert abs(alpha.coverage(out.pixels[:, :, 3], 16) - before) <= 0.01
+
+
 def test_without_rethreshold_coverage_drifts(tiny_x4: Path) -> None:
     """The same resampling with alpha left as blended moves coverage: the check above can fail."""
     image = read_image(DATA / "grate01_skin.png")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import DATA
 from PIL import Image
 
-from upscaler import alpha, bcn, dds, normals
+from upscaler import alpha, bcn, dds, ddsheader, normals
 from upscaler.cli import main
 from upscaler.io import ImageFile, ImageReadError, probe, read_image, write_image
 from upscaler.maps import MapInfo
@@ -164,7 +164,7 @@ def test_upscaled_dds_keeps_format_and_gets_a_full_mip_chain(
 def _expected_bytes(info: dds.DdsInfo, h: int, w: int, mips: int) -> int:
     header = 148 if info.format.dxgi else 128
     sizes = chain_sizes(h, w)[:mips]
-    return header + sum(dds.surface_bytes(info.format, *size) for size in sizes)
+    return header + sum(ddsheader.surface_bytes(info.format, *size) for size in sizes)
 
 
 def _levels(path: Path) -> list[np.ndarray]:
@@ -227,7 +227,7 @@ def test_signed_bc5_round_trip(tmp_path: Path) -> None:
     source = read_image(DATA / "grass01_ati2_n.dds")
     errors = {}
     for dxgi in (83, 84):  # BC5_UNORM, BC5_SNORM
-        info = dds.DdsInfo(source.size[1], source.size[0], 1, dds._dx10_format(dxgi), 148)
+        info = dds.DdsInfo(source.size[1], source.size[0], 1, ddsheader.dx10_format(dxgi), 148)
         image = ImageFile(source.pixels, "DDS", info={"dds": info}, map_info=MapInfo("normal"))
         write_image(tmp_path / "s.dds", image)
         again = read_image(tmp_path / "s.dds")
@@ -286,10 +286,10 @@ def test_uncompressed_layouts_read_back_and_match_pillow(tmp_path: Path, layout:
     from conftest import make_pixels
 
     if len(layout) == 2:
-        fmt = dds._dx10_format(layout[1])
+        fmt = ddsheader.dx10_format(layout[1])
     else:
         flags, bitcount, masks = layout[1:]
-        fmt = dds._legacy_uncompressed_format(flags, bitcount, masks)
+        fmt = ddsheader.legacy_uncompressed_format(flags, bitcount, masks)
         assert fmt.name == layout[0]  # the name comes from the masks
     _, channels = dds.planes(fmt)
     pixels = make_pixels(13, 11, channels)

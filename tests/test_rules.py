@@ -160,3 +160,27 @@ def test_map_and_alpha_overrides_on_the_command_line(tmp_path: Path, tiny_x2: Pa
     assert result.exit_code == 0
     entry = json.loads(report.read_text())["files"][0]
     assert (entry["map"], entry["alpha"], entry["wrap"]) == ("data", "blended", [False, True])
+
+
+def test_a_file_whose_analysis_fails_fails_alone(
+    tmp_path: Path, tiny_x2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from upscaler import runner
+
+    real = runner.plan_texture
+
+    def flaky(image, name, options):  # type: ignore[no-untyped-def]
+        if Path(name).name.startswith("grate"):
+            raise ValueError("injected")
+        return real(image, name, options)
+
+    monkeypatch.setattr(runner, "plan_texture", flaky)
+    shutil.copy(DATA / "grate01_skin.png", tmp_path)
+    shutil.copy(DATA / "grass01_n.png", tmp_path)
+    report = tmp_path / "r.json"
+    result = _invoke(tmp_path, "-o", tmp_path / "out", "--model", tiny_x2, "-q", "--report", report)
+    assert result.exit_code == 1
+    status = {Path(f["source"]).name: f for f in json.loads(report.read_text())["files"]}
+    assert status["grate01_skin.png"]["status"] == "failed"
+    assert "injected" in status["grate01_skin.png"]["reason"]
+    assert status["grass01_n.png"]["status"] == "done"

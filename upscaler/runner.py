@@ -225,7 +225,11 @@ class Runner:
             if isinstance(image, FileResult):
                 self._emit(image)
                 continue
-            info = plan_texture(image, item.job.name, item.options)
+            try:
+                info = plan_texture(image, item.job.name, item.options)
+            except Exception as exc:  # a bug in one file's analysis fails that file only
+                self._emit(self._result(item, "failed", f"cannot analyse: {exc}"[:300]))
+                continue
             key = (*batch_key(image, info), item.options)
             batches.setdefault(key, []).append((item, image, info))
         futures = []
