@@ -15,8 +15,10 @@ from upscaler.cli import main
 from upscaler.io import read_image
 
 
-def _invoke(*args: object) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def _upscale(source: Path, out: Path, model: Path, *flags: str) -> None:
+    args = [source, "-o", out, "--model", model, "-q", *flags]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
 
 
 def _palette(path: Path) -> set[tuple[int, ...]]:
@@ -30,17 +32,7 @@ def _palette(path: Path) -> set[tuple[int, ...]]:
 @pytest.mark.parametrize("mode", ["rgb", "keep"])
 def test_palette_images(tmp_path: Path, tiny_x2: Path, mode: str) -> None:
     shutil.copy(DATA / "redrock01_palette.png", tmp_path)
-    result = _invoke(
-        tmp_path / "redrock01_palette.png",
-        "-o",
-        tmp_path / "out",
-        "--model",
-        tiny_x2,
-        "-q",
-        "--palette",
-        mode,
-    )
-    assert result.exit_code == 0
+    _upscale(tmp_path / "redrock01_palette.png", tmp_path / "out", tiny_x2, "--palette", mode)
     source = read_image(DATA / "redrock01_palette.png")
     assert source.source_mode == "P" and source.palette is not None
     out = tmp_path / "out" / "redrock01_palette.png"
@@ -58,19 +50,7 @@ def test_palette_with_transparency_keeps_its_alpha(tmp_path: Path, tiny_x2: Path
     grate.quantize(colors=12, method=Image.Quantize.FASTOCTREE).save(tmp_path / "p.png")
     with Image.open(tmp_path / "p.png") as im:
         assert im.mode == "P" and "transparency" in im.info
-    assert (
-        _invoke(
-            tmp_path / "p.png",
-            "-o",
-            tmp_path / "out",
-            "--model",
-            tiny_x2,
-            "-q",
-            "--palette",
-            "keep",
-        ).exit_code
-        == 0
-    )
+    _upscale(tmp_path / "p.png", tmp_path / "out", tiny_x2, "--palette", "keep")
     with Image.open(tmp_path / "out" / "p.png") as im:
         assert im.mode == "P" and "transparency" in im.info
         rgba = np.asarray(im.convert("RGBA"))
@@ -83,10 +63,7 @@ def test_icc_profile_survives_the_command(tmp_path: Path, tiny_x2: Path) -> None
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     with Image.open(DATA / "redrock01_tile.png") as im:
         im.save(tmp_path / "rock.png", icc_profile=icc)
-    assert (
-        _invoke(tmp_path / "rock.png", "-o", tmp_path / "out", "--model", tiny_x2, "-q").exit_code
-        == 0
-    )
+    _upscale(tmp_path / "rock.png", tmp_path / "out", tiny_x2)
     with Image.open(tmp_path / "out" / "rock.png") as im:
         assert im.info.get("icc_profile") == icc
 
@@ -97,12 +74,7 @@ def test_tga_rle_bottom_left_through_the_command(tmp_path: Path, tiny_x2: Path) 
         top_row = np.asarray(im)[0]
     source = read_image(tmp_path / "grate01_skin.tga")
     np.testing.assert_array_equal(source.pixels[0], top_row)  # rows in top-down order
-    assert (
-        _invoke(
-            tmp_path / "grate01_skin.tga", "-o", tmp_path / "out", "--model", tiny_x2, "-q"
-        ).exit_code
-        == 0
-    )
+    _upscale(tmp_path / "grate01_skin.tga", tmp_path / "out", tiny_x2)
     with Image.open(tmp_path / "out" / "grate01_skin.tga") as im:
         assert im.info.get("compression") == "tga_rle" and im.info["orientation"] == -1
         assert im.size == (96, 80) and im.mode == "RGBA"
@@ -110,10 +82,7 @@ def test_tga_rle_bottom_left_through_the_command(tmp_path: Path, tiny_x2: Path) 
 
 def test_16_bit_png_height_map_stays_16_bit(tmp_path: Path, tiny_x2: Path) -> None:
     shutil.copy(DATA / "sand01_height16_h.png", tmp_path)
-    assert (
-        _invoke(tmp_path, "-o", tmp_path / "out", "--model", tiny_x2, "-q", "--native").exit_code
-        == 0
-    )
+    _upscale(tmp_path, tmp_path / "out", tiny_x2, "--native")
     out = read_image(tmp_path / "out" / "sand01_height16_h.png")
     source = read_image(DATA / "sand01_height16_h.png")
     assert out.bits == 16 and out.channels == 1 and out.size == source.size

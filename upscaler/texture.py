@@ -13,6 +13,7 @@ in the map's filter space (see ``maps``), so the full-resolution float image nev
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
@@ -163,9 +164,8 @@ def upscale_images(
     x = x.permute(0, 3, 1, 2)
     target = output_size((h, w), upscaler.scale, options)
     bands = upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap)
-    cutout = info.alpha == "cutout"
     out = torch.empty(len(images), target[0], target[1], x.shape[1], dtype=_dtype(bits))
-    alpha16 = np.empty((len(images), *target), np.uint16) if cutout else None
+    alpha16 = np.empty((len(images), *target), np.uint16) if info.alpha == "cutout" else None
     if target == (h * upscaler.scale, w * upscaler.scale):
         for y, band in bands:
             rows = slice(y, y + band.shape[2])
@@ -173,17 +173,7 @@ def upscale_images(
             if alpha16 is not None:
                 alpha16[:, rows] = alpha_.to_u16(band[:, -1])
     else:
-        # Filter each band across first (cheap, shrinks it), then down the whole column stack.
-        space = maps.model_space(info)
-        columns = [
-            resize_axis(
-                maps.to_filter_space(band, space), target[1], 3, options.resample, wrap=info.wrap[1]
-            ).cpu()
-            for _, band in bands
-        ]
-        full = resize_axis(
-            torch.cat(columns, dim=2), target[0], 2, options.resample, wrap=info.wrap[0]
-        )
+        full = _resample(bands, info, target, options.resample)
         out[:] = maps.quantize_filtered(full, info, bits).permute(0, 2, 3, 1)
         if alpha16 is not None:
             alpha16[:] = alpha_.to_u16(full[:, -1])
@@ -195,6 +185,22 @@ def upscale_images(
             _finish(image, plan, pixels, alpha16[i] if alpha16 is not None else None, options)
         )
     return results
+
+
+def _resample(
+    bands: Iterator[tuple[int, torch.Tensor]],
+    info: MapInfo,
+    size: tuple[int, int],
+    kernel: str,
+) -> torch.Tensor:
+    """The model's output bands filtered to ``size`` in the map's filter space: each band across
+    first (cheap, shrinks it), then down the whole column stack."""
+    space = maps.model_space(info)
+    columns = [
+        resize_axis(maps.to_filter_space(band, space), size[1], 3, kernel, wrap=info.wrap[1]).cpu()
+        for _, band in bands
+    ]
+    return resize_axis(torch.cat(columns, dim=2), size[0], 2, kernel, wrap=info.wrap[0])
 
 
 def _dtype(bits: int) -> torch.dtype:
@@ -214,10 +220,11 @@ def _finish(
         constant = np.full_like(pixels[:, :, :1], info.constant_alpha)
         pixels = np.concatenate([pixels, constant], axis=2)
     save_options = dict(image.save_options)
-    if options.palette == "keep" and image.palette is not None and image.bits == 8:
+    palette = image.palette
+    if options.palette == "keep" and palette is not None and palette.shape[1] == pixels.shape[2]:
         from .palette import snap
 
-        pixels = snap(pixels, image.palette)
+        pixels = snap(pixels, palette)
         save_options["palette"] = "keep"
     if options.dds_format != "auto":
         save_options["dds_format"] = options.dds_format
