@@ -19,11 +19,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from upscaler import load_model, maps, normals
 from upscaler.io import ImageFile, read_image
+from upscaler.levels import to_levels, to_tensor
 from upscaler.maps import MapInfo
 from upscaler.pipeline import Upscaler
 from upscaler.resample import resize
@@ -40,9 +40,8 @@ def _run(upscaler: Upscaler, image: ImageFile, name: str, **options: object) -> 
 
 
 def _reduce(pixels: np.ndarray, info: MapInfo, size: tuple[int, int]) -> np.ndarray:
-    x = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    x = resize(maps.to_filter_space(x, info), size, "box", wrap=info.wrap)
-    return maps.quantize_filtered(x, info, 8)[0].permute(1, 2, 0).numpy()
+    x = resize(maps.to_filter_space(to_tensor(pixels, 8), info), size, "box", wrap=info.wrap)
+    return to_levels(maps.quantize_filtered(x, info, 8))
 
 
 def _nearest(pixels: np.ndarray, factor: int) -> np.ndarray:

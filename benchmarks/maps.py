@@ -35,6 +35,7 @@ import torch
 
 from upscaler import alpha, load_model, maps, normals
 from upscaler.io import ImageFile, read_image
+from upscaler.levels import to_levels, to_tensor
 from upscaler.maps import MapInfo
 from upscaler.pipeline import Upscaler
 from upscaler.resample import resize
@@ -45,13 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LENGTH_CROP = 128
 
 
-def _tensor(pixels: np.ndarray, bits: int = 8) -> torch.Tensor:
-    top = 65535 if bits == 16 else 255
-    return torch.from_numpy(pixels.astype(np.float32) / top).permute(2, 0, 1)[None]
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    return to_tensor(pixels, 8)
 
 
 def _pixels(x: torch.Tensor, info: MapInfo) -> np.ndarray:
-    return maps.quantize_filtered(x, info, 8)[0].permute(1, 2, 0).numpy()
+    return to_levels(maps.quantize_filtered(x, info, 8))
 
 
 def _shrink(image: ImageFile, info: MapInfo, size: tuple[int, int]) -> ImageFile:

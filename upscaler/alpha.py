@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .levels import full_scale
+
 ALPHA_MODES = ("cutout", "blended", "data", "absent")
 ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
 # Cutout: at least this share of texels within NEAR_BINARY of 0 or of full, with both present.
@@ -32,7 +34,7 @@ U16 = 65535
 def constant(alpha: np.ndarray, bits: int) -> int | None:
     """The value of an alpha plane that holds (nearly) one value everywhere, else None. Block
     compression leaves opaque alpha at 254/255: that is opaque, kept as 255."""
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     low, high = int(alpha.min()), int(alpha.max())
     if high - low > round(CONSTANT_SPREAD * top):
         return None
@@ -43,7 +45,7 @@ def classify(alpha: np.ndarray, bits: int) -> str:
     """``cutout``, ``blended`` or ``absent`` for an integer alpha plane ``(H, W)``."""
     if constant(alpha, bits) is not None:
         return "absent"
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     near = round(NEAR_BINARY * top)
     clear = float(np.mean(alpha <= near))
     solid = float(np.mean(alpha >= top - near))
@@ -59,13 +61,13 @@ def coverage(alpha: np.ndarray, bits: int) -> float:
 
 def soft_share(alpha: np.ndarray, bits: int) -> float:
     """Share of texels that are neither (nearly) transparent nor (nearly) opaque."""
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     near = round(NEAR_BINARY * top)
     return float(np.mean((alpha > near) & (alpha < top - near)))
 
 
 def _reference(bits: int) -> int:
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     return (top + 1) // 2
 
 
@@ -119,7 +121,7 @@ def _steepen(mapped: np.ndarray, counts: np.ndarray, soft: float) -> np.ndarray:
 
 def _quantize(mapped: np.ndarray, t: int, bits: int) -> np.ndarray:
     """The lookup table from 16-bit levels to ``bits``-bit output."""
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     ref = _reference(bits)
     level = np.arange(U16 + 1)
     out = np.where(mapped <= SNAP, 0.0, np.where(mapped >= 1 - SNAP, 1.0, mapped))

@@ -28,6 +28,7 @@ from .ddsheader import (
     read_info,
     surface_bytes,
 )
+from .levels import full_scale
 
 if TYPE_CHECKING:
     from .io import ImageFile
@@ -111,7 +112,7 @@ def _decode_masks(data: bytes, fmt: DdsFormat, h: int, w: int) -> np.ndarray:
         value |= raw[:, :, i].astype(np.uint32) << (8 * i)
     found, channels = planes(fmt)
     bits = pixel_bits(fmt)
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     out = np.zeros((h, w, channels), dtype=np.uint16 if bits == 16 else np.uint8)
     for mask, channel in found:
         shift = (mask & -mask).bit_length() - 1
@@ -219,7 +220,7 @@ def _encode_masks(pixels: np.ndarray, fmt: DdsFormat) -> bytes:
     found, channels = planes(fmt)
     if c != channels:
         pixels = _match_channels(pixels, channels)
-    top = 65535 if pixels.dtype == np.uint16 else 255
+    top = full_scale(16 if pixels.dtype == np.uint16 else 8)
     value = np.zeros((h, w), dtype=np.uint64)
     for mask, channel in found:
         shift = (mask & -mask).bit_length() - 1
@@ -243,7 +244,7 @@ def _match_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     else:
         colour = np.repeat(colour, 3, axis=2) if gray else colour
     if channels in (2, 4):
-        top = 65535 if pixels.dtype == np.uint16 else 255
+        top = full_scale(16 if pixels.dtype == np.uint16 else 8)
         a = pixels[:, :, -1:] if alpha else np.full_like(colour[:, :, :1], top)
         return np.concatenate([colour, a], axis=2)
     return np.ascontiguousarray(colour)

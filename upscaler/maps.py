@@ -23,6 +23,7 @@ import torch
 
 from . import normals
 from .colour import linear_to_srgb, srgb_to_linear
+from .levels import quantize
 
 MAP_KINDS = ("color", "normal", "data")
 MAP_CHOICES = ("auto", *MAP_KINDS)
@@ -125,14 +126,6 @@ def from_filter_space(x: torch.Tensor, info: MapInfo) -> torch.Tensor:
         if info.two_channel:
             x[:, 2] = 0
     return x.clamp_(0, 1)
-
-
-def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Float ``[0, 1]`` to integers, rounding half up; int32 holds 16-bit values (torch has few
-    uint16 ops)."""
-    top = 65535 if bits == 16 else 255
-    q = (x.clamp(0, 1) * top + 0.5).floor_()
-    return q.to(torch.int32 if bits == 16 else torch.uint8)
 
 
 def quantize_filtered(x: torch.Tensor, info: MapInfo, bits: int) -> torch.Tensor:

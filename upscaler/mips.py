@@ -5,9 +5,9 @@ alpha-tested texture keeps its coverage in the distance."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from . import alpha as alpha_
+from .levels import to_levels, to_tensor
 from .maps import MapInfo, quantize_filtered, to_filter_space
 from .resample import resize
 
@@ -34,16 +34,14 @@ def build_chain(
     chain = [pixels]
     if len(sizes) == 1:
         return chain
-    top = 65535 if bits == 16 else 255
-    x = torch.from_numpy(pixels.astype(np.float32) / top).permute(2, 0, 1)[None]
+    x = to_tensor(pixels, bits)
     cutout = info.alpha == "cutout" and pixels.shape[2] in (2, 4)
     target = alpha_.coverage(pixels[:, :, -1], bits) if cutout else None
     soft = alpha_.soft_share(pixels[:, :, -1], bits) if cutout else None
     x = to_filter_space(x, info)
     for size in sizes[1:]:
         x = resize(x, size, "box", wrap=info.wrap)
-        level = quantize_filtered(x, info, bits)[0].permute(1, 2, 0).numpy()
-        level = level.astype(pixels.dtype)
+        level = to_levels(quantize_filtered(x, info, bits)).astype(pixels.dtype)
         if target is not None:
             level[:, :, -1] = alpha_.keep_coverage(alpha_.to_u16(x[0, -1]), target, bits, soft)
         chain.append(np.ascontiguousarray(level))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .levels import full_scale, to_tensor
+
 # Quantising a unit vector to 8 bits per channel by plain rounding leaves |len - 1| ~ 0.002; the
 # best of the 8 surrounding codes by length (with this weight on the distance from the exact
 # vector) halves that for ~0.1 degree more direction error.
@@ -60,7 +62,7 @@ def quantize(v: torch.Tensor, bits: int) -> torch.Tensor:
     8 bits: of the 8 codes around each vector, the one whose decoded length is closest to 1
     (weighed against its distance from the vector), so stored normals stay unit length.
     """
-    top = 65535 if bits == 16 else 255
+    top = full_scale(bits)
     scaled = encode(v) * top
     if bits == 16:
         return (scaled + 0.5).floor_().clamp_(0, top).to(torch.int32)
@@ -102,9 +104,7 @@ def angular_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _vectors(pixels: np.ndarray | torch.Tensor, bits: int) -> torch.Tensor:
     if isinstance(pixels, np.ndarray):
-        top = 65535 if bits == 16 else 255
-        x = torch.from_numpy(pixels[:, :, :3].astype(np.float32) / top).permute(2, 0, 1)[None]
-        return decode(x)
+        return decode(to_tensor(pixels[:, :, :3], bits))
     return decode(pixels[:, :3].float())
 
 

@@ -24,6 +24,7 @@ from . import alpha as alpha_
 from . import maps
 from .dds import DDS_FORMAT_CHOICES
 from .io import ImageFile
+from .levels import quantize, to_levels, to_tensor
 from .maps import MapInfo
 from .pipeline import Upscaler
 from .resample import KERNELS, resize_axis
@@ -128,15 +129,13 @@ def model_input(image: ImageFile, info: MapInfo) -> np.ndarray:
     bleed = info.alpha in ("cutout", "blended")
     if not (bleed or info.two_channel):
         return pixels
-    top = 65535 if image.bits == 16 else 255
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(top)
+    x = to_tensor(pixels, image.bits)
     if info.two_channel:
         x = maps.from_filter_space(maps.to_filter_space(x, info), maps.model_space(info))
     if bleed:  # in encoded values: only invisible texels change, and they only need to blend in
         idx = maps.colour_channels(info.kind, x.shape[1])
         x[:, idx] = alpha_.bleed(x[:, idx], x[:, -1:])
-    out = maps.quantize(x, image.bits)[0].permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(out.astype(pixels.dtype))
+    return np.ascontiguousarray(to_levels(quantize(x, image.bits)).astype(pixels.dtype))
 
 
 def upscale_images(
