@@ -44,6 +44,28 @@ def write_rrdb(path: Path, scale: int = 4, seed: int = 0) -> Path:
     return path
 
 
+def write_blur(path: Path, scale: int = 2) -> Path:
+    """A real model file whose network is a fixed 3x3 box blur, then nearest upscaling: it mixes
+    neighbours like any SR model does, but predictably (fringes, seams and vector shortening
+    show up deterministically)."""
+    config = CompactConfig(num_features=3, num_blocks=0, scale=scale)
+    model = Compact(config)
+    with torch.no_grad():
+        first, act, last = model.body
+        first.weight.zero_()
+        first.bias.zero_()
+        for c in range(3):
+            first.weight[c, c] = 1 / 9
+            first.weight[c, c, 1, 1] -= 1  # blur minus identity: the residual adds x back
+        act.weight.fill_(1.0)  # PReLU slope 1: identity
+        last.weight.zero_()
+        last.bias.zero_()
+        for c in range(3):
+            last.weight[c * scale * scale : (c + 1) * scale * scale, c, 1, 1] = 1
+    save_weights(path, model, arch="compact", config=config)
+    return path
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
@@ -62,3 +84,8 @@ def tiny_x2(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_rrdb_x2(models_dir: Path) -> Path:
     return write_rrdb(models_dir / "tiny-rrdb-x2.safetensors", scale=2)
+
+
+@pytest.fixture(scope="session")
+def blur_x2(models_dir: Path) -> Path:
+    return write_blur(models_dir / "blur-x2.safetensors", scale=2)

@@ -16,12 +16,19 @@ import click
 
 if TYPE_CHECKING:
     from .pipeline import Upscaler
+    from .rules import Rules
     from .runner import FileResult, RunOptions
     from .texture import TextureOptions
     from .worklist import Job
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 FORMAT_CHOICES = ("png", "tga", "jpg", "bmp", "webp", "dds")
+# Literal here so --help needs no torch; tests check they equal the library's.
+SEAMLESS_CHOICES = ("auto", "on", "off", "x", "y")
+MAP_CHOICES = ("auto", "color", "normal", "data")
+ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
+PALETTE_CHOICES = ("rgb", "keep")
+DDS_FORMAT_CHOICES = ("auto", "bc1", "bc2", "bc3", "bc4", "bc5", "bc7", "rgba")
 
 
 def _fatal(message: str) -> None:
@@ -111,9 +118,43 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 )
 @click.option(
     "--seamless",
-    type=click.Choice(("auto", "on", "off")),
+    type=click.Choice(SEAMLESS_CHOICES),
     default="auto",
-    help="Wrap-around padding so tileable textures stay tileable (auto: detect).",
+    help="Wrap-around padding so tileable textures stay tileable (auto: detect per axis; "
+    "x: left/right edges only, y: top/bottom only).",
+)
+@click.option(
+    "--map",
+    "map_kind",
+    type=click.Choice(MAP_CHOICES),
+    default="auto",
+    help="Map type (auto: from the name suffix, e.g. _n normal, _rough data; checked by content).",
+)
+@click.option(
+    "--alpha",
+    "alpha_mode",
+    type=click.Choice(ALPHA_CHOICES),
+    default="auto",
+    help="Alpha meaning (auto: cutout if mostly 0/255, else blended; data in normal/data maps).",
+)
+@click.option(
+    "--palette",
+    type=click.Choice(PALETTE_CHOICES),
+    default="rgb",
+    help="Palette images: upscale as RGB(A), or keep: re-quantise to the source palette.",
+)
+@click.option(
+    "--dds-format",
+    type=click.Choice(DDS_FORMAT_CHOICES),
+    default="auto",
+    help="DDS outputs: auto keeps the source's format (BC7 for other sources).",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file of per-pattern options (glob -> map, alpha, seamless, native, format...).",
 )
 @click.option("--skip-existing", is_flag=True, help="Skip outputs that exist and are complete.")
 @click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
@@ -172,6 +213,11 @@ def main(
     fmt: str | None,
     tile: int | None,
     seamless: str,
+    map_kind: str,
+    alpha_mode: str,
+    palette: str,
+    dds_format: str,
+    rules_file: Path | None,
     skip_existing: bool,
     dry_run: bool,
     report: Path | None,
@@ -187,6 +233,7 @@ def main(
     from . import zoo
     from .checkpoint import ModelFileError
     from .io import FORMATS
+    from .rules import Rules, RulesError
     from .texture import TextureOptions
     from .worklist import PlanError, build_worklist
     from .worklist import shard as take_shard
@@ -198,13 +245,26 @@ def main(
     shard_spec = _parse_shard(shard)
     out_format = FORMATS["." + fmt] if fmt else None
     try:
-        worklist = build_worklist(list(inputs), output, out_format)
+        rules = Rules.load(rules_file) if rules_file is not None else Rules()
+    except RulesError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        worklist = build_worklist(list(inputs), output, out_format, rules.format_for)
         jobs = worklist.jobs
         if shard_spec is not None:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
-    texture = TextureOptions(tile=tile, seamless=seamless, native=native, output_scale=output_scale)
+    texture = TextureOptions(
+        tile=tile,
+        seamless=seamless,
+        native=native,
+        output_scale=output_scale,
+        map=map_kind,
+        alpha=alpha_mode,
+        palette=palette,
+        dds_format=dds_format,
+    )
 
     try:
         name = model_name or zoo.default_model(scale or 4)
@@ -218,12 +278,14 @@ def main(
     for path, reason in worklist.notes:
         click.echo(f"not followed: {path}: {reason}", err=True)
     if dry_run:
-        _dry_run(jobs, upscaler.scale, texture, skip_existing, output)
+        _dry_run(jobs, upscaler.scale, texture, rules, skip_existing, output)
         return
     from .runner import RunOptions
 
     options = RunOptions(output, skip_existing, png_level, max_batch, workers)
-    code = _run(jobs, upscaler, texture, options, quiet, report, shard_spec, worklist.problems)
+    code = _run(
+        jobs, upscaler, texture, rules, options, quiet, report, shard_spec, worklist.problems
+    )
     sys.exit(code)
 
 
@@ -239,9 +301,15 @@ def _load(name: str, device: str, precision: str) -> Upscaler:
 
 
 def _dry_run(
-    jobs: list[Job], scale: int, texture: TextureOptions, skip_existing: bool, output: Path
+    jobs: list[Job],
+    scale: int,
+    texture: TextureOptions,
+    rules: Rules,
+    skip_existing: bool,
+    output: Path,
 ) -> None:
     from .io import ImageReadError, probe
+    from .maps import suffix_kind
     from .runner import Manifest
     from .texture import output_size
 
@@ -252,11 +320,13 @@ def _dry_run(
         except ImageReadError as exc:
             click.echo(f"fail  {job.source}: {exc.reason}")
             continue
-        out = output_size(size, scale, texture)
+        options = rules.options_for(job.name, texture)
+        out = output_size(size, scale, options)
         done = skip_existing and manifest.complete(job.target, out)
         verb = "skip " if done else "do   "
+        kind = options.map if options.map != "auto" else suffix_kind(job.source) or "color"
         click.echo(
-            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]})"
+            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]}) {kind}"
         )
     click.echo(f"{len(jobs)} files planned (dry run: nothing written)")
 
@@ -265,6 +335,7 @@ def _run(
     jobs: list[Job],
     upscaler: Upscaler,
     texture: TextureOptions,
+    rules: Rules,
     options: RunOptions,
     quiet: bool,
     report: Path | None,
@@ -290,7 +361,7 @@ def _run(
         if bar is not None:
             bar.update(1)
 
-    runner = Runner(upscaler, texture, options, on_result)
+    runner = Runner(upscaler, texture, options, on_result, rules)
     for path, reason in problems:  # folders that could not be read: their files are missing
         runner.results.append(FileResult(str(path), "", "failed", reason))
         click.echo(f"failed: {path}: {reason}", err=True)

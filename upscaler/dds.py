@@ -1,31 +1,250 @@
-"""DirectDraw Surface (DDS) specifics: which block format to write back."""
+"""DirectDraw Surface (DDS) files: the top level's pixels, and writing back with mips.
+
+The top mip is decoded: block formats through ``bcn``, uncompressed layouts from their channel
+masks (``ddsheader`` parses and refuses). Writing keeps the source's format, header style (legacy
+FourCC or DX10), sRGB flag and alpha mode; a source with mips gets a full chain generated per map
+type (``mips``). What cannot be written in the source's format falls back to the closest format
+that can, with a note naming both.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import bcn
+from .ddsheader import (
+    M8,
+    RGBA8,
+    DdsError,
+    DdsFormat,
+    DdsInfo,
+    check_length,
+    describe,
+    dx10_format,
+    pack_header,
+    read_info,
+    surface_bytes,
+)
+from .levels import full_scale
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from .io import ImageFile
 
-# Source pixel format (as Pillow names it on read) -> what Pillow can encode.
-WRITABLE = {
-    "DXT1": "DXT1",
-    "BC1": "DXT1",
-    "DXT3": "DXT3",
-    "BC2": "DXT3",
-    "DXT5": "DXT5",
-    "BC3": "DXT5",
-    "BC5": "BC5",
-    "BC5S": "BC5",
-}
+DDS_FORMAT_CHOICES = ("auto", "bc1", "bc2", "bc3", "bc4", "bc5", "bc7", "rgba")
+__all__ = [
+    "DDS_FORMAT_CHOICES",
+    "DdsError",
+    "DdsFormat",
+    "DdsInfo",
+    "check_length",
+    "describe",
+    "encode",
+    "read_info",
+    "read_pixels",
+]
 
 
-def dds_save_options(image: ImageFile, im: Image.Image) -> dict[str, Any]:
-    """Pillow save options that keep the source's block format where Pillow can write it."""
-    source = image.info.get("pixel_format")
-    target = WRITABLE.get(source or "")
-    if target is None or (target == "BC5" and im.mode != "RGB"):
-        return {}  # uncompressed
-    return {"pixel_format": target}
+def planes(fmt: DdsFormat) -> tuple[list[tuple[int, int]], int]:
+    """Which mask fills which pixel channel, and how many channels the pixels have.
+
+    R only (or luminance) is gray; R and G alone are an RG map, read as RGB with blue 0 (like a
+    BC5 normal map); alpha alone is read as a gray channel.
+    """
+    r, g, b, a = fmt.masks
+    if fmt.luminance or (r and not g and not b):
+        return [(r, 0)] + ([(a, 1)] if a else []), 2 if a else 1
+    if not (r or g or b):
+        return [(a, 0)], 1
+    if r and g and not b:
+        return [(r, 0), (g, 1)], 3
+    return [(r, 0), (g, 1), (b, 2)] + ([(a, 3)] if a else []), 4 if a else 3
+
+
+def pixel_bits(fmt: DdsFormat) -> int:
+    """16 for single-channel 16-bit layouts (L16, R16: height maps stay 16-bit), else 8."""
+    found, _ = planes(fmt)
+    return 16 if len(found) == 1 and found[0][0].bit_count() > 8 else 8
+
+
+def read_pixels(path: Path, info: DdsInfo) -> np.ndarray:
+    """The top level as ``(H, W, C)`` uint8 (uint16 for 16-bit gray layouts)."""
+    fmt, h, w = info.format, info.height, info.width
+    with open(path, "rb") as handle:
+        handle.seek(info.data_offset)
+        data = handle.read(surface_bytes(fmt, h, w))
+    if len(data) < surface_bytes(fmt, h, w):
+        raise DdsError("truncated DDS file")
+    if fmt.block:
+        return _decode_blocks(data, fmt, h, w)
+    return _decode_masks(data, fmt, h, w)
+
+
+def _decode_blocks(data: bytes, fmt: DdsFormat, h: int, w: int) -> np.ndarray:
+    pixels = bcn.decode(data, fmt.block, h, w, signed=fmt.signed)
+    if fmt.signed:
+        pixels = _from_signed(pixels)
+    if fmt.block == 5:  # RG: blue is empty, as in a two-channel normal map
+        pixels = np.concatenate([pixels, np.zeros_like(pixels[:, :, :1])], axis=2)
+    if fmt.block == 1 and int(pixels[:, :, 3].min()) == 255:
+        pixels = pixels[:, :, :3]  # BC1 without transparent texels: plain RGB
+    return np.ascontiguousarray(pixels)
+
+
+def _from_signed(offset_binary: np.ndarray) -> np.ndarray:
+    """Offset-binary signed values (s + 128) to the unsigned encoding of s / 127."""
+    s = np.maximum(offset_binary.astype(np.int32) - 128, -127)
+    return np.floor((s / 127 + 1) * 127.5 + 0.5).astype(np.uint8)
+
+
+def _to_signed(encoded: np.ndarray) -> np.ndarray:
+    s = np.floor((encoded.astype(np.float64) / 255 * 2 - 1) * 127 + 0.5)
+    return (s + 128).astype(np.uint8)
+
+
+def _decode_masks(data: bytes, fmt: DdsFormat, h: int, w: int) -> np.ndarray:
+    step = fmt.bitcount // 8
+    raw = np.frombuffer(data, dtype=np.uint8, count=h * w * step).reshape(h, w, step)
+    value = np.zeros((h, w), dtype=np.uint32)
+    for i in range(step):
+        value |= raw[:, :, i].astype(np.uint32) << (8 * i)
+    found, channels = planes(fmt)
+    bits = pixel_bits(fmt)
+    top = full_scale(bits)
+    out = np.zeros((h, w, channels), dtype=np.uint16 if bits == 16 else np.uint8)
+    for mask, channel in found:
+        shift = (mask & -mask).bit_length() - 1
+        most = mask >> shift
+        v = ((value & mask) >> shift).astype(np.uint64)
+        out[:, :, channel] = (v * top + most // 2) // most
+    return out
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+def encode(image: ImageFile) -> tuple[bytes, list[str]]:
+    """The DDS file for ``image``, and notes about anything not kept as it was."""
+    from .mips import build_chain, chain_sizes
+
+    source: DdsInfo | None = image.info.get("dds")
+    requested = str(image.save_options.get("dds_format", "auto"))
+    fmt, notes = _writable(_choose(source, image, requested))
+    with_mips = source is None or source.mip_count > 1 or requested != "auto"
+    h, w = image.size
+    levels = len(chain_sizes(h, w)) if with_mips else 1
+    chain = build_chain(image.pixels, image.bits, image.map_info, levels)
+    surfaces = [_encode_surface(_fit(level, image.bits, fmt), fmt) for level in chain]
+    alpha_mode = source.alpha_mode if source is not None else 0
+    return pack_header(fmt, h, w, len(chain), alpha_mode) + b"".join(surfaces), notes
+
+
+def _choose(source: DdsInfo | None, image: ImageFile, requested: str) -> DdsFormat:
+    """The format asked for: the source's, a named family, or one picked for the content."""
+    if requested not in DDS_FORMAT_CHOICES:
+        raise ValueError(f"DDS format must be one of {DDS_FORMAT_CHOICES}, got {requested!r}")
+    if requested == "auto" and source is not None:
+        return source.format
+    info = image.map_info
+    colour = info is None or info.kind == "color"
+    srgb = source.format.srgb if source is not None else colour
+    dx10 = source is None or source.format.dxgi != 0
+    if requested == "auto":
+        if image.channels == 1:
+            requested = "rgba" if image.bits == 16 else "bc4"
+        elif info is not None and info.two_channel:
+            requested = "bc5"
+        else:
+            requested = "bc7"
+    if requested == "rgba":
+        if image.channels == 1 and image.bits == 16:
+            return dx10_format(56)
+        if dx10:
+            return dx10_format(29 if srgb else 28)
+        return DdsFormat("A8B8G8R8", bitcount=32, masks=RGBA8)
+    block = int(requested[2])
+    return _block_format(block, srgb and block in (1, 2, 3, 7), dx10 or block == 7)
+
+
+def _block_format(block: int, srgb: bool, dx10: bool) -> DdsFormat:
+    if dx10:
+        number = {1: 71, 2: 74, 3: 77, 4: 80, 5: 83, 7: 98}[block] + (1 if srgb else 0)
+        return dx10_format(number)
+    fourcc = {1: b"DXT1", 2: b"DXT3", 3: b"DXT5", 4: b"ATI1", 5: b"ATI2"}[block]
+    return DdsFormat(fourcc.decode(), block, fourcc=fourcc)
+
+
+def _writable(fmt: DdsFormat) -> tuple[DdsFormat, list[str]]:
+    """``fmt`` if we can encode it, else the closest format we can, with a note naming both."""
+    if not fmt.block or bcn.can_encode(fmt.block):
+        return fmt, []
+    if fmt.block == 7:
+        closest = _block_format(3, fmt.srgb, True)
+    elif fmt.block == 4:
+        l8 = DdsFormat("L8", bitcount=8, masks=M8, luminance=True)
+        closest = dx10_format(61) if fmt.dxgi else l8
+    else:
+        closest = _block_format(3, fmt.srgb, fmt.dxgi != 0)
+    why = "no encoder for it is installed (pip install etcpak)"
+    return closest, [f"{fmt.name} cannot be written: {why}; written as {closest.name}"]
+
+
+def _fit(pixels: np.ndarray, bits: int, fmt: DdsFormat) -> np.ndarray:
+    """Pixels in the channel layout and depth ``fmt`` stores."""
+    if bits == 16 and pixel_bits(fmt) == 8:
+        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    c = pixels.shape[2]
+    if fmt.block == 4:
+        return pixels[:, :, :1]
+    if fmt.block == 5:
+        rg = pixels[:, :, :2] if c >= 3 else np.repeat(pixels[:, :, :1], 2, axis=2)
+        return rg
+    if fmt.block == 1 and c in (2, 4):  # 1-bit alpha: transparent below half, as alpha tests
+        pixels = pixels.copy()
+        pixels[:, :, -1] = np.where(pixels[:, :, -1] >= 128, 255, 0)
+    return pixels
+
+
+def _encode_surface(pixels: np.ndarray, fmt: DdsFormat) -> bytes:
+    if fmt.block:
+        if fmt.signed:
+            pixels = _to_signed(pixels)
+        return bcn.encode(pixels, fmt.block, signed=fmt.signed)
+    return _encode_masks(pixels, fmt)
+
+
+def _encode_masks(pixels: np.ndarray, fmt: DdsFormat) -> bytes:
+    h, w, c = pixels.shape
+    found, channels = planes(fmt)
+    if c != channels:
+        pixels = _match_channels(pixels, channels)
+    top = full_scale(16 if pixels.dtype == np.uint16 else 8)
+    value = np.zeros((h, w), dtype=np.uint64)
+    for mask, channel in found:
+        shift = (mask & -mask).bit_length() - 1
+        most = mask >> shift
+        v = (pixels[:, :, channel].astype(np.uint64) * most + top // 2) // top
+        value |= v << np.uint64(shift)
+    step = fmt.bitcount // 8
+    out = np.empty((h, w, step), dtype=np.uint8)
+    for i in range(step):
+        out[:, :, i] = (value >> np.uint64(8 * i)) & np.uint64(0xFF)
+    return out.tobytes()
+
+
+def _match_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """Gray <-> colour and alpha added or dropped, for a layout with another channel count."""
+    c = pixels.shape[2]
+    gray, alpha = c in (1, 2), c in (2, 4)
+    colour = pixels[:, :, :1] if gray else pixels[:, :, :3]
+    if channels in (1, 2):
+        colour = colour if gray else colour.mean(axis=2, keepdims=True).round().astype(colour.dtype)
+    else:
+        colour = np.repeat(colour, 3, axis=2) if gray else colour
+    if channels in (2, 4):
+        top = full_scale(16 if pixels.dtype == np.uint16 else 8)
+        a = pixels[:, :, -1:] if alpha else np.full_like(colour[:, :, :1], top)
+        return np.concatenate([colour, a], axis=2)
+    return np.ascontiguousarray(colour)

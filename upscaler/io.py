@@ -1,4 +1,5 @@
-"""Image files <-> pixel arrays. The only module that touches Pillow or image files.
+"""Image files <-> pixel arrays. With ``dds`` and ``bcn``, which it calls for DDS files, the only
+code that touches Pillow or image files.
 
 Reading checks the file against an explicit list of formats (by extension *and* content, so TIFF or
 EPS bytes named ``.png`` are refused) and an explicit pixel limit sized for textures, before any
@@ -13,13 +14,18 @@ import io as _io
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PIL import ImageFile as PILImageFile
 
+from . import dds
 from .atomic import atomic_write
+
+if TYPE_CHECKING:
+    from .dds import DdsInfo
+    from .maps import MapInfo
 
 MAX_PIXELS = 16384 * 16384
 MAX_SIDE = 65536
@@ -86,7 +92,8 @@ class ImageFile:
     source_mode: str = ""  # Pillow's mode before conversion ("P", "I;16", "1", ...)
     palette: np.ndarray | None = None  # (N, 3|4) uint8 for palette sources
     save_options: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # e.g. DDS pixel format, for reports
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. "dds": DdsInfo, "pixel_format"
+    map_info: MapInfo | None = None  # how the texture stage treated it (for DDS mips)
 
     @property
     def channels(self) -> int:
@@ -126,7 +133,8 @@ def _png_header(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _open(path: Path) -> tuple[Image.Image, str, bytes]:
+def _check(path: Path) -> tuple[str, bytes]:
+    """The format by extension, confirmed by content; the file's first bytes."""
     fmt = expected_format(path)
     if fmt is None:
         raise ImageReadError(path, f"unsupported file type {path.suffix!r}")
@@ -142,6 +150,33 @@ def _open(path: Path) -> tuple[Image.Image, str, bytes]:
     actual = sniff(head)
     if actual is not None and actual != fmt:
         raise ImageReadError(path, f"content is {actual}, not {fmt} as the name says; not read")
+    return fmt, head
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if (
+        width < 1
+        or height < 1
+        or width > MAX_SIDE
+        or height > MAX_SIDE
+        or width * height > MAX_PIXELS
+    ):
+        raise ImageReadError(path, f"{width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit")
+
+
+def _dds_info(path: Path) -> DdsInfo:
+    try:
+        info = dds.read_info(path)
+        _check_size(path, info.width, info.height)
+        dds.check_length(path, info)
+    except dds.DdsError as exc:
+        raise ImageReadError(path, exc.reason) from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
+    return info
+
+
+def _open(path: Path, fmt: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -152,17 +187,12 @@ def _open(path: Path) -> tuple[Image.Image, str, bytes]:
         raise ImageReadError(path, f"not a valid {fmt} file") from None
     except (OSError, ValueError, SyntaxError, NotImplementedError, EOFError) as exc:
         raise ImageReadError(path, _describe(exc, fmt)) from None
-    width, height = im.size
-    if (
-        width < 1
-        or height < 1
-        or width > MAX_SIDE
-        or height > MAX_SIDE
-        or width * height > MAX_PIXELS
-    ):
+    try:
+        _check_size(path, *im.size)
+    except ImageReadError:
         im.close()
-        raise ImageReadError(path, f"{width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit")
-    return im, fmt, head
+        raise
+    return im
 
 
 def _describe(exc: BaseException, fmt: str) -> str:
@@ -174,16 +204,22 @@ def _describe(exc: BaseException, fmt: str) -> str:
 
 def probe(path: Path) -> tuple[int, int]:
     """(height, width) from the header, with all the checks of ``read_image``."""
-    im, _, _ = _open(Path(path))
-    with im:
+    path = Path(path)
+    fmt, _ = _check(path)
+    if fmt == "DDS":
+        info = _dds_info(path)
+        return info.height, info.width
+    with _open(path, fmt) as im:
         return im.size[1], im.size[0]
 
 
 def read_image(path: str | Path) -> ImageFile:
     """Decode ``path`` fully. Raises ``ImageReadError`` with a one-line reason for any bad file."""
     path = Path(path)
-    im, fmt, head = _open(path)
-    with im:
+    fmt, head = _check(path)
+    if fmt == "DDS":
+        return _read_dds(path)
+    with _open(path, fmt) as im:
         try:
             image = _decode(path, im, fmt, head)
         except ImageReadError:
@@ -193,6 +229,21 @@ def read_image(path: str | Path) -> ImageFile:
         except (OSError, ValueError, SyntaxError, NotImplementedError, EOFError, TypeError) as exc:
             raise ImageReadError(path, _describe(exc, fmt)) from None
     return image
+
+
+def _read_dds(path: Path) -> ImageFile:
+    info = _dds_info(path)
+    try:
+        pixels = dds.read_pixels(path, info)
+    except dds.DdsError as exc:
+        raise ImageReadError(path, exc.reason) from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode") from None
+    except (OSError, ValueError, RuntimeError) as exc:  # imagecodecs raises its own errors
+        raise ImageReadError(path, _describe(exc, "DDS")) from None
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    extra = {"dds": info, "pixel_format": dds.describe(info)}
+    return ImageFile(pixels, "DDS", bits, source_mode=info.format.name, info=extra)
 
 
 def _decode(path: Path, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
@@ -217,7 +268,6 @@ def _decode(path: Path, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
         options["subsampling"] = JpegImagePlugin.get_sampling(im)
     if fmt == "WEBP":
         options["lossless"] = b"VP8L" in head[12:16]
-    pixel_format = getattr(im, "pixel_format", None) if fmt == "DDS" else None
     im.load()
     if im.mode == "P" or im.mode == "PA":
         has_alpha = im.mode == "PA" or "transparency" in im.info
@@ -244,23 +294,28 @@ def _decode(path: Path, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
     array = np.array(im)  # a writable copy, owned by us
     if array.ndim == 2:
         array = array[:, :, None]
-    info = {"pixel_format": pixel_format} if pixel_format else {}
-    return ImageFile(np.ascontiguousarray(array), fmt, 8, icc, source_mode, palette, options, info)
+    return ImageFile(np.ascontiguousarray(array), fmt, 8, icc, source_mode, palette, options)
 
 
 def encode_image(image: ImageFile, fmt: str | None = None, *, png_level: int = 3) -> bytes:
     """Encode to bytes in ``fmt`` (default: the image's own format)."""
-    fmt = fmt or image.format
+    return _encode(image, fmt or image.format, png_level)[0]
+
+
+def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str]]:
+    """The encoded file and notes about anything not kept as it was."""
+    if fmt == "DDS":
+        return dds.encode(image)
     pixels = image.pixels
     if fmt == "PNG" and image.bits == 16:
         import imagecodecs
 
         data = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
-        return bytes(imagecodecs.png_encode(np.ascontiguousarray(data), level=png_level))
+        return bytes(imagecodecs.png_encode(np.ascontiguousarray(data), level=png_level)), []
     if image.bits == 16:  # only PNG keeps 16 bits; other formats get the nearest 8-bit value
         pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     mode = MODES[pixels.shape[2]]
-    im = Image.fromarray(
+    im = _paletted(image, pixels, fmt) or Image.fromarray(
         np.ascontiguousarray(pixels[:, :, 0] if mode == "L" else pixels), mode=mode
     )
     params: dict[str, Any] = {}
@@ -268,6 +323,8 @@ def encode_image(image: ImageFile, fmt: str | None = None, *, png_level: int = 3
         params["icc_profile"] = image.icc_profile
     if fmt == "PNG":
         params["compress_level"] = png_level
+        if im.mode == "P" and "transparency" in im.info:
+            params["transparency"] = im.info["transparency"]
     elif fmt == "JPEG":
         if im.mode in ("LA", "RGBA"):
             im = im.convert("L" if im.mode == "LA" else "RGB")
@@ -280,27 +337,57 @@ def encode_image(image: ImageFile, fmt: str | None = None, *, png_level: int = 3
         params["orientation"] = image.save_options.get("orientation", 1)
     elif fmt == "WEBP":
         params.update(lossless=bool(image.save_options.get("lossless")), quality=95)
-    elif fmt == "DDS":
-        from .dds import dds_save_options
-
-        params.update(dds_save_options(image, im))
     buffer = _io.BytesIO()
     im.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
+    return buffer.getvalue(), []
+
+
+def _paletted(image: ImageFile, pixels: np.ndarray, fmt: str) -> Image.Image | None:
+    """A palette ("P") image when the pixels were snapped to the source palette (``--palette
+    keep``) and ``fmt`` can hold that palette; None otherwise."""
+    palette = image.palette
+    if image.save_options.get("palette") != "keep" or palette is None or pixels.dtype != np.uint8:
+        return None
+    alpha = palette.shape[1] == 4
+    if fmt not in ("PNG", "TGA", "BMP") or (alpha and fmt != "PNG"):
+        return None
+    if pixels.shape[2] != palette.shape[1]:
+        return None
+    keys = _colour_keys(palette)
+    order = np.argsort(keys, kind="stable")
+    wanted = _colour_keys(pixels.reshape(-1, pixels.shape[2]))
+    slot = np.clip(np.searchsorted(keys[order], wanted), 0, len(keys) - 1)
+    if not np.array_equal(keys[order][slot], wanted):
+        return None  # not every colour is in the palette: keep the direct colours
+    indices = order[slot].astype(np.uint8).reshape(pixels.shape[:2])
+    im = Image.fromarray(indices, "P")
+    im.putpalette(palette[:, :3].tobytes(), "RGB")
+    if alpha:
+        im.info["transparency"] = palette[:, 3].tobytes()
+    return im
+
+
+def _colour_keys(colours: np.ndarray) -> np.ndarray:
+    keys = np.zeros(colours.shape[0], dtype=np.uint32)
+    for channel in range(colours.shape[1]):
+        keys |= colours[:, channel].astype(np.uint32) << (8 * channel)
+    return keys
 
 
 def write_image(
     path: str | Path, image: ImageFile, fmt: str | None = None, *, png_level: int = 3
-) -> None:
-    """Encode and write atomically (temporary file beside ``path``, then rename)."""
+) -> list[str]:
+    """Encode and write atomically (temporary file beside ``path``, then rename). Returns notes
+    about anything not kept as it was (e.g. a DDS format written as the closest one we can)."""
     path = Path(path)
     fmt = fmt or expected_format(path) or image.format
     try:
-        data = encode_image(image, fmt, png_level=png_level)
+        data, notes = _encode(image, fmt, png_level)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ImageWriteError(path, f"cannot encode as {fmt}: {exc}") from None
     with atomic_write(path) as handle:
         handle.write(data)
+    return notes
 
 
 def verify_image(path: Path, size: tuple[int, int]) -> bool:

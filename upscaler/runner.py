@@ -26,8 +26,10 @@ from .io import (
     verify_image,
     write_image,
 )
+from .maps import MapInfo
 from .pipeline import NotEnoughMemoryError, Upscaler
-from .texture import TextureOptions, batch_key, output_size, upscale_images, wrap_axes
+from .rules import Rules
+from .texture import TextureOptions, batch_key, output_size, plan_texture, upscale_images
 from .worklist import Job
 
 MANIFEST = ".upscale-done.jsonl"
@@ -48,6 +50,9 @@ class FileResult:
     input_size: list[int] = field(default_factory=list)  # [height, width]
     output_size: list[int] = field(default_factory=list)
     wrap: list[bool] = field(default_factory=list)
+    map: str = ""  # color | normal | data
+    alpha: str = ""  # cutout | blended | data | absent
+    notes: list[str] = field(default_factory=list)  # what was decided or changed, and why
 
     @property
     def pixels(self) -> int:
@@ -68,6 +73,7 @@ class _Item:
     job: Job
     size: tuple[int, int]  # input (height, width) from the header
     key: tuple[object, ...]
+    options: TextureOptions  # the run's, refined by the rules file for this file
     done: bool = False  # output already complete
 
 
@@ -129,8 +135,10 @@ class Runner:
         texture: TextureOptions,
         options: RunOptions,
         on_result: Callable[[FileResult], None] | None = None,
+        rules: Rules | None = None,
     ) -> None:
         self.upscaler, self.texture, self.options = upscaler, texture, options
+        self.rules = rules or Rules()
         self.on_result = on_result or (lambda result: None)
         self.root = options.output_root.resolve()
         self.manifest = Manifest(self.root)
@@ -146,9 +154,10 @@ class Runner:
                 self._emit(probed)
                 continue
             size, key = probed
-            item = _Item(job, size, key)
+            texture = self.rules.options_for(job.name, self.texture)
+            item = _Item(job, size, (*key, texture), texture)
             if self.options.skip_existing:
-                target_size = output_size(size, self.upscaler.scale, self.texture)
+                target_size = output_size(size, self.upscaler.scale, texture)
                 item.done = self.manifest.complete(job.target, target_size)
             items.append(item)
         return items
@@ -211,25 +220,31 @@ class Runner:
     def _compute(
         self, group: list[_Item], decoded: list[ImageFile | FileResult], writers: ThreadPoolExecutor
     ) -> list[Future[FileResult]]:
-        batches: dict[tuple[object, ...], list[tuple[_Item, ImageFile, tuple[bool, bool]]]] = {}
+        batches: dict[tuple[object, ...], list[tuple[_Item, ImageFile, MapInfo]]] = {}
         for item, image in zip(group, decoded, strict=True):
             if isinstance(image, FileResult):
                 self._emit(image)
                 continue
-            wrap = wrap_axes(image, self.texture.seamless)
-            batches.setdefault(batch_key(image, wrap), []).append((item, image, wrap))
+            try:
+                info = plan_texture(image, item.job.name, item.options)
+            except Exception as exc:  # a bug in one file's analysis fails that file only
+                self._emit(self._result(item, "failed", f"cannot analyse: {exc}"[:300]))
+                continue
+            key = (*batch_key(image, info), item.options)
+            batches.setdefault(key, []).append((item, image, info))
         futures = []
         for members in batches.values():
             futures += self._upscale(members, writers)
         return futures
 
     def _upscale(
-        self, members: list[tuple[_Item, ImageFile, tuple[bool, bool]]], writers: ThreadPoolExecutor
+        self, members: list[tuple[_Item, ImageFile, MapInfo]], writers: ThreadPoolExecutor
     ) -> list[Future[FileResult]]:
         start = time.perf_counter()
         try:
-            wrap = members[0][2]
-            outputs = upscale_images(self.upscaler, [m[1] for m in members], self.texture, wrap)
+            images, infos = [m[1] for m in members], [m[2] for m in members]
+            options = members[0][0].options
+            outputs = upscale_images(self.upscaler, images, options, infos=infos)
         except Exception as exc:  # one bad batch must not end the run: retry alone, then fail
             if len(members) > 1 and not isinstance(exc, NotEnoughMemoryError):
                 return [f for m in members for f in self._upscale([m], writers)]
@@ -241,22 +256,21 @@ class Runner:
             return []
         seconds = (time.perf_counter() - start) / len(members)
         futures = []
-        for (item, _, wrap), output in zip(members, outputs, strict=True):
+        for (item, _, info), output in zip(members, outputs, strict=True):
             if item.done:
                 continue  # recomputed only to keep its batch-mates bit-identical
-            futures.append(writers.submit(self._write, item, output, seconds, wrap))
+            futures.append(writers.submit(self._write, item, output, seconds, info))
         return futures
 
-    def _write(
-        self, item: _Item, image: ImageFile, seconds: float, wrap: tuple[bool, bool]
-    ) -> FileResult:
+    def _write(self, item: _Item, image: ImageFile, seconds: float, info: MapInfo) -> FileResult:
         target = item.job.target
-        result = self._result(item, "done", seconds=seconds, output=image.size, wrap=wrap)
+        result = self._result(item, "done", seconds=seconds, output=image.size, info=info)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if not str(target.parent.resolve()).startswith(str(self.root)):
                 raise ImageWriteError(target, "output folder resolves outside the output root")
-            write_image(target, image, item.job.format, png_level=self.options.png_level)
+            notes = write_image(target, image, item.job.format, png_level=self.options.png_level)
+            result.notes += notes
             self.manifest.record(target)
         except DiskFullError as exc:
             raise FatalError(
@@ -300,19 +314,17 @@ class Runner:
         *,
         seconds: float = 0.0,
         output: tuple[int, int] | None = None,
-        wrap: tuple[bool, bool] | None = None,
+        info: MapInfo | None = None,
     ) -> FileResult:
-        out = output or output_size(item.size, self.upscaler.scale, self.texture)
-        return FileResult(
-            str(item.job.source),
-            str(item.job.target),
-            status,
-            reason,
-            seconds,
-            list(item.size),
-            list(out),
-            list(wrap or ()),
+        out = output or output_size(item.size, self.upscaler.scale, item.options)
+        result = FileResult(
+            str(item.job.source), str(item.job.target), status, reason, seconds, list(item.size)
         )
+        result.output_size = list(out)
+        if info is not None:
+            result.wrap, result.map, result.alpha = list(info.wrap), info.kind, info.alpha
+            result.notes = list(info.notes)
+        return result
 
     def _emit(self, result: FileResult) -> None:
         self.results.append(result)

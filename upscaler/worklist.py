@@ -9,6 +9,7 @@ output, or an output lands on an input, is refused as a whole before anything is
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,14 @@ class PlanError(Exception):
 class Job:
     source: Path
     target: Path
-    relative: Path
+    relative: Path  # of the target, inside the output folder
     format: str  # output format (Pillow name)
+    found_as: Path = Path()  # the source's path relative to the input it was found in
+
+    @property
+    def name(self) -> Path:
+        """What rules and map-type suffixes are matched against."""
+        return self.found_as if self.found_as.parts else Path(self.source.name)
 
 
 @dataclass
@@ -80,8 +87,17 @@ def _walk(root: Path, skip: Path, found: WorkList) -> list[tuple[Path, Path]]:
     return files
 
 
-def build_worklist(inputs: list[Path], output: Path, fmt: str | None = None) -> WorkList:
-    """Plan every job. Raises ``PlanError`` for collisions or outputs that would hit inputs."""
+def build_worklist(
+    inputs: list[Path],
+    output: Path,
+    fmt: str | None = None,
+    format_for: Callable[[Path], str | None] | None = None,
+) -> WorkList:
+    """Plan every job. Raises ``PlanError`` for collisions or outputs that would hit inputs.
+
+    ``fmt``: convert every output to this format; ``format_for(relative path)``: a per-file
+    format (from a rules file) that wins over ``fmt``.
+    """
     output_real = output.resolve()
     found = WorkList()
     pairs: list[tuple[Path, Path]] = []
@@ -102,10 +118,12 @@ def build_worklist(inputs: list[Path], output: Path, fmt: str | None = None) -> 
             )
     targets: dict[Path, Path] = {}
     sources = {p.resolve() for p, _ in pairs}
-    for source, relative in pairs:
-        out_format = fmt or FORMATS[source.suffix.lower()]
-        if fmt is not None and FORMATS[source.suffix.lower()] != fmt:
-            relative = relative.with_suffix(EXTENSIONS[fmt])
+    for source, found_as in pairs:
+        relative = found_as
+        own = FORMATS[source.suffix.lower()]
+        out_format = (format_for(relative) if format_for else None) or fmt or own
+        if out_format != own:
+            relative = relative.with_suffix(EXTENSIONS[out_format])
         target = output / relative
         key = Path(os.path.normcase(target.resolve()))
         if key in targets and targets[key] != source:
@@ -113,7 +131,7 @@ def build_worklist(inputs: list[Path], output: Path, fmt: str | None = None) -> 
         if key in sources:
             raise PlanError(f"{source}: its output {target} would overwrite an input")
         targets[key] = source
-        found.jobs.append(Job(source, target, relative, out_format))
+        found.jobs.append(Job(source, target, relative, out_format, found_as))
     found.jobs.sort(key=lambda j: str(j.relative))
     return found
 

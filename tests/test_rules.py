@@ -1,0 +1,186 @@
+"""The rules file (glob -> options) and per-file decisions in the command's report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import DATA
+from PIL import Image
+
+from upscaler import alpha, cli, maps, texture
+from upscaler.cli import main
+from upscaler.dds import DDS_FORMAT_CHOICES
+from upscaler.rules import OPTIONS, Rules, RulesError, glob_regex
+from upscaler.texture import TextureOptions
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        ("*_mask.png", ["a_mask.png", "env/rock/B_MASK.PNG"], ["a_mask.tga", "a_mask.png/x"]),
+        ("env/*.png", ["env/a.png"], ["env/rock/a.png", "x/env/a.png"]),
+        ("env/**/*.png", ["env/a.png", "env/rock/deep/a.png"], ["x/env/a.png"]),
+        ("foliage/", ["foliage/a.png", "maps/foliage/b/c.dds"], ["foliage.png", "xfoliage/a.png"]),
+        ("**", ["a.png", "x/y/z.dds"], []),
+        ("ui/icon_?.png", ["ui/icon_1.png"], ["ui/icon_10.png"]),
+        ("[ab]_n.png", ["a_n.png", "x/b_n.png"], ["c_n.png"]),
+        ("[!ab]_n.png", ["c_n.png"], ["a_n.png"]),
+    ],
+)
+def test_glob_semantics(pattern: str, matching: list[str], not_matching: list[str]) -> None:
+    regex = glob_regex(pattern)
+    for path in matching:
+        assert regex.fullmatch(path), (pattern, path)
+    for path in not_matching:
+        assert not regex.fullmatch(path), (pattern, path)
+
+
+def test_later_rules_win_and_options_apply() -> None:
+    rules = Rules.parse(
+        """
+        ["**"]
+        native = true
+        ["env/**"]
+        map = "data"
+        output_scale = 2
+        ["env/rock/*_n.png"]
+        map = "normal"
+        format = "dds"
+        dds_format = "bc5"
+        """
+    )
+    base = TextureOptions(seamless="off")
+    rock = rules.options_for("env/rock/a_n.png", base)
+    assert (rock.map, rock.native, rock.output_scale, rock.dds_format) == (
+        "normal",
+        False,
+        2.0,
+        "bc5",
+    )
+    assert rock.seamless == "off"  # untouched options keep the command line's value
+    assert rules.options_for("ui/a.png", base).native
+    assert rules.format_for("env/rock/a_n.png") == "DDS" and rules.format_for("ui/a.png") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('["*.png"]\nmaps = "data"', "unknown option 'maps' (valid: map, alpha, seamless"),
+        ('["*.png"]\nmap = "roughness"', "map must be one of"),
+        ('["*.png"]\nnative = "yes"', "native must be a bool"),
+        ('["*.png"]\noutput_scale = 100', "output scale must be in"),
+        ('["*.png"]\nformat = "gif"', "format must be one of"),
+        ('["*.png"]\nalpha = 1', "alpha must be a str"),
+        ('"*.png" = "data"', "must be a table of options"),
+        ('["*.png"\nmap = "data"', "not valid TOML"),
+    ],
+)
+def test_bad_rules_are_refused_with_the_rule_named(text: str, message: str) -> None:
+    with pytest.raises(RulesError, match=message.replace("(", r"\(")) as info:
+        Rules.parse(text, "rules.toml")
+    assert str(info.value).startswith("rules.toml") and "\n" not in str(info.value)
+
+
+def test_cli_choices_match_the_library() -> None:
+    assert cli.SEAMLESS_CHOICES == texture.SEAMLESS_MODES
+    assert cli.MAP_CHOICES == maps.MAP_CHOICES
+    assert cli.ALPHA_CHOICES == alpha.ALPHA_CHOICES
+    assert cli.PALETTE_CHOICES == texture.PALETTE_MODES
+    assert cli.DDS_FORMAT_CHOICES == DDS_FORMAT_CHOICES
+    assert set(OPTIONS) <= {f.name for f in TextureOptions.__dataclass_fields__.values()} | {
+        "format"
+    }
+
+
+def _invoke(*args: object) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_rules_file_over_a_batch_and_the_report(tmp_path: Path, tiny_x2: Path) -> None:
+    src = tmp_path / "in"
+    (src / "env").mkdir(parents=True)
+    (src / "ui").mkdir()
+    shutil.copy(DATA / "grass01_n.png", src / "env")
+    shutil.copy(DATA / "grate01_skin.png", src / "env")
+    shutil.copy(DATA / "redrock01_tile.png", src / "env" / "redrock01_n.png")  # misnamed
+    shutil.copy(DATA / "jar_diffuse2.png", src / "ui" / "jar_mask.png")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('["ui/"]\nnative = true\nalpha = "cutout"\nformat = "tga"\n')
+    report = tmp_path / "report.json"
+    result = _invoke(
+        src, "-o", tmp_path / "out", "--model", tiny_x2, "-q", "--rules", rules, "--report", report
+    )
+    assert result.exit_code == 0, result.output
+    files = {Path(f["source"]).name: f for f in json.loads(report.read_text())["files"]}
+    assert (files["grass01_n.png"]["map"], files["grass01_n.png"]["alpha"]) == ("normal", "absent")
+    assert files["grate01_skin.png"]["alpha"] == "cutout"
+    assert files["grate01_skin.png"]["wrap"] == [True, False]
+    misnamed = files["redrock01_n.png"]
+    assert misnamed["map"] == "color" and "not unit vectors" in misnamed["notes"][0]
+    jar = files["jar_mask.png"]
+    assert (jar["map"], jar["alpha"], jar["output_size"]) == ("data", "cutout", [32, 36])
+    with Image.open(tmp_path / "out" / "ui" / "jar_mask.tga") as im:
+        assert im.size == (36, 32) and im.mode == "RGBA"
+
+
+def test_bad_rules_file_is_a_usage_error(tmp_path: Path, tiny_x2: Path) -> None:
+    shutil.copy(DATA / "grass01_n.png", tmp_path)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('["*.png"]\nmodel = "x"\n')
+    result = _invoke(
+        tmp_path / "grass01_n.png", "-o", tmp_path / "out", "--model", tiny_x2, "--rules", rules
+    )
+    assert result.exit_code == 2 and "unknown option 'model'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_map_and_alpha_overrides_on_the_command_line(tmp_path: Path, tiny_x2: Path) -> None:
+    shutil.copy(DATA / "grate01_skin.png", tmp_path)
+    report = tmp_path / "r.json"
+    result = _invoke(
+        tmp_path / "grate01_skin.png",
+        "-o",
+        tmp_path / "out",
+        "--model",
+        tiny_x2,
+        "-q",
+        "--map",
+        "data",
+        "--alpha",
+        "blended",
+        "--seamless",
+        "x",
+        "--report",
+        report,
+    )
+    assert result.exit_code == 0
+    entry = json.loads(report.read_text())["files"][0]
+    assert (entry["map"], entry["alpha"], entry["wrap"]) == ("data", "blended", [False, True])
+
+
+def test_a_file_whose_analysis_fails_fails_alone(
+    tmp_path: Path, tiny_x2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from upscaler import runner
+
+    real = runner.plan_texture
+
+    def flaky(image, name, options):  # type: ignore[no-untyped-def]
+        if Path(name).name.startswith("grate"):
+            raise ValueError("injected")
+        return real(image, name, options)
+
+    monkeypatch.setattr(runner, "plan_texture", flaky)
+    shutil.copy(DATA / "grate01_skin.png", tmp_path)
+    shutil.copy(DATA / "grass01_n.png", tmp_path)
+    report = tmp_path / "r.json"
+    result = _invoke(tmp_path, "-o", tmp_path / "out", "--model", tiny_x2, "-q", "--report", report)
+    assert result.exit_code == 1
+    status = {Path(f["source"]).name: f for f in json.loads(report.read_text())["files"]}
+    assert status["grate01_skin.png"]["status"] == "failed"
+    assert "injected" in status["grate01_skin.png"]["reason"]
+    assert status["grass01_n.png"]["status"] == "done"

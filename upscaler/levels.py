@@ -1,0 +1,29 @@
+"""Integer pixel levels <-> float tensors: the one conversion at the edge of the tensor code."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def full_scale(bits: int) -> int:
+    """The largest level: 255 for 8-bit pixels, 65535 for 16-bit."""
+    return 65535 if bits == 16 else 255
+
+
+def to_tensor(pixels: np.ndarray, bits: int) -> torch.Tensor:
+    """``(H, W, C)`` integer levels to a ``(1, C, H, W)`` float32 tensor in ``[0, 1]``."""
+    x = torch.from_numpy(pixels.astype(np.float32))  # a copy: read-only inputs are fine
+    return x.permute(2, 0, 1)[None].div_(full_scale(bits))
+
+
+def to_levels(x: torch.Tensor) -> np.ndarray:
+    """The first image of a ``(B, C, H, W)`` integer tensor as ``(H, W, C)`` numpy levels."""
+    return x[0].permute(1, 2, 0).cpu().numpy()
+
+
+def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Float ``[0, 1]`` to integer levels, rounding half up; int32 holds 16-bit values (torch has
+    few uint16 ops)."""
+    q = (x.clamp(0, 1) * full_scale(bits) + 0.5).floor_()
+    return q.to(torch.int32 if bits == 16 else torch.uint8)
