@@ -93,3 +93,17 @@ def test_learning_rate_schedules() -> None:
     assert lr_factor(0, 100, cosine) == pytest.approx(1.0)
     assert lr_factor(50, 100, cosine) == pytest.approx(0.55)
     assert lr_factor(100, 100, cosine) == pytest.approx(0.1)
+
+
+def test_fit_names_missing_data_paths_before_building_anything(tmp_path: Path) -> None:
+    pack = tmp_path / "nope.safetensors"
+    result = CliRunner().invoke(
+        main, ["fit", "compact-x4-psnr", "--set", f"data.train=[{str(pack)!r}]"]
+    )
+    assert result.exit_code == 2
+    assert f"data.train: {pack} does not exist (make it with upscale-train pack)" in result.output
+    (tmp_path / "t").mkdir()
+    no_val = CliRunner().invoke(
+        main, ["fit", "compact-x4-psnr", "--set", f"data.train=[{str(tmp_path / 't')!r}]"]
+    )
+    assert "val.folder: data/val is not a folder" in no_val.output

@@ -232,3 +232,13 @@ def test_prepare_with_pack_writes_a_pack(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert len(read_pack(tmp_path / "p.safetensors")) == 6  # colour and normal maps, not alpha
+
+
+def test_a_file_that_goes_bad_mid_run_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=0, degrade_in_loader=False)
+    victim = dataset.items[2].path
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated after the dataset was listed
+    with pytest.warns(UserWarning, match=f"skipped in training: {victim}"):
+        sample = dataset[(0, 2)]
+    assert torch.equal(sample["gt"], dataset[(0, 3)]["gt"])  # the next file, same randomness

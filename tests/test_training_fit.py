@@ -241,3 +241,38 @@ def test_checkpoints_load_with_weights_only(tmp_path: Path, folders: tuple[Path,
     path = tmp_path / "runs" / "compact-x4-gan" / "checkpoints" / "step-000000002.pt"
     state = torch.load(path, weights_only=True)
     assert state["format"] == ckpt.FORMAT and state["data"]["position"] == 4
+
+
+def test_d_steps_and_g_steps_interleave_updates(tmp_path: Path, folders: tuple[Path, Path]) -> None:
+    trainer = Trainer(
+        _config("compact-x4-gan", tmp_path, folders, "optim.d_steps=2", "optim.g_steps=1"),
+        log=lambda _m: None,
+    )
+    loader = iter(build_loader(trainer.config, trainer.dist, 0, print))
+    first, second = trainer.train_step(next(loader)), trainer.train_step(next(loader))
+    assert "loss_gan" in first and "loss_d" in first  # cycle of 2: G on the first batch only
+    assert "loss_gan" not in second and "loss_d" in second
+    result = _fit("compact-x4-gan", tmp_path / "cli", folders, "run.max_steps=2")
+    assert result.exit_code == 0
+    cli = CliRunner().invoke(
+        main, ["fit", "compact-x4-gan", "-q", "--g-steps", "3", "--d-steps", "0"]
+    )
+    assert cli.exit_code == 2 and "d_steps and g_steps >= 1" in cli.output
+    missing = tmp_path / "no-psnr-run"
+    no_stage_one = CliRunner().invoke(
+        main,
+        [
+            "fit",
+            "compact-x4-gan",
+            "-q",
+            "--set",
+            f"data.train=[{str(folders[0])!r}]",
+            "--set",
+            "val.folder=''",
+            "--set",
+            f"model.init_from={str(missing)!r}",
+        ],
+    )
+    assert no_stage_one.exit_code == 2
+    assert f"model.init_from: {missing}: no such checkpoint" in no_stage_one.output
+    assert "train the PSNR stage first" in no_stage_one.output

@@ -101,6 +101,8 @@ def generator_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict
     holding ``arch``, ``arch_config`` and, for checkpoints, ``step`` and ``config``.
     """
     path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint, run folder or model file")
     if path.is_dir():
         folder = checkpoint_dir(path) if checkpoint_dir(path).is_dir() else path
         state = latest_checkpoint(folder)

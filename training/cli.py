@@ -11,8 +11,11 @@ from pathlib import Path
 
 import click
 
+from upscaler.io import ImageReadError
+
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
+from .pack import PackError
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -59,7 +62,14 @@ def fit(
     dist = ddp.setup(cfg.run.device)
     try:
         result = Trainer(cfg, dist, log=lambda m: click.echo(m, err=True)).fit()
-    except (CheckpointError, ConfigError, ValueError, FileNotFoundError) as exc:
+    except (
+        CheckpointError,
+        ConfigError,
+        ValueError,
+        FileNotFoundError,
+        ImageReadError,
+        PackError,
+    ) as exc:
         _fail(str(exc))
     finally:
         ddp.teardown(dist)

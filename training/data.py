@@ -14,6 +14,7 @@ from a paired folder, ``lq`` ``(3, S/scale, S/scale)`` uint8.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from upscaler.io import ImageReadError, probe
 from upscaler.seamless import detect_wrap
 
 from .augment import augment, sample_augmentation
-from .config import Config, DataConfig, DegradeConfig
+from .config import Config, ConfigError, DataConfig, DegradeConfig
 from .ddp import Dist
 from .degradations import wrap_crop
 from .images import list_images, load_texture
@@ -35,6 +36,7 @@ from .pack import PackedCrops, read_pack
 from .recipe import degrade, sample_params, stack_params
 
 MAX_REDRAWS = 4
+MAX_SKIPS = 8
 
 
 def sample_generator(seed: int, position: int) -> torch.Generator:
@@ -69,9 +71,8 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         global_batch = self.batch_size * self.world
-        first = self.start - self.start % global_batch
         epoch, order = -1, torch.empty(0, dtype=torch.long)
-        batch_start = first
+        batch_start = self.start
         while True:
             for j in range(self.batch_size):
                 position = batch_start + self.rank * self.batch_size + j
@@ -134,6 +135,16 @@ class TrainSet(Dataset[dict[str, object]]):
             raise ImageReadError(item.path, f"smaller than data.crop_size {self.data.crop_size}")
         return torch.from_numpy(pixels).permute(2, 0, 1), kind
 
+    def _load(self, index: int) -> tuple[torch.Tensor, str]:
+        """The texture at ``index``; a file that has become unreadable is reported and the next
+        one taken (deterministically), so one bad file does not end a long run."""
+        for attempt in range(MAX_SKIPS):
+            try:
+                return self._texture(self.items[(index + attempt) % len(self.items)])
+            except ImageReadError as exc:
+                warnings.warn(f"skipped in training: {exc}", stacklevel=2)
+        raise ImageReadError(self.items[index].path or "", f"{MAX_SKIPS} unreadable files in a row")
+
     def _crop(self, texture: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         size = self.data.crop_size
         h, w = texture.shape[-2:]
@@ -156,15 +167,17 @@ class TrainSet(Dataset[dict[str, object]]):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, object]:
         position, index = key
         generator = sample_generator(self.seed, position)
-        texture, kind = self._texture(self.items[index])
+        texture, kind = self._load(index)
         normal = kind == "normal"
         gt = self._crop(texture, generator)
         aug = sample_augmentation(generator, flip=self.data.flip, rotate=self.data.rotate)
-        if aug != type(aug)():
-            gt = augment(
-                gt.float() / 255, aug, normal=normal, convention=self.data.normal_convention
+        if normal:  # the vectors turn with the picture
+            turned = augment(
+                gt.float() / 255, aug, normal=True, convention=self.data.normal_convention
             )
-            gt = (gt * 255).round().to(torch.uint8)
+            gt = (turned * 255).round().to(torch.uint8)
+        else:
+            gt = augment(gt, aug)
         params = sample_params(self.degrade_config, generator, self.scale)
         sample: dict[str, object] = {"gt": gt, "normal": normal, "params": params}
         if self.degrade_in_loader:
@@ -233,11 +246,24 @@ class PairedSet(Dataset[dict[str, object]]):
         return {"gt": gt, "lq": lq_crop, "normal": normal}
 
 
+def check_paths(config: Config) -> None:
+    """Fail early, in one line, when a data path of the config does not exist."""
+    if not config.data.train:
+        raise ConfigError("data.train is empty: give folders of textures or packed-crop files")
+    for path in config.data.train:
+        if not Path(path).exists():
+            hint = " (make it with upscale-train pack)" if path.endswith(".safetensors") else ""
+            raise ConfigError(f"data.train: {path} does not exist{hint}")
+    for key, path in (("data.train_lq", config.data.train_lq), ("val.folder", config.val.folder)):
+        if path and not Path(path).is_dir():
+            raise ConfigError(f"{key}: {path} is not a folder (set {key}='' to go without)")
+
+
 def build_loader(
-    config: Config, dist: Dist, step: int, log: Callable[[str], None]
+    config: Config, dist: Dist, position: int, log: Callable[[str], None]
 ) -> DataLoader[dict[str, object]]:
-    """The run's training loader, starting at ``step``. Degradations run in the workers on CPU
-    and on the training device when it is a GPU (``degrade.where = "auto"``)."""
+    """The run's training loader, starting at global sample ``position``. Degradations run in
+    the workers on CPU, on the training device when it is a GPU (``degrade.where = "auto"``)."""
     where = config.degrade.where
     in_loader = where == "loader" or (where == "auto" and dist.device.type != "cuda")
     scale, seed = config.model.scale, config.run.seed
@@ -262,7 +288,7 @@ def build_loader(
         dataset,
         config.data.batch_size,
         seed=seed,
-        start=step * config.data.batch_size * dist.world,
+        start=position,
         rank=dist.rank,
         world=dist.world,
         num_workers=config.data.num_workers,

@@ -38,7 +38,7 @@ def capture(trainer: Trainer) -> dict[str, Any]:
             "cuda": torch.cuda.get_rng_state_all() if cuda else [],
         },
         "counters": {"bad_in_row": t.bad_in_row, "bad_total": t.bad_total},
-        "data": {"position": t.step * t.global_batch, "global_batch": t.global_batch},
+        "data": {"position": t.position, "global_batch": t.global_batch},
     }
 
 
@@ -58,6 +58,7 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> None:
         t.opt_d.load_state_dict(state["optim_d"])
     t.scaler.load_state_dict(state["scaler"])
     t.step = int(state["step"])
+    t.position = int(state["data"]["position"])  # kept even if the batch size changes
     t.bad_in_row = int(state["counters"]["bad_in_row"])
     t.bad_total = int(state["counters"]["bad_total"])
     t.rng.set_state(state["rng"]["trainer"])
@@ -79,7 +80,12 @@ def resume_or_init(trainer: Trainer) -> dict[str, Any] | None:
         return state
     source = t.config.model.init_from
     if source:
-        weights, info = generator_weights(source)
+        try:
+            weights, info = generator_weights(source)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"model.init_from: {exc} (train the PSNR stage first, or set model.init_from='')"
+            ) from None
         ours = dataclasses.asdict(t.arch_config)
         if info["arch"] != t.config.model.arch or info["arch_config"] != ours:
             raise CheckpointError(

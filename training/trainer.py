@@ -28,7 +28,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, to_dict
-from .data import build_loader
+from .data import build_loader, check_paths
 from .discriminator import build_discriminator
 from .generator import ModelEMA, build
 from .losses import (
@@ -75,6 +75,7 @@ class Trainer:
     def __init__(
         self, config: Config, dist: ddp.Dist | None = None, log: Callable[[str], None] = print
     ) -> None:
+        check_paths(config)
         self.config, self.dist = config, dist or ddp.Dist()
         self.log = log if self.dist.main else (lambda _message: None)
         run, device = config.run, self.dist.device
@@ -95,6 +96,7 @@ class Trainer:
                 torch.manual_seed(run.seed + 1)
                 self.d = build_discriminator(config.discriminator)
         self.step, self.bad_in_row, self.bad_total = 0, 0, 0
+        self.position = 0  # global index of the next training sample
         self.rng = torch.Generator().manual_seed(run.seed + 2)  # gradient-penalty mixing
         resumed = resume_or_init(self)
         memory = (
@@ -283,6 +285,7 @@ class Trainer:
             )
         stats["skipped_total"] = float(self.bad_total)
         self.step += 1
+        self.position += self.global_batch
         return stats
 
     # -- the run ----------------------------------------------------------------------------------
@@ -325,7 +328,7 @@ class Trainer:
         stop = {"flag": False}
         previous = _install_interrupt(stop)
         last_path, status, message, save_due = None, "done", "", False
-        loader = iter(build_loader(self.config, self.dist, self.step, self.log))
+        loader = iter(build_loader(self.config, self.dist, self.position, self.log))
         try:
             while self.step < run.max_steps:
                 waited = time.perf_counter()
