@@ -242,3 +242,17 @@ def test_a_file_that_goes_bad_mid_run_is_skipped_with_a_warning(tmp_path: Path) 
     with pytest.warns(UserWarning, match=f"skipped in training: {victim}"):
         sample = dataset[(0, 2)]
     assert torch.equal(sample["gt"], dataset[(0, 3)]["gt"])  # the next file, same randomness
+
+
+def test_folder_dataset_leaves_out_small_unreadable_and_aux_files_with_reasons(
+    tmp_path: Path,
+) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    Image.fromarray(make_pixels(10, 40, 3)).save(root / "trim.png")
+    Image.fromarray(make_pixels(40, 40, 3)).save(root / "rock_gloss.png")
+    (root / "empty.png").write_bytes(b"")
+    dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=0, degrade_in_loader=False)
+    assert len(dataset) == 7
+    reasons = "\n".join(dataset.left_out)
+    assert "trim.png: 40x10 is smaller than data.crop_size" in reasons
+    assert "rock_gloss.png: an auxiliary data map" in reasons and "empty.png" in reasons

@@ -159,6 +159,11 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None) -> N
     show_default=True,
     help="Average-hash distance (of 256 bits) that counts as a duplicate.",
 )
+@click.option(
+    "--keep-grayscale",
+    is_flag=True,
+    help="Keep gray images (dropped by default: mostly unnamed masks and height maps).",
+)
 @click.option("--workers", type=int, default=4, show_default=True)
 @click.option(
     "--pack",
@@ -175,6 +180,7 @@ def prepare(
     max_size: int,
     no_halve_jpeg: bool,
     duplicate_bits: int,
+    keep_grayscale: bool,
     workers: int,
     pack_path: Path | None,
     crop_size: int,
@@ -189,6 +195,7 @@ def prepare(
         max_size=max_size,
         halve_jpeg=not no_halve_jpeg,
         duplicate_bits=duplicate_bits,
+        keep_grayscale=keep_grayscale,
         workers=workers,
     )
     if out.resolve().is_relative_to(src.resolve()):

@@ -31,7 +31,7 @@ from .config import Config, ConfigError, DataConfig, DegradeConfig
 from .ddp import Dist
 from .degradations import wrap_crop
 from .images import list_images, load_texture
-from .maps import KINDS
+from .maps import KINDS, kind_from_name
 from .pack import PackedCrops, read_pack
 from .recipe import degrade, sample_params, stack_params
 
@@ -106,6 +106,7 @@ class TrainSet(Dataset[dict[str, object]]):
         self.data, self.degrade_config = data, degrade_config
         self.scale, self.seed, self.degrade_in_loader = scale, seed, degrade_in_loader
         self.packs: list[PackedCrops] = []
+        self.left_out: list[str] = []
         self.items: list[_Item] = []
         for source in sources:
             if Path(source).suffix == ".safetensors":
@@ -118,9 +119,28 @@ class TrainSet(Dataset[dict[str, object]]):
                 self.items += [_Item(pack=len(self.packs), row=r) for r in range(len(pack))]
                 self.packs.append(pack)
             else:
-                self.items += [_Item(path=p) for p in list_images([source])]
+                self.items += [_Item(path=p) for p in self._usable(list_images([source]))]
         if not self.items:
             raise ValueError(f"no training images in {', '.join(sources) or '(none given)'}")
+
+    def _usable(self, paths: list[Path]) -> list[Path]:
+        """Files worth sampling: readable headers, big enough for a crop, not data maps by name.
+        Only headers are read; what was left out and why is kept in ``self.left_out``."""
+        kept = []
+        for path in paths:
+            if kind_from_name(path) == "aux":
+                self.left_out.append(f"{path}: an auxiliary data map by its name")
+                continue
+            try:
+                h, w = probe(path)
+            except ImageReadError as exc:
+                self.left_out.append(str(exc))
+                continue
+            if min(h, w) < self.data.crop_size:
+                self.left_out.append(f"{path}: {w}x{h} is smaller than data.crop_size")
+                continue
+            kept.append(path)
+        return kept
 
     def __len__(self) -> int:
         return len(self.items)
@@ -276,7 +296,7 @@ def build_loader(
             log(f"paired data: {problem}")
         dataset = paired
     else:
-        dataset = TrainSet(
+        train = TrainSet(
             config.data.train,
             config.data,
             config.degrade,
@@ -284,6 +304,9 @@ def build_loader(
             seed=seed,
             degrade_in_loader=in_loader,
         )
+        if train.left_out:
+            log(f"data: {len(train.left_out)} files left out, e.g. {train.left_out[0]}")
+        dataset = train
     return make_loader(
         dataset,
         config.data.batch_size,

@@ -99,7 +99,9 @@ def looks_like_normal_map(pixels: np.ndarray) -> bool:
     return bool(centred and unit > 0.85 and float(np.mean(v[:, 2] > 0)) > 0.97)
 
 
-def is_grayscale(pixels: np.ndarray, tolerance: float = 0.02) -> bool:
+def is_grayscale(pixels: np.ndarray, tolerance: float = 0.01) -> bool:
+    """Channels (nearly) equal: a gray image stored as RGB. Faintly tinted colour maps (stone,
+    metal) differ by more than ``tolerance`` on average and are colour."""
     if pixels.shape[2] < 3:
         return True
     top = 65535.0 if pixels.dtype == np.uint16 else 255.0

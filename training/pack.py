@@ -14,6 +14,7 @@ import math
 import struct
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def pack_folders(
     per_image: int = 8,
     seed: int = 0,
     min_std: float = 0.02,
+    workers: int = 4,
     report: Callable[[str], None] = lambda _message: None,
 ) -> int:
     """Cut ``per_image`` crops from every texture under ``folders`` into the pack ``out``.
@@ -118,26 +120,32 @@ def pack_folders(
     Returns the number of crops. Unreadable, too small and auxiliary images are reported and
     skipped; the file is written atomically.
     """
-    out = Path(out)
+    out, folders = Path(out), [Path(f) for f in folders]
     sources: list[str] = []
     kinds: list[int] = []
     owners: list[int] = []
+
+    def cut(job: tuple[int, Path]) -> tuple[str, list[np.ndarray]]:
+        index, path = job
+        try:
+            texture, kind = load_texture(path)
+        except ImageReadError as exc:
+            return f"skipped: {exc}", []
+        if kind == "aux":
+            return f"{path}: skipped: an auxiliary data map by its name", []
+        if min(texture.shape[:2]) < crop_size:
+            return f"{path}: skipped: {texture.shape[1]}x{texture.shape[0]} < {crop_size}", []
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        return kind, crops_of(texture, crop_size, per_image, generator, min_std)
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=out.parent) as raw:
-        for index, path in enumerate(list_images(folders)):
-            try:
-                texture, kind = load_texture(path)
-            except ImageReadError as exc:
-                report(f"skipped: {exc}")
+    paths = list_images(folders)
+    with tempfile.TemporaryFile(dir=out.parent) as raw, ThreadPoolExecutor(workers) as pool:
+        # Decoding releases the GIL; results come back in order, so the pack is reproducible.
+        for path, (kind, crops) in zip(paths, pool.map(cut, enumerate(paths)), strict=True):
+            if kind not in KINDS:
+                report(kind)
                 continue
-            if kind == "aux":
-                report(f"{path}: skipped: an auxiliary data map by its name")
-                continue
-            if min(texture.shape[:2]) < crop_size:
-                report(f"{path}: skipped: {texture.shape[1]}x{texture.shape[0]} < {crop_size}")
-                continue
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-            crops = crops_of(texture, crop_size, per_image, generator, min_std)
             for crop in crops:
                 raw.write(crop.tobytes())
             kinds += [KINDS.index(kind)] * len(crops)

@@ -29,6 +29,11 @@ from .images import list_images
 from .maps import classify, is_grayscale
 
 HASH_SIDE = 16  # 16x16 average hash: 256 bits, as the shared data set was deduplicated
+DETAIL_SIDE = 32
+# A hash match is confirmed only when the detail agrees too: two textures that merely share a
+# light-to-dark gradient have equal average hashes, but their normalised 32x32 luma thumbnails
+# do not correlate. Tint variants of one texture (same detail, other colour) do, and go.
+MIN_DETAIL_CORRELATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Verdict:
     reason: str = ""  # empty: kept
     area: int = 0
     digest: np.ndarray | None = None
+    detail: np.ndarray | None = None
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -63,6 +69,15 @@ def average_hash(rgb: np.ndarray) -> np.ndarray:
     y = torch.from_numpy(_luma(rgb))[None, None]
     thumb = resize(y, (HASH_SIDE, HASH_SIDE), "box")[0, 0].numpy()
     return (thumb > thumb.mean()).reshape(-1)
+
+
+def detail_signature(rgb: np.ndarray) -> np.ndarray:
+    """A 32x32 luma thumbnail scaled to zero mean and unit norm (its dot product with another
+    is their correlation)."""
+    y = torch.from_numpy(_luma(rgb))[None, None]
+    thumb = resize(y, (DETAIL_SIDE, DETAIL_SIDE), "box").reshape(-1).double().numpy()
+    thumb -= thumb.mean()
+    return (thumb / max(float(np.linalg.norm(thumb)), 1e-9)).astype(np.float32)
 
 
 def _flatness(rgb: np.ndarray, options: PrepareOptions) -> str:
@@ -112,27 +127,31 @@ def judge(path: Path, options: PrepareOptions) -> Verdict:
     flat = _flatness(rgb, options) if kind != "normal" else ""
     if flat:
         return Verdict(path, kind, flat)
-    return Verdict(path, kind, "", th * tw, average_hash(rgb))
+    return Verdict(path, kind, "", th * tw, average_hash(rgb), detail_signature(rgb))
 
 
 def drop_duplicates(verdicts: list[Verdict], max_bits: int) -> list[Verdict]:
-    """Mark near-duplicates (hash distance <= ``max_bits``), keeping the largest of each group."""
-    kept_hashes: list[np.ndarray] = []
-    kept_paths: list[Path] = []
+    """Mark near-duplicates, keeping the largest of each group: average hashes within
+    ``max_bits`` and detail thumbnails that correlate (``MIN_DETAIL_CORRELATION``)."""
+    hashes: list[np.ndarray] = []
+    details: list[np.ndarray] = []
+    paths: list[Path] = []
     out = {}
     order = sorted((v for v in verdicts if not v.reason), key=lambda v: (-v.area, str(v.path)))
     for verdict in order:
-        assert verdict.digest is not None
-        if kept_hashes:
-            distances = (np.stack(kept_hashes) != verdict.digest).sum(axis=1)
-            nearest = int(distances.argmin())
-            if distances[nearest] <= max_bits:
-                out[verdict.path] = Verdict(
-                    verdict.path, verdict.kind, f"near-duplicate of {kept_paths[nearest]}"
-                )
-                continue
-        kept_hashes.append(verdict.digest)
-        kept_paths.append(verdict.path)
+        assert verdict.digest is not None and verdict.detail is not None
+        if hashes:
+            close = np.flatnonzero((np.stack(hashes) != verdict.digest).sum(axis=1) <= max_bits)
+            if len(close):
+                correlation = np.stack([details[i] for i in close]) @ verdict.detail
+                best = int(correlation.argmax())
+                if correlation[best] >= MIN_DETAIL_CORRELATION:
+                    reason = f"near-duplicate of {paths[close[best]]}"
+                    out[verdict.path] = Verdict(verdict.path, verdict.kind, reason)
+                    continue
+        hashes.append(verdict.digest)
+        details.append(verdict.detail)
+        paths.append(verdict.path)
         out[verdict.path] = verdict
     return [out.get(v.path, v) for v in verdicts]
 
