@@ -276,3 +276,15 @@ def test_d_steps_and_g_steps_interleave_updates(tmp_path: Path, folders: tuple[P
     assert no_stage_one.exit_code == 2
     assert f"model.init_from: {missing}: no such checkpoint" in no_stage_one.output
     assert "train the PSNR stage first" in no_stage_one.output
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_paths_train(
+    precision: str, tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    """Autocast (bf16, as on CUDA; fp16 with its grad scaler) runs here on CPU too."""
+    result = _fit("compact-x4-gan", tmp_path, folders, f"run.precision={precision}")
+    assert result.exit_code == 0, result.output
+    state = _final_state(tmp_path / "runs" / "compact-x4-gan")
+    assert all(torch.isfinite(v).all() for v in state["generator"].values())
+    assert bool(state["scaler"]) == (precision == "fp16")  # the scaler's state is saved

@@ -19,6 +19,9 @@ def test_progress_line_shows_rates_share_waiting_and_eta() -> None:
     assert line.startswith("\r30/100 ")
     assert "2.00 it/s" in line and "32.0 img/s" in line and "data 25%" in line
     assert "ETA 0:35" in line and "pixel=0.0123" in line
+    progress.newline()
+    progress.newline()  # only one line break per drawn status line
+    assert stream.getvalue().endswith(" \n") and not stream.getvalue().endswith("\n\n")
     quiet = io.StringIO()
     Progress(100, 0, 16, enabled=False, stream=quiet).update(5, {}, force=True)
     assert quiet.getvalue() == ""

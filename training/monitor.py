@@ -45,6 +45,7 @@ class Progress:
         self.start_step, self.start_time = start, time.perf_counter()
         self.last_draw = 0.0
         self.data_wait = 0.0
+        self.drawn = False  # a status line is on screen without its newline
 
     def rates(self, step: int) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start_time, 1e-9)
@@ -72,11 +73,17 @@ class Progress:
         )
         self.stream.write(line[:160].ljust(100))
         self.stream.flush()
+        self.drawn = True
 
-    def close(self) -> None:
-        if self.enabled:
+    def newline(self) -> None:
+        """End the status line so that a message printed next gets a line of its own."""
+        if self.enabled and self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self.drawn = False
+
+    def close(self) -> None:
+        self.newline()
 
 
 class MetricsLog:

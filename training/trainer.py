@@ -236,7 +236,7 @@ class Trainer:
         lq, gt = self._inputs(batch)
         normal = batch["normal"]
         stats: dict[str, float] = {"lr": optim.learning_rate * factor}
-        ok = True
+        g_ok = d_ok = True
 
         if self.d is not None:  # frozen, not detached: gradients pass through D to G
             self.d.requires_grad_(False).eval()
@@ -246,9 +246,9 @@ class Trainer:
             terms = self._generator_losses(sr, gt, lq, normal)
             total = torch.stack(list(terms.values())).sum()
             stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
-            ok = self._apply(total, self.g, self.opt_g, "g", stats)
+            g_ok = self._apply(total, self.g, self.opt_g, "g", stats)
 
-        if update_d and ok:
+        if update_d and g_ok:
             assert self.d is not None and self.d_train is not None and self.opt_d is not None
             self.d.requires_grad_(True).train()
             for group in self.opt_d.param_groups:
@@ -267,13 +267,14 @@ class Trainer:
                 d_real=float(real.detach().mean()),
                 d_fake=float(fake.detach().mean()),
             )
-            ok = self._apply(d_loss, self.d, self.opt_d, "d", stats)
-            if ok and loss.clip_value:
+            d_ok = self._apply(d_loss, self.d, self.opt_d, "d", stats)
+            if d_ok and loss.clip_value:
                 clip_weights_(self.d, loss.clip_value)
         self.scaler.update()
 
-        if ok:
+        if g_ok:  # every step in which G did not have to be skipped, as BasicSR does
             self.ema.update(self.g)
+        if g_ok and d_ok:
             self.bad_in_row = 0
         else:
             self.bad_in_row += 1
@@ -325,6 +326,8 @@ class Trainer:
         progress = Progress(
             run.max_steps, self.step, self.global_batch, enabled=run.progress and self.dist.main
         )
+        log = self.log
+        self.log = lambda message: (progress.newline(), log(message))[-1]
         stop = {"flag": False}
         previous = _install_interrupt(stop)
         last_path, status, message, save_due = None, "done", "", False
@@ -362,6 +365,7 @@ class Trainer:
                         status, message = "interrupted", f"saved at step {self.step}"
                         break
         finally:
+            self.log = log
             signal.signal(signal.SIGINT, previous)
             progress.close()
             metrics.close()
