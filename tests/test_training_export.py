@@ -160,6 +160,12 @@ def test_eval_reports_quality_metrics(trained_run: Path, tmp_path: Path) -> None
     assert 5 < metrics["psnr_y"] < 60 and -1 <= metrics["ssim_y"] <= 1
     assert metrics["normal_angle_deg"] >= 0
     assert metrics["lpips"] is None  # no pretrained AlexNet here: not measured, not faked
+    model = tmp_path / "m.safetensors"
+    CliRunner().invoke(main, ["export", str(trained_run), str(model)], catch_exceptions=False)
+    from_file = json.loads(
+        CliRunner().invoke(main, ["eval", str(model), str(val), "--json"]).output
+    )
+    assert from_file == metrics  # the file carries its recipe's degradations: same inputs
 
 
 def test_icnr_makes_the_first_output_free_of_checkerboard() -> None:

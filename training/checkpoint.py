@@ -125,6 +125,7 @@ def generator_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict
         info = {
             "arch": metadata["upscaler.arch"],
             "arch_config": json.loads(metadata.get("upscaler.config", "{}")),
+            "training": json.loads(metadata.get("upscaler.training", "{}")),
             "path": str(path),
         }
         return weights, info

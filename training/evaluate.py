@@ -29,7 +29,11 @@ def evaluate(
     """
     device = device or torch.device("cpu")
     module, info = load_generator(source)
-    config = config_from_dict(info["config"]) if info.get("config") else Config()
+    if info.get("config"):
+        config = config_from_dict(info["config"])
+    else:  # an exported model file: its recipe's degradations travel in its metadata
+        degrade = (info.get("training") or {}).get("degrade")
+        config = config_from_dict({"degrade": degrade}) if degrade else Config()
     scale = int(info["arch_config"]["scale"])
     config = dataclasses.replace(
         config,
