@@ -288,3 +288,37 @@ def test_mixed_precision_paths_train(
     state = _final_state(tmp_path / "runs" / "compact-x4-gan")
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
     assert bool(state["scaler"]) == (precision == "fp16")  # the scaler's state is saved
+
+
+def test_sigkill_during_saves_never_leaves_an_unloadable_newest_checkpoint(tmp_path: Path) -> None:
+    """A real process killed with SIGKILL while it writes checkpoints back to back."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import warnings
+
+    script = (
+        "import sys, torch\n"
+        "from training.checkpoint import save_checkpoint\n"
+        "from pathlib import Path\n"
+        "for step in range(1, 10_000):\n"
+        "    w = torch.full((3_000_000,), float(step))\n"
+        "    save_checkpoint(Path(sys.argv[1]), step, {'w': w}, 2)\n"
+        "    print(step, flush=True)\n"
+    )
+    folder = tmp_path / "checkpoints"
+    root = Path(__file__).parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(folder)], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    process.stdout.readline()  # at least one checkpoint exists
+    time.sleep(0.3)  # now it is in the middle of some later write
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback needed: the newest file is whole
+        state = ckpt.latest_checkpoint(folder)
+    assert torch.equal(state["w"], torch.full((3_000_000,), float(state["step"])))
+    assert len(ckpt.list_checkpoints(folder)) <= 2
