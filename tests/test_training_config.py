@@ -1,0 +1,109 @@
+"""Training config: TOML recipes, strict keys and types, command-line overrides, schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from training_helpers import RECIPES
+
+from training.cli import main
+from training.config import ConfigError, OptimConfig, config_from_dict, load_config, to_dict
+from training.schedule import lr_factor
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_loads_and_round_trips_through_a_dict(recipe: str) -> None:
+    config = load_config(recipe)
+    assert config.run.name == recipe
+    assert config.model.scale == (2 if "x2" in recipe else 4)
+    assert config_from_dict(to_dict(config)) == config
+    if recipe.endswith("gan"):
+        # Works without pretrained weights: feature matching, not VGG/LPIPS, by default.
+        assert config.loss.feature_match_weight > 0 and config.loss.lpips_weight == 0
+        assert config.loss.vgg_weight == 0 and 0 < config.loss.gan_weight <= 0.1
+        assert config.model.init_from == f"runs/{recipe.replace('gan', 'psnr')}"
+    else:
+        assert not config.loss.adversarial
+
+
+def test_game_texture_mix_has_point_sampling_block_compression_and_no_camera_noise() -> None:
+    degrade = load_config("compact-x4-psnr").degrade
+    assert "nearest" in degrade.down_kernels and degrade.bc_prob > 0
+    assert degrade.noise_prob == 0 and degrade.jpeg_prob > 0 and degrade.jpeg_quality[0] >= 70
+
+
+def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[optim]\nlearnig_rate = 1e-4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "bad.toml" in message and "learnig_rate" in message and "learning_rate" in message
+    with pytest.raises(ConfigError, match="unknown key.*top level.*valid keys: run, model"):
+        config_from_dict({"trainer": {}})
+
+
+@pytest.mark.parametrize(
+    ("override", "value"),
+    [
+        ("optim.learning_rate=1e-4", 1e-4),
+        ("optim.milestones=[10, 20]", (10, 20)),
+        ("model.arch=rrdb", "rrdb"),
+        ("run.deterministic=true", True),
+        ("optim.learning_rate=1", 1.0),
+    ],
+)
+def test_overrides_read_toml_values_and_bare_words(override: str, value: object) -> None:
+    config = load_config("compact-x4-psnr", [override])
+    section, key = override.split("=")[0].split(".")
+    assert getattr(getattr(config, section), key) == value
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.learning_rate=fast", "optim.learning_rate must be float"),
+        ("run.max_steps=1.5", "run.max_steps must be int"),
+        ("loss.gan_type=lsgan", "loss.gan_type must be one of"),
+        ("data.crop_size=30", "multiple of model.scale"),
+        ("degrade.down_kernels=['box']", "degrade.down_kernels must be one of"),
+        ("optim.betas=[0.9]", "optim.betas must have 2 entries"),
+        ("learning_rate", "section.key=value"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("compact-x4-psnr", [override])
+
+
+def test_fit_cli_reports_config_errors_in_one_line() -> None:
+    result = CliRunner().invoke(main, ["fit", "compact-x4-psnr", "--set", "optim.lr=1"])
+    assert result.exit_code == 2
+    assert "unknown key(s) lr in [optim]; valid keys: learning_rate" in result.output
+    missing = CliRunner().invoke(main, ["fit", "no-such-recipe"])
+    assert missing.exit_code == 2 and "compact-x4-psnr" in missing.output
+
+
+def test_learning_rate_schedules() -> None:
+    multi = OptimConfig(schedule="multistep", milestones=(10, 20), gamma=0.5, warmup_steps=4)
+    assert [lr_factor(s, 30, multi) for s in (0, 3, 4, 10, 25)] == [0.25, 1.0, 1.0, 0.5, 0.25]
+    cosine = OptimConfig(schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(0, 100, cosine) == pytest.approx(1.0)
+    assert lr_factor(50, 100, cosine) == pytest.approx(0.55)
+    assert lr_factor(100, 100, cosine) == pytest.approx(0.1)
+
+
+def test_fit_names_missing_data_paths_before_building_anything(tmp_path: Path) -> None:
+    pack = tmp_path / "nope.safetensors"
+    result = CliRunner().invoke(
+        main, ["fit", "compact-x4-psnr", "--set", f"data.train=[{str(pack)!r}]"]
+    )
+    assert result.exit_code == 2
+    assert f"data.train: {pack} does not exist (make it with upscale-train pack)" in result.output
+    (tmp_path / "t").mkdir()
+    no_val = CliRunner().invoke(
+        main, ["fit", "compact-x4-psnr", "--set", f"data.train=[{str(tmp_path / 't')!r}]"]
+    )
+    assert "val.folder: data/val is not a folder" in no_val.output

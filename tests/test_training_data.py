@@ -1,0 +1,258 @@
+"""Training data: the resumable sampler, datasets from folders, packs and pairs, and ``prepare``."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import make_pixels
+from PIL import Image
+from training_helpers import height_field, normals_from_height, tileable_pixels, write_texture_tree
+
+from training.cli import main
+from training.config import DataConfig, DegradeConfig
+from training.data import PairedSet, ResumableSampler, TrainSet, make_loader
+from training.maps import KINDS, kind_from_name
+from training.pack import PackError, pack_folders, read_pack
+from training.recipe import degrade
+
+DATA = DataConfig(crop_size=16, batch_size=2, num_workers=0)
+MIX = DegradeConfig(bc_prob=0.5, jpeg_prob=0.3, blur_prob=0.3)
+
+
+def _take(sampler: ResumableSampler, n: int) -> list[tuple[int, int]]:
+    return list(itertools.islice(iter(sampler), n))
+
+
+def test_sampler_resumes_exactly_and_shards_the_global_batch() -> None:
+    whole = _take(ResumableSampler(7, 2, seed=3), 20)
+    assert [p for p, _ in whole] == list(range(20))
+    assert sorted(i for _, i in whole[:7]) == list(range(7))  # an epoch is a permutation
+    assert whole[:7] != whole[7:14]  # and each epoch a different one
+    assert _take(ResumableSampler(7, 2, seed=3, start=6), 14) == whole[6:]
+    ranks = [_take(ResumableSampler(7, 2, seed=3, rank=r, world=2), 6) for r in range(2)]
+    interleaved = [x for k in range(3) for r in range(2) for x in ranks[r][2 * k : 2 * k + 2]]
+    assert interleaved == whole[:12]
+
+
+def test_samples_do_not_depend_on_workers_or_batch_position(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=1, degrade_in_loader=True)
+
+    def batches(workers: int) -> list[dict]:
+        loader = make_loader(
+            dataset, 2, seed=1, start=0, rank=0, world=1, num_workers=workers, pin_memory=False
+        )
+        return list(itertools.islice(iter(loader), 3))
+
+    serial, parallel = batches(0), batches(2)
+    for a, b in zip(serial, parallel, strict=True):
+        assert torch.equal(a["gt"], b["gt"]) and torch.equal(a["lq"], b["lq"])
+    again = dataset[(5, 3)]
+    assert torch.equal(again["gt"], dataset[(5, 3)]["gt"])
+    assert not torch.equal(again["gt"], dataset[(6, 3)]["gt"])
+
+
+def test_loader_side_and_trainer_side_degradation_agree(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    in_loader = TrainSet((str(root),), DATA, MIX, scale=4, seed=2, degrade_in_loader=True)
+    sample = in_loader[(4, 1)]
+    assert sample["gt"].shape == (3, 16, 16) and sample["gt"].dtype == torch.uint8
+    params = {k: v[None] for k, v in sample["params"].items()}
+    lq = degrade(sample["gt"][None].float() / 255, params, 4, torch.tensor([sample["normal"]]))
+    assert torch.equal((lq[0] * 255).round().to(torch.uint8), sample["lq"])
+
+
+def test_normal_maps_are_recognised_by_name_and_content(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=0, degrade_in_loader=False)
+    kinds = {dataset.items[i].path.name: dataset[(i, i)]["normal"] for i in range(len(dataset))}
+    assert kinds["wall_n.png"] is True and kinds["colour_0.png"] is False
+    assert (
+        kind_from_name("stone01_norm.jpg") == "normal" and kind_from_name("crate_mask.png") == "aux"
+    )
+    assert kind_from_name("n64_brick.png") is None and kind_from_name("door_local.tga") == "normal"
+
+
+def test_wrap_crops_of_a_tileable_texture_continue_across_the_seam(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    pixels = tileable_pixels(20, 20, 5)
+    Image.fromarray(pixels).save(tmp_path / "t" / "tile.png")
+    data = DataConfig(crop_size=16, wrap_prob=1.0, flip=False, rotate=False)
+    dataset = TrainSet(
+        (str(tmp_path / "t"),), data, DegradeConfig(), scale=4, seed=0, degrade_in_loader=False
+    )
+    tiled = np.tile(pixels, (2, 2, 1))
+    straddling = 0
+    for position in range(30):
+        crop = dataset[(position, 0)]["gt"].permute(1, 2, 0).numpy()
+        hits = [
+            (y, x)
+            for y in range(20)
+            for x in range(20)
+            if np.array_equal(tiled[y : y + 16, x : x + 16], crop)
+        ]
+        assert hits, "every crop is a window of the tiled texture"
+        straddling += all(y + 16 > 20 or x + 16 > 20 for y, x in hits)
+    assert straddling > 5
+
+
+def test_pack_round_trip_skips_aux_and_small_and_loads_fast(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train", size=40)
+    Image.fromarray(make_pixels(40, 40, 3, seed=9)).save(root / "crate_spec.png")
+    Image.fromarray(make_pixels(10, 12, 3)).save(root / "tiny.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    messages: list[str] = []
+    count = pack_folders(
+        [root],
+        tmp_path / "crops.safetensors",
+        crop_size=24,
+        per_image=3,
+        min_std=0.0,
+        report=messages.append,
+    )
+    pack = read_pack(tmp_path / "crops.safetensors")
+    assert count == len(pack) == 7 * 3
+    assert pack.crops.shape == (21, 24, 24, 3) and pack.crops.dtype == np.uint8
+    assert KINDS[int(pack.kinds[-1])] in ("color", "normal")
+    assert sum(KINDS[int(k)] == "normal" for k in pack.kinds) == 3
+    assert any("crate_spec.png" in m and "auxiliary" in m for m in messages)
+    assert any("tiny.png" in m for m in messages) and any("broken.png" in m for m in messages)
+    from safetensors.numpy import load_file  # a plain safetensors file for other tools too
+
+    assert np.array_equal(load_file(tmp_path / "crops.safetensors")["crops"], pack.crops)
+    dataset = TrainSet(
+        (str(tmp_path / "crops.safetensors"),), DATA, MIX, scale=4, seed=0, degrade_in_loader=True
+    )
+    assert len(dataset) == 21 and dataset[(0, 5)]["lq"].shape == (3, 4, 4)
+
+
+def test_truncated_pack_is_refused_by_name(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    path = tmp_path / "crops.safetensors"
+    pack_folders([root], path, crop_size=16, per_image=2)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(PackError, match="crops.safetensors.*truncated"):
+        read_pack(path)
+
+
+def test_paired_folders_report_scale_mismatches_per_file(tmp_path: Path) -> None:
+    hr, lq = tmp_path / "hr", tmp_path / "lq"
+    hr.mkdir()
+    lq.mkdir()
+    for name, (h, w) in {"good": (32, 24), "bad": (32, 24)}.items():
+        Image.fromarray(make_pixels(h, w, 3)).save(hr / f"{name}.png")
+    Image.fromarray(make_pixels(8, 6, 3)).save(lq / "good.png")
+    Image.fromarray(make_pixels(10, 6, 3)).save(lq / "bad.jpg")  # any extension matches
+    Image.fromarray(make_pixels(32, 24, 3)).save(hr / "lonely.png")
+    paired = PairedSet(str(hr), str(lq), DATA, scale=4, seed=0)
+    assert [p[0].name for p in paired.pairs] == ["good.png"]
+    assert any("bad.jpg: scale mismatch" in p and "24x32" in p for p in paired.problems)
+    assert any("lonely.png" in p for p in paired.problems)
+    sample = paired[(0, 0)]
+    assert sample["gt"].shape == (3, 16, 16) and sample["lq"].shape == (3, 4, 4)
+
+
+def _prepare_source(src: Path) -> None:
+    (src / "models" / "crate").mkdir(parents=True)
+    (src / "world").mkdir()
+    Image.fromarray(make_pixels(40, 48, 3, seed=1)).save(src / "models" / "crate" / "diffuse.png")
+    Image.fromarray(make_pixels(40, 48, 3, seed=1)).save(src / "world" / "crate_copy.png")  # dup
+    Image.fromarray(make_pixels(40, 40, 3, seed=2)).save(
+        src / "models" / "crate" / "crate_spec.png"
+    )
+    Image.fromarray(np.full((40, 40, 3), (90, 60, 30), np.uint8)).save(src / "world" / "flat.png")
+    Image.fromarray(make_pixels(12, 40, 3, seed=3)).save(src / "world" / "small.png")
+    gray = make_pixels(40, 40, 1, seed=4)[:, :, 0]
+    Image.fromarray(gray, "L").save(src / "world" / "gray.png")
+    normal = (normals_from_height(height_field(40, 40, 6), 3) * 255).round().astype(np.uint8)
+    Image.fromarray(normal).save(src / "world" / "bumps.png")  # a normal map by content only
+    Image.fromarray(make_pixels(90, 80, 3, seed=5)).save(src / "world" / "photo.jpg", quality=95)
+    rgba = make_pixels(40, 40, 4, seed=6)
+    rgba[:, :20, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(src / "world" / "leaves.png")
+    (src / "world" / "broken.tga").write_bytes(b"\x00" * 10)
+
+
+def test_prepare_sorts_filters_and_records_sources(tmp_path: Path) -> None:
+    src, out = tmp_path / "dump", tmp_path / "set"
+    _prepare_source(src)
+    result = CliRunner().invoke(
+        main, ["prepare", str(src), str(out), "--min-size", "32", "--workers", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    dropped = {d["source"]: d["reason"] for d in map(json.loads, (out / "dropped.jsonl").open())}
+    kept = {m["source"]: m for m in manifest}
+    assert set(kept) == {
+        "models/crate/diffuse.png",
+        "world/bumps.png",
+        "world/photo.jpg",
+        "world/leaves.png",
+    }
+    assert (
+        kept["world/bumps.png"]["kind"] == "normal" and kept["world/leaves.png"]["kind"] == "alpha"
+    )
+    assert kept["world/photo.jpg"]["size"] == [40, 45]  # JPEG sources are halved
+    assert "near-duplicate of" in dropped["world/crate_copy.png"]
+    assert "auxiliary" in dropped["models/crate/crate_spec.png"]
+    assert "flat" in dropped["world/flat.png"] and "too small" in dropped["world/small.png"]
+    assert dropped["world/gray.png"] == "grayscale" and "unreadable" in dropped["world/broken.tga"]
+    for entry in manifest:
+        with Image.open(out / entry["file"]) as im:
+            assert list(im.size) == entry["size"] and im.format == "PNG"
+    with Image.open(out / kept["world/bumps.png"]["file"]) as im:
+        vectors = np.asarray(im, dtype=np.float64) / 255 * 2 - 1
+    assert np.abs(np.linalg.norm(vectors, axis=-1) - 1).max() < 0.02
+
+
+def test_prepare_with_pack_writes_a_pack(tmp_path: Path) -> None:
+    src, out = tmp_path / "dump", tmp_path / "set"
+    _prepare_source(src)
+    result = CliRunner().invoke(
+        main,
+        [
+            "prepare",
+            str(src),
+            str(out),
+            "--min-size",
+            "32",
+            "--pack",
+            str(tmp_path / "p.safetensors"),
+            "--crop",
+            "32",
+            "--per-image",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(read_pack(tmp_path / "p.safetensors")) == 6  # colour and normal maps, not alpha
+
+
+def test_a_file_that_goes_bad_mid_run_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=0, degrade_in_loader=False)
+    victim = dataset.items[2].path
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated after the dataset was listed
+    with pytest.warns(UserWarning, match=f"skipped in training: {victim}"):
+        sample = dataset[(0, 2)]
+    assert torch.equal(sample["gt"], dataset[(0, 3)]["gt"])  # the next file, same randomness
+
+
+def test_folder_dataset_leaves_out_small_unreadable_and_aux_files_with_reasons(
+    tmp_path: Path,
+) -> None:
+    root = write_texture_tree(tmp_path / "train")
+    Image.fromarray(make_pixels(10, 40, 3)).save(root / "trim.png")
+    Image.fromarray(make_pixels(40, 40, 3)).save(root / "rock_gloss.png")
+    (root / "empty.png").write_bytes(b"")
+    dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=0, degrade_in_loader=False)
+    assert len(dataset) == 7
+    reasons = "\n".join(dataset.left_out)
+    assert "trim.png: 40x10 is smaller than data.crop_size" in reasons
+    assert "rock_gloss.png: an auxiliary data map" in reasons and "empty.png" in reasons

@@ -1,0 +1,226 @@
+"""Every loss: known values on tiny inputs, finite gradients, and shape checks.
+
+Perceptual losses run on randomly initialised backbones here (no ImageNet weights in CI): the
+tests check the plumbing (shapes, gradients, the missing-weights error), not perceptual quality.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import losses, perceptual
+from training.config import GAN_TYPES
+from training.discriminator import PatchDiscriminator, UNetDiscriminator
+
+
+def _images(
+    seed: int = 0, shape: tuple[int, ...] = (2, 3, 17, 11)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+
+
+def _grad_is_finite_and_nonzero(loss: torch.Tensor, x: torch.Tensor) -> None:
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_l1_and_charbonnier_known_values() -> None:
+    a = torch.zeros(1, 3, 5, 7)
+    b = torch.full((1, 3, 5, 7), 0.5)
+    assert losses.l1_loss(a, b).item() == pytest.approx(0.5)
+    assert losses.charbonnier_loss(a, a, eps=1e-3).item() == pytest.approx(1e-3)
+    assert losses.charbonnier_loss(a, b, eps=0).item() == pytest.approx(0.5)
+    assert losses.CharbonnierLoss(eps=0.1)(a, a).item() == pytest.approx(0.1)
+    assert losses.L1Loss()(a, b).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("fn", [losses.l1_loss, losses.charbonnier_loss])
+def test_pixel_losses_have_finite_gradients_even_at_zero_difference(fn) -> None:  # noqa: ANN001
+    pred, target = _images()
+    pred.requires_grad_(True)
+    _grad_is_finite_and_nonzero(fn(pred, target), pred)
+    same = target.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(losses.charbonnier_loss(same, target), same)
+    assert torch.isfinite(grad).all()  # Charbonnier is smooth where L1 has a kink
+
+
+def test_shape_mismatch_is_refused_with_the_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(1, 3, 4, 4\) vs \(1, 3, 4, 5\)"):
+        losses.l1_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+
+
+def test_colour_consistency_is_zero_for_an_exact_upscale_and_sees_a_colour_shift() -> None:
+    lq, _ = _images(shape=(2, 3, 9, 7))
+    sr = torch.nn.functional.interpolate(lq, scale_factor=4, mode="nearest")
+    assert losses.colour_consistency_loss(sr, lq, 4).item() == pytest.approx(0, abs=1e-6)
+    shifted = sr.clone()
+    shifted[:, 0] += 0.1  # a red cast
+    assert losses.colour_consistency_loss(shifted, lq, 4).item() == pytest.approx(0.1 / 3, rel=1e-4)
+    sr.requires_grad_(True)
+    _grad_is_finite_and_nonzero(losses.ColourConsistencyLoss(4)(sr * 0.9, lq), sr)
+    with pytest.raises(ValueError, match="x4"):
+        losses.colour_consistency_loss(sr[..., :-1], lq, 4)
+
+
+def test_feature_matching_is_mean_l1_over_layers_and_real_is_constant() -> None:
+    fake = [
+        torch.zeros(1, 2, 3, 3, requires_grad=True),
+        torch.zeros(1, 4, 2, 2, requires_grad=True),
+    ]
+    real = [
+        torch.ones(1, 2, 3, 3, requires_grad=True),
+        torch.full((1, 4, 2, 2), 3.0, requires_grad=True),
+    ]
+    loss = losses.FeatureMatchingLoss()(fake, real)
+    assert loss.item() == pytest.approx((1 + 3) / 2)
+    loss.backward()
+    assert fake[0].grad is not None and real[0].grad is None
+
+
+LOGITS_ZERO = torch.zeros(4, 1, 3, 3)
+LN2 = math.log(2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "d_value", "g_value"),
+    [
+        ("minimax", 2 * LN2, -LN2),
+        ("nonsaturating", 2 * LN2, LN2),
+        ("wgan", 0.0, 0.0),
+        ("wgan-gp", 0.0, 0.0),
+        ("hinge", 2.0, 0.0),
+        ("ragan", 2 * LN2, 2 * LN2),
+    ],
+)
+def test_gan_losses_at_zero_logits(kind: str, d_value: float, g_value: float) -> None:
+    assert losses.discriminator_loss(kind, LOGITS_ZERO, LOGITS_ZERO).item() == pytest.approx(
+        d_value
+    )
+    assert losses.generator_loss(kind, LOGITS_ZERO, LOGITS_ZERO).item() == pytest.approx(g_value)
+
+
+def test_gan_losses_known_values_away_from_zero() -> None:
+    real, fake = torch.full((2, 1), 2.0), torch.full((2, 1), -1.0)
+    assert losses.discriminator_loss("hinge", real, fake).item() == pytest.approx(0.0)
+    assert losses.discriminator_loss("wgan", real, fake).item() == pytest.approx(-3.0)
+    sp = torch.nn.functional.softplus
+    assert losses.discriminator_loss("nonsaturating", real, fake).item() == pytest.approx(
+        (sp(torch.tensor(-2.0)) + sp(torch.tensor(-1.0))).item()
+    )
+    # RaGAN compares against the other side's mean: equal logits mean "cannot tell".
+    assert losses.generator_loss("ragan", fake, fake).item() == pytest.approx(2 * LN2)
+
+
+@pytest.mark.parametrize("kind", GAN_TYPES)
+def test_every_gan_loss_gives_finite_gradients_to_both_sides(kind: str) -> None:
+    real, fake = _images(shape=(3, 1, 4, 4))
+    real.requires_grad_(True)
+    fake.requires_grad_(True)
+    _grad_is_finite_and_nonzero(losses.GANLoss(kind)(real, fake, for_discriminator=True), fake)
+    _grad_is_finite_and_nonzero(losses.GANLoss(kind)(real, fake, for_discriminator=False), fake)
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        losses.GANLoss("lsgan")
+
+
+def test_gradient_penalty_is_zero_for_a_unit_slope_critic_and_trains_d() -> None:
+    real, fake = _images(shape=(2, 1, 1, 1))
+    mixed = losses.mix_real_fake(real, fake, torch.Generator().manual_seed(0))
+    weight = torch.ones(1, requires_grad=True)
+    logits = (mixed * weight).sum(dim=(1, 2, 3))  # gradient wrt the input has norm |weight| = 1
+    assert losses.gradient_penalty(logits, mixed).item() == pytest.approx(0.0)
+    d = PatchDiscriminator(3, 4, 2)
+    real, fake = _images(shape=(2, 3, 32, 32))
+    mixed = losses.mix_real_fake(real, fake)
+    penalty = losses.gradient_penalty(d(mixed)[0], mixed)
+    penalty.backward()
+    weights = [p for p in d.parameters() if p.ndim > 1]  # biases do not change dD/dx
+    assert penalty.item() > 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in weights)
+
+
+def test_weight_clipping_bounds_every_parameter() -> None:
+    d = PatchDiscriminator(3, 4, 2)
+    losses.clip_weights_(d, 0.01)
+    assert max(p.abs().max().item() for p in d.parameters()) <= 0.01
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: PatchDiscriminator(3, 8, 2), lambda: UNetDiscriminator(3, 8)]
+)
+def test_discriminators_expose_features_and_take_odd_sizes(make) -> None:  # noqa: ANN001
+    d = make()
+    logits, features = d(torch.rand(2, 3, 33, 27))
+    assert logits.shape[0] == 2 and logits.shape[1] == 1 and len(features) >= 3
+    assert all(f.shape[0] == 2 for f in features)
+    fake = torch.rand(2, 3, 33, 27, requires_grad=True)
+    real = torch.rand(2, 3, 33, 27)
+    fm = losses.feature_matching_loss(d(fake)[1], d(real)[1])
+    _grad_is_finite_and_nonzero(fm, fake)
+
+
+def test_vgg_perceptual_on_random_backbone_has_finite_gradients() -> None:
+    loss = perceptual.VGGPerceptualLoss(pretrained=False)  # random weights: plumbing only
+    assert loss.features.pretrained is False
+    pred, target = _images(shape=(1, 3, 32, 32))
+    pred.requires_grad_(True)
+    value = loss(pred, target)
+    assert value.item() > 0
+    _grad_is_finite_and_nonzero(value, pred)
+    assert loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    # The kept maps are pre-activation: they have negative values a ReLU output never has.
+    assert min(f.min().item() for f in loss.features(target).values()) < 0
+
+
+def test_lpips_on_random_trunk_has_finite_gradients() -> None:
+    loss = perceptual.LPIPSLoss(
+        pretrained=False
+    )  # linear heads from the lpips package, trunk random
+    assert loss.model.pretrained is False
+    pred, target = _images(shape=(2, 3, 32, 32))
+    pred.requires_grad_(True)
+    value = loss(pred, target)
+    assert value.item() > 0
+    _grad_is_finite_and_nonzero(value, pred)
+    assert loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda: perceptual.VGGFeatures(), perceptual.VGG19_FILE),
+        (lambda: perceptual.build_lpips(), perceptual.ALEXNET_FILE),
+    ],
+)
+def test_missing_pretrained_weights_name_the_file_and_folder(
+    build,
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(perceptual.PretrainedWeightsMissingError) as info:
+        build()
+    message = str(info.value)
+    assert name in message and str(tmp_path / "hub" / "checkpoints") in message
+    assert "download.pytorch.org" in message
+
+
+def test_pretrained_vgg_loads_from_the_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.models.vgg import cfgs, make_layers
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    torch.manual_seed(3)
+    reference = make_layers(cfgs["E"])  # torchvision's VGG19 ``features``, as in the real file
+    state = {f"features.{k}": v for k, v in reference.state_dict().items()}
+    torch.save(state, tmp_path / "checkpoints" / perceptual.VGG19_FILE)
+    features = perceptual.VGGFeatures()
+    assert features.pretrained is True
+    assert torch.equal(features.layers[34].weight, reference[34].weight)

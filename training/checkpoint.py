@@ -1,0 +1,133 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint is ``<run>/checkpoints/step-<step>.pt``: a dict of tensors and plain values (no
+classes, no code), written with ``torch.save`` through a temporary file + rename, and read back
+only with ``torch.load(weights_only=True)``. It holds the config, the step, generator, EMA and
+discriminator weights, optimiser and grad-scaler state, RNG states and the data position (the
+learning-rate schedule is a function of the step, so the step restores it). The newest ``keep``
+files are kept; a newest file that cannot be read (truncated by a crash, a full disk) is skipped
+with a warning in favour of the one before it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from upscaler.atomic import atomic_write, remove_stale_temps
+from upscaler.checkpoint import ModelFileError, read_weights
+
+FORMAT = "upscaler-train/1"
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointError(Exception):
+    """No usable checkpoint; the message names the file or folder and the reason."""
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the checkpoints in ``folder``, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the newest ``keep``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)
+    path = folder / f"step-{step:09d}.pt"
+    with atomic_write(path) as handle:
+        torch.save({"format": FORMAT, "step": step, **state}, handle)
+    for _, old in list_checkpoints(folder)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load one checkpoint safely (tensors and plain values only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused, it holds more than tensors and values ({exc})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: unreadable, probably truncated ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a training checkpoint of this project")
+    return state
+
+
+def latest_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``folder`` (None if there is none at all).
+
+    Unreadable newer files are skipped with a warning naming them; if every file is unreadable,
+    ``CheckpointError`` says so rather than silently starting over.
+    """
+    candidates = list_checkpoints(folder)
+    problems = []
+    for _, path in candidates:
+        try:
+            state = read_checkpoint(path)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; falling back to an older checkpoint", stacklevel=2)
+            problems.append(str(exc))
+            continue
+        state["path"] = str(path)
+        return state
+    if problems:
+        raise CheckpointError(f"no readable checkpoint in {folder}: {problems[0]}")
+    return None
+
+
+def generator_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Generator weights to start from or to export, and what is known about them.
+
+    ``source``: a training checkpoint (its EMA weights), a run folder (its newest checkpoint),
+    or a model file in our ``.safetensors`` format. Returns ``(state_dict, info)`` with ``info``
+    holding ``arch``, ``arch_config`` and, for checkpoints, ``step`` and ``config``.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint, run folder or model file")
+    if path.is_dir():
+        folder = checkpoint_dir(path) if checkpoint_dir(path).is_dir() else path
+        state = latest_checkpoint(folder)
+        if state is None:
+            raise CheckpointError(f"{path}: no checkpoints in this run folder")
+    elif path.suffix == ".pt":
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint")
+        state = read_checkpoint(path)
+        state["path"] = str(path)
+    else:
+        import json
+
+        try:
+            weights, metadata = read_weights(path)
+        except ModelFileError as exc:
+            raise CheckpointError(str(exc)) from None
+        if "upscaler.arch" not in metadata:
+            raise CheckpointError(f"{path}: not one of this project's model files (no arch)")
+        info = {
+            "arch": metadata["upscaler.arch"],
+            "arch_config": json.loads(metadata.get("upscaler.config", "{}")),
+            "training": json.loads(metadata.get("upscaler.training", "{}")),
+            "path": str(path),
+        }
+        return weights, info
+    info = {k: state[k] for k in ("arch", "arch_config", "step", "config", "path")}
+    return state["ema"], info

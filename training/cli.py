@@ -1,0 +1,255 @@
+"""``upscale-train``: prepare data, pack crops, fit, evaluate and export models.
+
+The CLI parses and reports; the work is done in the modules it calls.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from upscaler.io import ImageReadError
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+from .pack import PackError
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train texture upscaling models (PSNR stage, then GAN stage) and export them."""
+
+
+@main.command()
+@click.argument("config", type=str)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set optim.learning_rate=1e-4 (repeatable).",
+)
+@click.option("--d-steps", type=int, help="D updates per cycle (optim.d_steps).")
+@click.option("--g-steps", type=int, help="G updates per cycle (optim.g_steps).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
+def fit(
+    config: str, overrides: tuple[str, ...], d_steps: int | None, g_steps: int | None, quiet: bool
+) -> None:
+    """Train from CONFIG (a .toml file or a recipe name such as compact-x4-psnr).
+
+    Resumes automatically from the newest readable checkpoint of the run. Under torchrun, every
+    process trains on its share of each batch (DDP).
+    """
+    from . import ddp
+    from .trainer import Trainer
+
+    extra = list(overrides)
+    extra += [f"optim.d_steps={d_steps}"] if d_steps is not None else []
+    extra += [f"optim.g_steps={g_steps}"] if g_steps is not None else []
+    extra += ["run.progress=false"] if quiet else []
+    try:
+        cfg = load_config(config, extra)
+    except ConfigError as exc:
+        _fail(str(exc))
+    dist = ddp.setup(cfg.run.device)
+    try:
+        result = Trainer(cfg, dist, log=lambda m: click.echo(m, err=True)).fit()
+    except (
+        CheckpointError,
+        ConfigError,
+        ValueError,
+        FileNotFoundError,
+        ImageReadError,
+        PackError,
+    ) as exc:
+        _fail(str(exc))
+    finally:
+        ddp.teardown(dist)
+    if dist.main:
+        where = f"; checkpoint {result.checkpoint}" if result.checkpoint else ""
+        click.echo(
+            f"{result.status} at step {result.step}{where}. {result.message}".strip(), err=True
+        )
+    if result.status == "diverged":
+        sys.exit(3)
+    if result.status == "interrupted":
+        sys.exit(130)
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--crop",
+    "crop_size",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Evaluate centre crops of this size (0: whole images).",
+)
+@click.option("--max-images", type=int, default=0, help="At most this many images (0: all).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_command(
+    checkpoint: Path, data: Path, crop_size: int, max_images: int, device: str, as_json: bool
+) -> None:
+    """Measure CHECKPOINT (checkpoint, run folder or .safetensors) on the images in DATA."""
+    from upscaler.loader import pick_device
+
+    from .evaluate import evaluate
+
+    try:
+        metrics = evaluate(
+            checkpoint, data, crop_size=crop_size, max_images=max_images, device=pick_device(device)
+        )
+    except (CheckpointError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    for key, value in metrics.items():
+        shown = "not measured (no pretrained AlexNet weights)" if value is None else f"{value:.4g}"
+        click.echo(f"{key:>18}: {shown}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fp16", is_flag=True, help="Store half-precision weights (half the size).")
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an ONNX model here.",
+)
+def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None) -> None:
+    """Write the EMA generator of CHECKPOINT as OUT.safetensors (loads in ``upscale --model``)."""
+    from .export import export_model, export_onnx, load_generator
+
+    if out.suffix != ".safetensors":
+        _fail(f"{out}: the model file must end in .safetensors")
+    try:
+        info = export_model(checkpoint, out, fp16=fp16)
+        if onnx_path is not None:
+            export_onnx(load_generator(checkpoint)[0], onnx_path)
+    except (CheckpointError, RuntimeError) as exc:
+        _fail(str(exc))
+    scale = info["arch_config"]["scale"]
+    click.echo(f"wrote {out} ({info['arch']} x{scale}, step {info.get('step', '?')})")
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--min-size", type=int, default=256, show_default=True, help="Shortest side kept.")
+@click.option("--max-size", type=int, default=1024, show_default=True, help="Longest side cap.")
+@click.option("--no-halve-jpeg", is_flag=True, help="Keep JPEG sources at full size.")
+@click.option(
+    "--duplicate-bits",
+    type=int,
+    default=12,
+    show_default=True,
+    help="Average-hash distance (of 256 bits) that counts as a duplicate.",
+)
+@click.option(
+    "--keep-grayscale",
+    is_flag=True,
+    help="Keep gray images (dropped by default: mostly unnamed masks and height maps).",
+)
+@click.option("--workers", type=int, default=4, show_default=True)
+@click.option(
+    "--pack",
+    "pack_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also cut packed training crops from the result into this .safetensors file.",
+)
+@click.option("--crop", "crop_size", type=int, default=256, show_default=True)
+@click.option("--per-image", type=int, default=8, show_default=True)
+def prepare(
+    src: Path,
+    out: Path,
+    min_size: int,
+    max_size: int,
+    no_halve_jpeg: bool,
+    duplicate_bits: int,
+    keep_grayscale: bool,
+    workers: int,
+    pack_path: Path | None,
+    crop_size: int,
+    per_image: int,
+) -> None:
+    """Build a training set in OUT from the unpacked game data in SRC."""
+    from .prepare import PrepareOptions
+    from .prepare import prepare as run_prepare
+
+    options = PrepareOptions(
+        min_size=min_size,
+        max_size=max_size,
+        halve_jpeg=not no_halve_jpeg,
+        duplicate_bits=duplicate_bits,
+        keep_grayscale=keep_grayscale,
+        workers=workers,
+    )
+    if out.resolve().is_relative_to(src.resolve()):
+        _fail(f"{out}: the output must not lie inside the source folder {src}")
+    counts = run_prepare(src, out, options, report=lambda m: click.echo(m, err=True))
+    click.echo(
+        ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; manifest: {out}/manifest.jsonl"
+    )
+    if pack_path is not None:
+        _pack(
+            [out / kind for kind in ("color", "normal") if (out / kind).is_dir()],
+            pack_path,
+            crop_size,
+            per_image,
+        )
+
+
+@main.command()
+@click.argument(
+    "folders",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The .safetensors file to write.",
+)
+@click.option("--crop", "crop_size", type=int, default=256, show_default=True)
+@click.option("--per-image", type=int, default=8, show_default=True)
+def pack(folders: tuple[Path, ...], out: Path, crop_size: int, per_image: int) -> None:
+    """Cut training crops from FOLDERS once into one uint8 file (fast loading)."""
+    _pack(list(folders), out, crop_size, per_image)
+
+
+def _pack(folders: list[Path], out: Path, crop_size: int, per_image: int) -> None:
+    from .pack import PackError, pack_folders
+
+    try:
+        count = pack_folders(
+            folders,
+            out,
+            crop_size=crop_size,
+            per_image=per_image,
+            report=lambda m: click.echo(m, err=True),
+        )
+    except PackError as exc:
+        _fail(str(exc))
+    size = out.stat().st_size / 2**20
+    click.echo(f"wrote {count} crops of {crop_size} px to {out} ({size:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""Training configuration: frozen dataclasses with defaults in code, loaded from TOML.
+
+A recipe file has one table per section (``[run]``, ``[model]``, ``[data]``, ``[degrade]``,
+``[loss]``, ``[optim]``, ``[discriminator]``, ``[val]``). Unknown keys are rejected with the list of
+valid ones; values are type-checked. Any value can be overridden from the command line with
+``section.key=value`` (the value is read as TOML, bare words as strings). The resolved config is
+saved, as a plain dict, with every checkpoint and run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PIXEL_LOSSES = ("l1", "charbonnier")
+GAN_TYPES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge", "ragan")
+DISCRIMINATORS = ("patchgan", "unet")
+SCHEDULES = ("constant", "multistep", "cosine")
+DOWN_KERNELS = ("area", "bilinear", "bicubic", "lanczos", "nearest")
+BC_FORMATS = ("bc1", "bc3")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEGRADE_WHERE = ("auto", "loader", "trainer")
+NORMAL_CONVENTIONS = ("opengl", "directx")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _range(name: str, pair: tuple[float, float], low: float, high: float) -> None:
+    if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+        raise ConfigError(f"{name} must be [min, max] with {low} <= min <= max <= {high}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    out_dir: str = "runs"  # checkpoints, samples and metrics go to out_dir/name
+    seed: int = 0
+    max_steps: int = 100_000
+    log_every: int = 50
+    val_every: int = 5_000
+    save_every: int = 5_000
+    keep_last: int = 3
+    max_bad_steps: int = 10  # non-finite losses in a row before the run stops
+    deterministic: bool = False  # bit-exact resume on CPU; slower on GPU
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    channels_last: bool = True  # on CUDA (on CPU it measured no faster for training)
+    compile: bool = False  # torch.compile the generator
+    progress: bool = True
+    threads: int = 0  # CPU threads for torch in the main process (0: torch's default)
+
+    def __post_init__(self) -> None:
+        _choice("run.precision", self.precision, PRECISIONS)
+        if self.max_steps < 0 or self.keep_last < 1 or self.max_bad_steps < 1:
+            raise ConfigError("run.max_steps >= 0, run.keep_last >= 1, run.max_bad_steps >= 1")
+        if min(self.log_every, self.val_every, self.save_every) < 1:
+            raise ConfigError("run.log_every, val_every and save_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "compact"
+    scale: int = 4
+    num_features: int | None = None  # None: the architecture's default
+    num_blocks: int | None = None
+    growth_channels: int | None = None  # rrdb only
+    activation: str | None = None  # compact only
+    icnr: bool = True  # ICNR init of the pixel-shuffle conv (compact): no checkerboard at step 0
+    init_from: str = ""  # checkpoint, run folder or .safetensors to start from (the PSNR stage)
+
+    def arch_config(self) -> dict[str, Any]:
+        """The fields ``upscaler.models.make_config`` takes, leaving out unset ones."""
+        names = ("num_features", "num_blocks", "growth_channels", "activation")
+        values = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {"scale": self.scale, **values}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[str, ...] = ()  # folders of HR images or packed-crop files (.safetensors)
+    train_lq: str = ""  # paired mode: folder of LR images matching ``train`` by relative name
+    crop_size: int = 256  # GT crop side; the LR crop is crop_size / scale
+    batch_size: int = 16  # per process
+    num_workers: int = 4
+    wrap_prob: float = 0.5  # share of crops from tileable images taken across the wrap seam
+    flip: bool = True
+    rotate: bool = True
+    normal_convention: str = "opengl"  # how normal maps' green channel points (for rotations)
+    min_crop_std: float = 0.0  # re-draw crops flatter than this (0..1 units), at most 4 times
+
+    def __post_init__(self) -> None:
+        _choice("data.normal_convention", self.normal_convention, NORMAL_CONVENTIONS)
+        if self.crop_size < 4 or self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError("data.crop_size >= 4, data.batch_size >= 1, num_workers >= 0")
+        if not 0 <= self.wrap_prob <= 1:
+            raise ConfigError("data.wrap_prob must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    where: str = "auto"  # auto: batched on the training device when it is a GPU, else in workers
+    down_kernels: tuple[str, ...] = DOWN_KERNELS
+    down_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.2, 1.5)  # in GT pixels, applied before the resize
+    noise_prob: float = 0.0  # camera-style Gaussian noise; off for game textures
+    noise_sigma: tuple[float, float] = (1.0, 10.0)  # in 8-bit levels
+    noise_gray_prob: float = 0.4
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[float, float] = (75.0, 95.0)
+    bc_prob: float = 0.0  # block compression round trip of the LR
+    bc_formats: tuple[str, ...] = BC_FORMATS
+    palette_prob: float = 0.0
+    palette_colors: tuple[float, float] = (16.0, 256.0)
+    dither_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        _choice("degrade.where", self.where, DEGRADE_WHERE)
+        for kernel in self.down_kernels:
+            _choice("degrade.down_kernels", kernel, DOWN_KERNELS)
+        for fmt in self.bc_formats:
+            _choice("degrade.bc_formats", fmt, BC_FORMATS)
+        if len(self.down_weights) != len(self.down_kernels) or not self.down_kernels:
+            raise ConfigError("degrade.down_weights needs one weight per entry of down_kernels")
+        if not self.bc_formats:
+            raise ConfigError("degrade.bc_formats must name at least one format")
+        for name in ("blur_prob", "noise_prob", "noise_gray_prob", "jpeg_prob", "bc_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"degrade.{name} must be in [0, 1]")
+        if not 0 <= self.palette_prob <= 1 or not 0 <= self.dither_prob <= 1:
+            raise ConfigError("degrade.palette_prob and dither_prob must be in [0, 1]")
+        _range("degrade.blur_sigma", self.blur_sigma, 0.0, 10.0)
+        _range("degrade.noise_sigma", self.noise_sigma, 0.0, 255.0)
+        _range("degrade.jpeg_quality", self.jpeg_quality, 1.0, 100.0)
+        _range("degrade.palette_colors", self.palette_colors, 2.0, 256.0)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    pixel: str = "l1"
+    pixel_weight: float = 1.0
+    colour_weight: float = 0.0  # colour consistency against the LR input
+    lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
+    vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
+    gan_type: str = "nonsaturating"
+    gan_weight: float = 0.0  # 0 with feature_match_weight 0: the PSNR stage (no discriminator)
+    feature_match_weight: float = 0.0
+    gp_weight: float = 10.0  # wgan-gp only
+    clip_value: float = 0.0  # wgan: clip D weights to [-c, c] after each D step (0: off)
+
+    def __post_init__(self) -> None:
+        _choice("loss.pixel", self.pixel, PIXEL_LOSSES)
+        _choice("loss.gan_type", self.gan_type, GAN_TYPES)
+        weights = (self.pixel_weight, self.colour_weight, self.lpips_weight, self.vgg_weight)
+        if min(*weights, self.gan_weight, self.feature_match_weight, self.clip_value) < 0:
+            raise ConfigError("loss weights and loss.clip_value must be >= 0")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.gan_weight > 0 or self.feature_match_weight > 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 2e-4
+    d_learning_rate: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine: final learning rate / initial
+    grad_clip: float = 0.0  # max gradient norm (0: off); the norm is logged either way
+    ema_decay: float = 0.999
+    d_steps: int = 1  # per cycle of max(d_steps, g_steps) batches: D updates on the first d_steps
+    g_steps: int = 1  # ... and G on the first g_steps
+
+    def __post_init__(self) -> None:
+        _choice("optim.schedule", self.schedule, SCHEDULES)
+        if self.learning_rate <= 0 or self.d_learning_rate <= 0:
+            raise ConfigError("optim learning rates must be > 0")
+        if not 0 <= self.ema_decay < 1 or self.d_steps < 1 or self.g_steps < 1:
+            raise ConfigError("optim.ema_decay in [0, 1); d_steps and g_steps >= 1")
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    arch: str = "unet"
+    num_features: int = 64
+    num_layers: int = 3  # patchgan: stride-2 layers
+
+    def __post_init__(self) -> None:
+        _choice("discriminator.arch", self.arch, DISCRIMINATORS)
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    folder: str = ""  # held-out HR images; empty: no validation
+    max_images: int = 16
+    crop_size: int = 256  # centre crop of each image (0: whole image)
+    samples: int = 4  # images shown in the PNG sample grid
+    seam_images: int = 4  # whole tileable textures checked for seams after upscaling
+
+    def __post_init__(self) -> None:
+        if self.max_images < 0 or self.crop_size < 0 or self.samples < 0 or self.seam_images < 0:
+            raise ConfigError("val.max_images, crop_size, samples and seam_images must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.crop_size % self.model.scale:
+            raise ConfigError(
+                f"data.crop_size {self.data.crop_size} must be a multiple of model.scale "
+                f"{self.model.scale}"
+            )
+        if self.val.crop_size % self.model.scale:
+            raise ConfigError("val.crop_size must be a multiple of model.scale")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` (from TOML) against the type ``hint``; lists become tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
+        return tuple(_convert(v, a, key) for v, a in zip(value, args, strict=True))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        where = f"[{prefix}]" if prefix else "top level"
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(valid)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _convert(value, hint, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"[{prefix}]: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.learning_rate=1e-4"`` -> (["optim", "learning_rate"], 1e-4)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word: a string
+    return key.strip().split("."), value
+
+
+def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        table = data
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        table[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    config = _build(Config, merge_overrides(data, overrides or []), "")
+    assert isinstance(config, Config)
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML recipe (a path, or a recipe name from ``training/configs``) plus overrides."""
+    path = resolve_recipe(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+RECIPES = Path(__file__).parent / "configs"
+
+
+def resolve_recipe(name: str | Path) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    recipe = RECIPES / f"{name}.toml"
+    if recipe.is_file():
+        return recipe
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+    raise ConfigError(f"{name}: no such config file or recipe (recipes: {known})")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (lists for tuples), safe for JSON and for the checkpoint."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        section.name: {
+            k: plain(v) for k, v in dataclasses.asdict(getattr(config, section.name)).items()
+        }
+        for section in dataclasses.fields(config)
+    }

@@ -1,0 +1,74 @@
+"""The generator for training: built from ``upscaler.models``, initialised, and averaged (EMA).
+
+Training only adds initialisation and averaging on top of the inference architectures; the
+checkpoint format stays ``upscaler``'s.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from upscaler.models import build_generator, make_config
+
+from .config import ModelConfig
+
+
+def build(model: ModelConfig, seed: int) -> tuple[nn.Module, object]:
+    """``(module, arch_config)`` on CPU in fp32, initialised from ``seed`` (global RNG kept)."""
+    arch_config = make_config(model.arch, model.arch_config())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = build_generator(model.arch, arch_config)
+        if model.icnr:
+            apply_icnr(module)
+    return module, arch_config
+
+
+def icnr_(conv: nn.Conv2d, scale: int) -> None:
+    """ICNR (Aitken et al. 2017): make the ``scale**2`` sub-pixel outputs of every channel of a
+    conv that feeds ``PixelShuffle(scale)`` start identical, so the shuffle begins as a
+    nearest-neighbour upsample of one learned map - no checkerboard at step 0."""
+    out_channels = conv.out_channels // (scale * scale)
+    if out_channels * scale * scale != conv.out_channels:
+        raise ValueError(f"{conv} does not feed a x{scale} pixel shuffle")
+    with torch.no_grad():
+        base = torch.empty(out_channels, *conv.weight.shape[1:])
+        nn.init.kaiming_normal_(base)
+        base *= 0.1  # small, like the rest of the residual output path
+        conv.weight.copy_(base.repeat_interleave(scale * scale, dim=0))
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
+def apply_icnr(module: nn.Module) -> int:
+    """ICNR-initialise every conv directly followed by a ``PixelShuffle``; returns how many."""
+    last_conv, count = None, 0
+    for child in module.modules():
+        if isinstance(child, nn.Conv2d):
+            last_conv = child
+        elif isinstance(child, nn.PixelShuffle) and last_conv is not None:
+            icnr_(last_conv, child.upscale_factor)
+            count += 1
+    return count
+
+
+class ModelEMA:
+    """Exponential moving average of a module's weights: ``ema = decay * ema + (1 - decay) * w``.
+
+    Buffers are copied. The average is what gets exported: it is smoother and less noisy than
+    the live weights of a GAN.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for ema, live in zip(self.module.parameters(), module.parameters(), strict=True):
+            ema.lerp_(live.detach(), 1 - self.decay)
+        for ema, live in zip(self.module.buffers(), module.buffers(), strict=True):
+            ema.copy_(live)

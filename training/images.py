@@ -1,0 +1,51 @@
+"""Texture files for training: find them, decode them (through ``upscaler.io``), make them RGB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from upscaler.atomic import is_temp_file
+from upscaler.io import FORMATS, ImageReadError, read_image
+
+from .maps import classify
+
+
+def list_images(folders: Iterable[str | Path]) -> list[Path]:
+    """Image files under ``folders`` (recursive, sorted; hidden and temporary files left out)."""
+    found: list[Path] = []
+    for folder in map(Path, folders):
+        if folder.is_file():
+            found.append(folder)
+            continue
+        if not folder.is_dir():
+            raise ImageReadError(folder, "no such folder")
+        found += sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in FORMATS
+            and p.is_file()
+            and not p.name.startswith(".")
+            and not is_temp_file(p)
+        )
+    return found
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` uint8/uint16 with C = 1..4 -> ``(H, W, 3)`` uint8 (alpha dropped)."""
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if pixels.shape[2] <= 2:
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def load_texture(path: str | Path) -> tuple[np.ndarray, str]:
+    """Decode ``path`` to ``(H, W, 3)`` uint8 and its kind (``training.maps.classify``).
+
+    Raises ``ImageReadError`` (one line naming the file) for anything unreadable.
+    """
+    image = read_image(path)
+    return to_rgb8(image.pixels), classify(path, image.pixels)

@@ -1,0 +1,186 @@
+"""Losses, each a pure function plus a thin ``nn.Module`` (as kornia pairs them).
+
+Images are ``(B, C, H, W)`` in ``[0, 1]``. Discriminator outputs (``logits``) are any shape; GAN
+losses average over every element. Perceptual losses that need pretrained networks live in
+``training.perceptual``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GAN_TYPES
+from .degradations import gaussian_blur
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error."""
+    _check_pair(pred, target)
+    return (pred - target).abs().mean()
+
+
+def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean of ``sqrt((pred - target)^2 + eps^2)``: L1 with a smooth minimum (no kink at 0)."""
+    _check_pair(pred, target)
+    return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+def colour_consistency_loss(
+    sr: torch.Tensor, lq: torch.Tensor, scale: int, sigma: float = 1.0
+) -> torch.Tensor:
+    """How far the output's low frequencies drift from the low-res input's colours.
+
+    ``sr`` ``(B, C, H*scale, W*scale)`` is box-averaged down to ``lq``'s size, then both are
+    blurred with a Gaussian of ``sigma`` low-res pixels (so noise, JPEG and block artefacts in the
+    input do not count) and compared with L1. Guards the colour drift of long GAN runs.
+    """
+    if (
+        sr.shape[-2:] != (lq.shape[-2] * scale, lq.shape[-1] * scale)
+        or sr.shape[:2] != lq.shape[:2]
+    ):
+        raise ValueError(f"sr {tuple(sr.shape)} is not lq {tuple(lq.shape)} x{scale}")
+    down = F.avg_pool2d(sr, scale) if scale > 1 else sr
+    sigmas = torch.full((sr.shape[0],), float(sigma), device=sr.device)
+    return (gaussian_blur(down, sigmas) - gaussian_blur(lq.to(down.dtype), sigmas)).abs().mean()
+
+
+def feature_matching_loss(
+    fake_features: list[torch.Tensor], real_features: list[torch.Tensor]
+) -> torch.Tensor:
+    """Mean over layers of L1 between the discriminator's features of fake and real images.
+
+    Real features are treated as constants. Needs no pretrained network: the discriminator
+    learns the features.
+    """
+    if len(fake_features) != len(real_features) or not fake_features:
+        raise ValueError("need the same, non-zero number of fake and real feature maps")
+    terms = [
+        (f - r.detach()).abs().mean() for f, r in zip(fake_features, real_features, strict=True)
+    ]
+    return torch.stack(terms).mean()
+
+
+def _softplus_mean(x: torch.Tensor) -> torch.Tensor:
+    return F.softplus(x).mean()
+
+
+def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The loss D minimises, from its logits on real and generated images.
+
+    ``minimax``/``nonsaturating``: binary cross-entropy, ``-log D(x) - log(1 - D(G(z)))``;
+    ``wgan``/``wgan-gp``: ``E[D(fake)] - E[D(real)]`` (add ``gradient_penalty`` or clip weights);
+    ``hinge``: ``E[relu(1 - D(real))] + E[relu(1 + D(fake))]``;
+    ``ragan``: relativistic average, each side judged against the other's mean (ESRGAN).
+    """
+    if kind in ("minimax", "nonsaturating"):
+        return _softplus_mean(-real) + _softplus_mean(fake)
+    if kind in ("wgan", "wgan-gp"):
+        return fake.mean() - real.mean()
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    if kind == "ragan":
+        return _softplus_mean(-(real - fake.mean())) + _softplus_mean(fake - real.mean())
+    raise ValueError(f"unknown GAN loss {kind!r}; known: {', '.join(GAN_TYPES)}")
+
+
+def generator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The adversarial loss G minimises. ``real`` logits are used by ``ragan`` only.
+
+    ``minimax`` is the original ``log(1 - D(G(z)))``, whose gradient vanishes while D is winning;
+    ``nonsaturating`` is the usual fix, ``-log D(G(z))``.
+    """
+    if kind == "minimax":
+        return -_softplus_mean(fake)
+    if kind == "nonsaturating":
+        return _softplus_mean(-fake)
+    if kind in ("wgan", "wgan-gp", "hinge"):
+        return -fake.mean()
+    if kind == "ragan":
+        real = real.detach()
+        return _softplus_mean(real - fake.mean()) + _softplus_mean(-(fake - real.mean()))
+    raise ValueError(f"unknown GAN loss {kind!r}; known: {', '.join(GAN_TYPES)}")
+
+
+def mix_real_fake(
+    real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random per-image blends of real and fake images for ``gradient_penalty``, requiring grad.
+
+    The weights are drawn on CPU from ``generator``, so every device mixes alike."""
+    _check_pair(real, fake)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device, real.dtype)
+    return (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+
+
+def gradient_penalty(logits: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: ``E[(||grad_x D(x)|| - 1)^2]`` at the blends ``mixed`` (from ``mix_real_fake``),
+    given D's ``logits`` on them. Keeps the graph, so the penalty trains D."""
+    (grad,) = torch.autograd.grad(logits.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+@torch.no_grad()
+def clip_weights_(module: nn.Module, value: float) -> None:
+    """The original WGAN's Lipschitz constraint: clamp every parameter to ``[-value, value]``."""
+    for parameter in module.parameters():
+        parameter.clamp_(-value, value)
+
+
+class L1Loss(nn.Module):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return l1_loss(pred, target)
+
+
+class CharbonnierLoss(nn.Module):
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return charbonnier_loss(pred, target, self.eps)
+
+
+class ColourConsistencyLoss(nn.Module):
+    def __init__(self, scale: int, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.scale, self.sigma = scale, sigma
+
+    def forward(self, sr: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        return colour_consistency_loss(sr, lq, self.scale, self.sigma)
+
+
+class FeatureMatchingLoss(nn.Module):
+    def forward(self, fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+        return feature_matching_loss(fake, real)
+
+
+class GANLoss(nn.Module):
+    """``GANLoss(kind)(real_logits, fake_logits, for_discriminator)``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        if kind not in GAN_TYPES:
+            raise ValueError(f"unknown GAN loss {kind!r}; known: {', '.join(GAN_TYPES)}")
+        self.kind = kind
+
+    def forward(
+        self, real: torch.Tensor, fake: torch.Tensor, for_discriminator: bool
+    ) -> torch.Tensor:
+        if for_discriminator:
+            return discriminator_loss(self.kind, real, fake)
+        return generator_loss(self.kind, real, fake)
+
+
+def pixel_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "l1":
+        return l1_loss(pred, target)
+    if kind == "charbonnier":
+        return charbonnier_loss(pred, target)
+    raise ValueError(f"unknown pixel loss {kind!r}; known: l1, charbonnier")

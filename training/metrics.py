@@ -1,0 +1,72 @@
+"""Image quality metrics for validation: PSNR and SSIM on the Y channel, normal angular error.
+
+PSNR/SSIM follow BasicSR's convention (ITU-R BT.601 luma of RGB in ``[0, 1]``, ``border`` pixels
+cropped, SSIM with an 11-tap Gaussian window of sigma 1.5, no padding), so numbers compare with
+published tables. Inputs are ``(B, 3, H, W)`` in ``[0, 1]``; results are per image ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 studio-range luma ``(B, 1, H, W)`` in ``[16/255, 235/255]`` from RGB in ``[0, 1]``."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
+    weights = torch.tensor([65.481, 128.553, 24.966], device=x.device, dtype=x.dtype) / 255
+    return (x * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True) + 16 / 255
+
+
+def _crop(x: torch.Tensor, border: int) -> torch.Tensor:
+    return x[..., border : x.shape[-2] - border, border : x.shape[-1] - border] if border else x
+
+
+def psnr_y(pred: torch.Tensor, target: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """PSNR in dB on luma, per image; identical images give ``inf``."""
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    a, b = _crop(rgb_to_y(pred.double()), border), _crop(rgb_to_y(target.double()), border)
+    mse = ((a - b) ** 2).flatten(1).mean(dim=1)
+    return (10 * torch.log10(1 / mse)).float()
+
+
+def _window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> torch.Tensor:
+    taps = torch.arange(size, dtype=torch.float64, device=device) - size // 2
+    g = torch.exp(-(taps**2) / (2 * sigma * sigma))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim_y(pred: torch.Tensor, target: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Structural similarity on luma, per image, in ``[-1, 1]`` (1: identical)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    a, b = _crop(rgb_to_y(pred.double()), border), _crop(rgb_to_y(target.double()), border)
+    if min(a.shape[-2:]) < 11:
+        raise ValueError(
+            f"SSIM needs at least 11x11 pixels after the border, got {tuple(a.shape[-2:])}"
+        )
+    window = _window(device=a.device)
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
+    var_a = F.conv2d(a * a, window) - mu_a**2
+    var_b = F.conv2d(b * b, window) - mu_b**2
+    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return ssim.flatten(1).mean(dim=1).float()
+
+
+def normal_angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean angle in degrees between the normals encoded in ``pred`` and ``target``, per image."""
+    if pred.shape != target.shape or pred.shape[1] < 3:
+        raise ValueError(f"need two (B, 3+, H, W) normal maps, got {tuple(pred.shape)}")
+    a = F.normalize(pred[:, :3].double() * 2 - 1, dim=1, eps=1e-8)
+    b = F.normalize(target[:, :3].double() * 2 - 1, dim=1, eps=1e-8)
+    cosine = (a * b).sum(dim=1).clamp(-1, 1)
+    return (torch.acos(cosine) * (180 / math.pi)).flatten(1).mean(dim=1).float()

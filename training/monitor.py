@@ -1,0 +1,147 @@
+"""Watching a run: progress line, JSON-lines metrics, TensorBoard if installed, health warnings."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+# D "wins outright" when its mean logit gap between real and fake stays above this for
+# HEALTH_PATIENCE log intervals (gap 10: sigmoid 0.993 vs 0.007; the generator gets almost no
+# useful gradient from a saturated minimax/BCE discriminator).
+D_WINS_GAP = 10.0
+# Outputs have "lost diversity" when their spread across a batch falls below this share of the
+# ground truth's spread: the generator is making the same image whatever the input (collapse).
+MIN_DIVERSITY = 0.2
+HEALTH_PATIENCE = 3
+
+
+def _format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    """One self-overwriting status line: step, it/s, images/s, share of time waiting for data,
+    ETA and the latest losses. Redrawn at most twice a second."""
+
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        images_per_step: int,
+        *,
+        enabled: bool,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.total, self.images_per_step, self.enabled = total, images_per_step, enabled
+        self.stream = stream or sys.stderr
+        self.start_step, self.start_time = start, time.perf_counter()
+        self.last_draw = 0.0
+        self.data_wait = 0.0
+        self.drawn = False  # a status line is on screen without its newline
+
+    def rates(self, step: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start_time, 1e-9)
+        done = step - self.start_step
+        its = done / elapsed
+        return {
+            "it_per_s": its,
+            "images_per_s": its * self.images_per_step,
+            "data_wait_share": self.data_wait / elapsed,
+            "eta_s": (self.total - step) / its if its > 0 else float("inf"),
+        }
+
+    def update(self, step: int, losses: dict[str, float], *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last_draw < 0.5 and step < self.total:
+            return
+        self.last_draw = now
+        r = self.rates(step)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in list(losses.items())[:4])
+        line = (
+            f"\r{step}/{self.total} {r['it_per_s']:.2f} it/s {r['images_per_s']:.1f} img/s "
+            f"data {100 * r['data_wait_share']:.0f}% ETA {_format_seconds(r['eta_s'])} {shown}"
+        )
+        self.stream.write(line[:160].ljust(100))
+        self.stream.flush()
+        self.drawn = True
+
+    def newline(self) -> None:
+        """End the status line so that a message printed next gets a line of its own."""
+        if self.enabled and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+    def close(self) -> None:
+        self.newline()
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``; mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tensorboard: Any = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self.tensorboard = None
+
+    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, allow_nan=True) + "\n")
+        if self.tensorboard is not None:
+            for key, value in values.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+class Health:
+    """Turns logged statistics into warnings a person can act on."""
+
+    def __init__(self) -> None:
+        self.d_wins = 0
+        self.collapsed = 0
+
+    def check(self, values: dict[str, float]) -> list[str]:
+        warnings = []
+        if "d_real" in values and "d_fake" in values:
+            gap = values["d_real"] - values["d_fake"]
+            self.d_wins = self.d_wins + 1 if gap > D_WINS_GAP else 0
+            if self.d_wins == HEALTH_PATIENCE:
+                warnings.append(
+                    f"the discriminator wins outright (D(real) - D(fake) = {gap:.1f} for "
+                    f"{HEALTH_PATIENCE} log intervals): lower optim.d_learning_rate, raise "
+                    "optim.g_steps, or use a hinge/ragan loss"
+                )
+        if "diversity" in values:
+            low = values["diversity"] < MIN_DIVERSITY
+            self.collapsed = self.collapsed + 1 if low else 0
+            if self.collapsed == HEALTH_PATIENCE:
+                warnings.append(
+                    f"outputs lose diversity ({values['diversity']:.2f} of the ground truth's "
+                    "spread across a batch): possible mode collapse; lower loss.gan_weight"
+                )
+        return warnings

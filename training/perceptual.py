@@ -1,0 +1,156 @@
+"""Perceptual losses on pretrained ImageNet networks: LPIPS (``lpips`` package) and VGG19 features.
+
+The backbones' ImageNet weights are read from the torch hub cache (``torch.hub.get_dir()`` /
+``checkpoints``, where torchvision keeps them) with ``torch.load(weights_only=True)``; nothing is
+downloaded here. When a file is missing, ``PretrainedWeightsMissingError`` names the exact file, the
+folder to put it in and where to get it. ``pretrained=False`` builds randomly initialised
+backbones: only for tests, and the object says so (``.pretrained``) - a random backbone measures
+nothing perceptual.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet_Weights.IMAGENET1K_V1
+VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision VGG19_Weights.IMAGENET1K_V1
+DOWNLOAD = "https://download.pytorch.org/models/"
+# VGG19 ``features`` indices of conv1_2, conv2_2, conv3_4, conv4_4, conv5_4: taken before their
+# ReLU, as ESRGAN does (features after activation are sparse and lose brightness information).
+VGG_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}
+# Real-ESRGAN's layer weights (options/train_realesrgan_x4plus.yml): 0.1, 0.1, 1, 1, 1.
+VGG_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PretrainedWeightsMissingError(FileNotFoundError):
+    """A pretrained backbone file is not in the torch hub cache."""
+
+
+def hub_file(name: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def load_hub_weights(name: str, purpose: str) -> dict[str, torch.Tensor]:
+    path = hub_file(name)
+    if not path.is_file():
+        raise PretrainedWeightsMissingError(
+            f"{purpose} needs pretrained ImageNet weights: {path} is missing. Put {name} in "
+            f"{path.parent} (download {DOWNLOAD}{name}), or set its loss weight to 0."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise PretrainedWeightsMissingError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def weights_available(name: str) -> bool:
+    return hub_file(name).is_file()
+
+
+class VGGFeatures(nn.Module):
+    """VGG19 feature maps before activation at ``VGG_LAYERS``; frozen, eval mode."""
+
+    def __init__(self, *, pretrained: bool = True) -> None:
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        state = load_hub_weights(VGG19_FILE, "the VGG perceptual loss") if pretrained else None
+        features = make_layers(cfgs["E"])  # VGG19's conv stack only; the classifier is not needed
+        if state is not None:
+            prefix = "features."
+            features.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+        self.pretrained = pretrained
+        last = max(VGG_LAYERS.values())
+        layers = list(features.children())[: last + 1]
+        # Not in place: a ReLU would overwrite the pre-activation maps we keep.
+        self.layers = nn.ModuleList(nn.ReLU() if isinstance(m, nn.ReLU) else m for m in layers)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False).eval()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (x - self.mean) / self.std
+        wanted = {index: name for name, index in VGG_LAYERS.items()}
+        out = {}
+        for index, layer in enumerate(self.layers):
+            x = layer(x)
+            if index in wanted:
+                out[wanted[index]] = x
+        return out
+
+
+def vgg_perceptual_loss(
+    pred: torch.Tensor, target: torch.Tensor, features: VGGFeatures
+) -> torch.Tensor:
+    """Weighted L1 between VGG19 pre-activation features of ``pred`` and ``target``
+    ``(B, 3, H, W)`` in ``[0, 1]`` (H, W >= 16)."""
+    if pred.shape != target.shape or pred.shape[1] != 3:
+        raise ValueError(
+            f"need two (B, 3, H, W) images, got {tuple(pred.shape)}, {tuple(target.shape)}"
+        )
+    fp, ft = features(pred), features(target.detach())
+    return sum(VGG_WEIGHTS[k] * F.l1_loss(fp[k], ft[k]) for k in VGG_LAYERS) / sum(
+        VGG_WEIGHTS.values()
+    )
+
+
+class VGGPerceptualLoss(nn.Module):
+    def __init__(self, *, pretrained: bool = True) -> None:
+        super().__init__()
+        self.features = VGGFeatures(pretrained=pretrained)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return vgg_perceptual_loss(pred, target, self.features)
+
+
+def build_lpips(*, pretrained: bool = True) -> nn.Module:
+    """LPIPS (AlexNet trunk, v0.1 linear heads shipped inside the ``lpips`` package), frozen.
+
+    The trunk comes from the hub cache; ``pretrained=False`` leaves it random (tests only).
+    """
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lpips passes torchvision's deprecated ``pretrained``
+        model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    if pretrained:
+        trunk = load_hub_weights(ALEXNET_FILE, "LPIPS")
+        own = model.net.state_dict()
+        by_index = {key.split(".", 1)[1]: key for key in own}  # "0.weight" -> "slice1.0.weight"
+        mapped = {
+            by_index[k.removeprefix("features.")]: v
+            for k, v in trunk.items()
+            if k.startswith("features.") and k.removeprefix("features.") in by_index
+        }
+        if len(mapped) != len(own):
+            raise PretrainedWeightsMissingError(f"{hub_file(ALEXNET_FILE)}: not AlexNet weights")
+        model.net.load_state_dict(mapped)
+    model.pretrained = pretrained
+    return model.requires_grad_(False).eval()
+
+
+def lpips_loss(pred: torch.Tensor, target: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Mean LPIPS distance between ``(B, 3, H, W)`` images in ``[0, 1]``; lower is closer."""
+    if pred.shape != target.shape or pred.shape[1] != 3:
+        raise ValueError(
+            f"need two (B, 3, H, W) images, got {tuple(pred.shape)}, {tuple(target.shape)}"
+        )
+    return model(pred, target.detach(), normalize=True).mean()
+
+
+class LPIPSLoss(nn.Module):
+    def __init__(self, *, pretrained: bool = True) -> None:
+        super().__init__()
+        self.model = build_lpips(pretrained=pretrained)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return lpips_loss(pred, target, self.model)

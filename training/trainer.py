@@ -1,0 +1,389 @@
+"""The training loop: PSNR stage (pixel losses) or GAN stage (plus a discriminator), one file.
+
+Read ``fit`` top to bottom: set up, resume, then per batch: make the low-res input, a generator
+step with the discriminator frozen (``requires_grad_(False)``: the adversarial gradient must still
+flow *through* D into G, which ``no_grad`` or ``inference_mode`` would silently cut), a
+discriminator step on real and detached fake images, the EMA update, and the periodic logging,
+validation and checkpoints. Non-finite losses skip the step; too many in a row stop the run with
+its last good checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import ddp
+from .checkpoint import (
+    checkpoint_dir,
+    save_checkpoint,
+)
+from .config import Config, to_dict
+from .data import build_loader, check_paths
+from .discriminator import build_discriminator
+from .generator import ModelEMA, build
+from .losses import (
+    clip_weights_,
+    colour_consistency_loss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    gradient_penalty,
+    mix_real_fake,
+    pixel_loss,
+)
+from .monitor import Health, MetricsLog, Progress
+from .perceptual import (
+    ALEXNET_FILE,
+    VGGFeatures,
+    build_lpips,
+    lpips_loss,
+    vgg_perceptual_loss,
+    weights_available,
+)
+from .recipe import degrade
+from .schedule import lr_factor
+from .state import capture, restore, resume_or_init
+from .validate import load_val_set, validate, write_sample_grid
+
+
+@dataclass(frozen=True)
+class FitResult:
+    step: int
+    status: str  # "done", "interrupted", "diverged", "nothing to do"
+    checkpoint: str | None
+    message: str = ""
+
+
+def _autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    precision = config.run.precision
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    def __init__(
+        self, config: Config, dist: ddp.Dist | None = None, log: Callable[[str], None] = print
+    ) -> None:
+        check_paths(config)
+        self.config, self.dist = config, dist or ddp.Dist()
+        self.log = log if self.dist.main else (lambda _message: None)
+        run, device = config.run, self.dist.device
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        if run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+        torch.manual_seed(run.seed)  # for library code that draws from the global generator
+        self.amp_dtype = _autocast_dtype(config, device)
+        self.adversarial = config.loss.adversarial
+        self.global_batch = config.data.batch_size * self.dist.world
+
+        # Models. G from upscaler's architectures; D only for the GAN stage.
+        self.g, self.arch_config = build(config.model, run.seed)
+        self.d: nn.Module | None = None
+        if self.adversarial:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(run.seed + 1)
+                self.d = build_discriminator(config.discriminator)
+        self.step, self.bad_in_row, self.bad_total = 0, 0, 0
+        self.position = 0  # global index of the next training sample
+        self.rng = torch.Generator().manual_seed(run.seed + 2)  # gradient-penalty mixing
+        resumed = resume_or_init(self)
+        memory = (
+            torch.channels_last
+            if run.channels_last and device.type == "cuda"
+            else torch.preserve_format
+        )
+        self.memory_format = memory
+        self.g.to(device, memory_format=memory)
+        self.ema = ModelEMA(self.g, config.optim.ema_decay)
+        self.opt_g = torch.optim.AdamW(
+            self.g.parameters(),
+            lr=config.optim.learning_rate,
+            betas=config.optim.betas,
+            weight_decay=config.optim.weight_decay,
+        )
+        self.opt_d = None
+        if self.d is not None:
+            self.d.to(device, memory_format=memory)
+            self.opt_d = torch.optim.AdamW(
+                self.d.parameters(),
+                lr=config.optim.d_learning_rate,
+                betas=config.optim.betas,
+                weight_decay=config.optim.weight_decay,
+            )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        if resumed is not None:
+            restore(self, resumed)
+        # DDP wrappers sync gradients; the G step calls the bare D (no gradients of its own).
+        self.g_train: nn.Module = self.g
+        self.d_train: nn.Module | None = self.d
+        if self.dist.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.g_train = DistributedDataParallel(self.g, device_ids=ids)
+            if self.d is not None:
+                self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+        if run.compile:
+            self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
+        self._perceptual(device)
+
+    # -- setup helpers ----------------------------------------------------------------------------
+
+    def _perceptual(self, device: torch.device) -> None:
+        loss = self.config.loss
+        self.lpips = build_lpips().to(device) if loss.lpips_weight > 0 else None
+        self.vgg = VGGFeatures().to(device) if loss.vgg_weight > 0 else None
+        self.val_lpips = self.lpips
+        if self.val_lpips is None and weights_available(ALEXNET_FILE) and self.config.val.folder:
+            self.val_lpips = build_lpips().to(device)
+
+    def save(self) -> str | None:
+        path = None
+        if self.dist.main:
+            folder = checkpoint_dir(self.config.run_dir)
+            path = str(save_checkpoint(folder, self.step, capture(self), self.config.run.keep_last))
+        ddp.barrier(self.dist)
+        return path
+
+    # -- one iteration ----------------------------------------------------------------------------
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.dist.device
+        gt = batch["gt"].to(device, non_blocking=True).float().div_(255)
+        if "lq" in batch:
+            lq = batch["lq"].to(device, non_blocking=True).float().div_(255)
+        else:  # batched on the training device
+            lq = degrade(gt, batch["params"], self.config.model.scale, batch["normal"])
+        return (
+            lq.contiguous(memory_format=self.memory_format),
+            gt.contiguous(memory_format=self.memory_format),
+        )
+
+    def _autocast(self) -> Any:
+        device = self.dist.device.type
+        return torch.autocast(
+            device, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
+
+    def _generator_losses(
+        self, sr: torch.Tensor, gt: torch.Tensor, lq: torch.Tensor, normal: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        loss, scale = self.config.loss, self.config.model.scale
+        terms = {"pixel": loss.pixel_weight * pixel_loss(loss.pixel, sr, gt)}
+        if loss.colour_weight:
+            terms["colour"] = loss.colour_weight * colour_consistency_loss(sr, lq, scale)
+        colour = ~normal.to(sr.device)  # perceptual nets know photos, not vector fields
+        if self.lpips is not None and bool(colour.any()):
+            terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
+        if self.vgg is not None and bool(colour.any()):
+            terms["vgg"] = loss.vgg_weight * vgg_perceptual_loss(sr[colour], gt[colour], self.vgg)
+        if self.d is not None:
+            with self._autocast():
+                logits, features = self.d(torch.cat([gt, sr]))
+            real, fake = logits.float().chunk(2)
+            if loss.gan_weight:
+                terms["gan"] = loss.gan_weight * generator_loss(loss.gan_type, real, fake)
+            if loss.feature_match_weight:
+                pairs = [f.float().chunk(2) for f in features]
+                fm = feature_matching_loss([p[1] for p in pairs], [p[0] for p in pairs])
+                terms["feature_match"] = loss.feature_match_weight * fm
+        return terms
+
+    def _apply(
+        self,
+        total: torch.Tensor,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        name: str,
+        stats: dict[str, float],
+    ) -> bool:
+        """Backward and step unless the loss or gradients are not finite; returns success."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(optimizer)
+        clip = self.config.optim.grad_clip or math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), clip))
+        stats[f"grad_norm_{name}"] = norm
+        scaler_handles_overflow = self.scaler.is_enabled() and math.isfinite(float(total.detach()))
+        bad = not math.isfinite(float(total.detach())) or (
+            not math.isfinite(norm) and not scaler_handles_overflow
+        )
+        if ddp.any_true(self.dist, bad):
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        self.scaler.step(optimizer)
+        return True
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One batch: G step (and/or) D step per the d_steps/g_steps cycle, then EMA."""
+        optim, loss = self.config.optim, self.config.loss
+        factor = lr_factor(self.step, self.config.run.max_steps, optim)
+        for group in self.opt_g.param_groups:
+            group["lr"] = optim.learning_rate * factor
+        phase = self.step % max(optim.d_steps, optim.g_steps)
+        update_g = phase < optim.g_steps
+        update_d = self.d is not None and phase < optim.d_steps
+        lq, gt = self._inputs(batch)
+        normal = batch["normal"]
+        stats: dict[str, float] = {"lr": optim.learning_rate * factor}
+        g_ok = d_ok = True
+
+        if self.d is not None:  # frozen, not detached: gradients pass through D to G
+            self.d.requires_grad_(False).eval()
+        with self._autocast(), torch.set_grad_enabled(update_g):
+            sr = (self.g_train if update_g else self.g)(lq).float()
+        if update_g:
+            terms = self._generator_losses(sr, gt, lq, normal)
+            total = torch.stack(list(terms.values())).sum()
+            stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
+            g_ok = self._apply(total, self.g, self.opt_g, "g", stats)
+
+        if update_d and g_ok:
+            assert self.d is not None and self.d_train is not None and self.opt_d is not None
+            self.d.requires_grad_(True).train()
+            for group in self.opt_d.param_groups:
+                group["lr"] = optim.d_learning_rate * factor
+            parts = [gt, sr.detach()]
+            if loss.gan_type == "wgan-gp":
+                parts.append(mix_real_fake(gt, sr, self.rng))
+            with self._autocast():
+                logits = self.d_train(torch.cat(parts))[0].float()
+            real, fake = logits[: len(gt)], logits[len(gt) : 2 * len(gt)]
+            d_loss = discriminator_loss(loss.gan_type, real, fake)
+            if loss.gan_type == "wgan-gp":
+                d_loss = d_loss + loss.gp_weight * gradient_penalty(logits[2 * len(gt) :], parts[2])
+            stats.update(
+                loss_d=float(d_loss.detach()),
+                d_real=float(real.detach().mean()),
+                d_fake=float(fake.detach().mean()),
+            )
+            d_ok = self._apply(d_loss, self.d, self.opt_d, "d", stats)
+            if d_ok and loss.clip_value:
+                clip_weights_(self.d, loss.clip_value)
+        self.scaler.update()
+
+        if g_ok:  # every step in which G did not have to be skipped, as BasicSR does
+            self.ema.update(self.g)
+        if g_ok and d_ok:
+            self.bad_in_row = 0
+        else:
+            self.bad_in_row += 1
+            self.bad_total += 1
+        with torch.no_grad():
+            spread = (gt - gt.mean(0)).abs().mean().clamp(min=1e-6)
+            stats["diversity"] = (
+                float((sr - sr.mean(0)).abs().mean() / spread) if len(gt) > 1 else 1.0
+            )
+        stats["skipped_total"] = float(self.bad_total)
+        self.step += 1
+        self.position += self.global_batch
+        return stats
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def run_validation(self, metrics: MetricsLog, val: tuple[list[Any], list[Any]]) -> None:
+        if self.dist.main and (val[0] or val[1]):
+            values, triples = validate(
+                self.ema.module,
+                val[0],
+                val[1],
+                arch=self.config.model.arch,
+                scale=self.config.model.scale,
+                device=self.dist.device,
+                lpips_model=self.val_lpips,
+            )
+            metrics.write("val", self.step, values)
+            write_sample_grid(
+                self.config.run_dir / "samples" / f"step-{self.step:09d}.png",
+                triples,
+                self.config.model.scale,
+                self.config.val.samples,
+            )
+            self.log(
+                f"step {self.step} validation: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+            )
+        ddp.barrier(self.dist)
+
+    def fit(self) -> FitResult:
+        config, run = self.config, self.config.run
+        if self.step >= run.max_steps:
+            return FitResult(self.step, "nothing to do", None, f"already at step {self.step}")
+        metrics = MetricsLog(config.run_dir, enabled=self.dist.main)
+        metrics.write("config", self.step, {"config": to_dict(config), "world": self.dist.world})
+        val = load_val_set(config) if self.dist.main else ([], [])
+        health = Health()
+        progress = Progress(
+            run.max_steps, self.step, self.global_batch, enabled=run.progress and self.dist.main
+        )
+        log = self.log
+        self.log = lambda message: (progress.newline(), log(message))[-1]
+        stop = {"flag": False}
+        previous = _install_interrupt(stop)
+        last_path, status, message, save_due = None, "done", "", False
+        loader = iter(build_loader(self.config, self.dist, self.position, self.log))
+        try:
+            while self.step < run.max_steps:
+                waited = time.perf_counter()
+                batch = next(loader)
+                progress.data_wait += time.perf_counter() - waited
+                stats = self.train_step(batch)
+                if self.bad_in_row >= run.max_bad_steps:
+                    status = "diverged"
+                    message = (
+                        f"stopped: {self.bad_in_row} non-finite steps in a row at step {self.step};"
+                        " the last good checkpoint is intact"
+                    )
+                    break
+                progress.update(
+                    self.step, {k[5:]: v for k, v in stats.items() if k.startswith("loss_")}
+                )
+                if self.step % run.log_every == 0 or self.step == run.max_steps:
+                    values = {**ddp.mean(self.dist, stats), **progress.rates(self.step)}
+                    metrics.write("train", self.step, values)
+                    for warning in health.check(values):
+                        self.log(f"warning: {warning}")
+                if self.step % run.val_every == 0 or self.step == run.max_steps:
+                    self.run_validation(metrics, val)
+                # A periodic save waits out a run of skipped steps: the newest checkpoint
+                # should be one taken while training was healthy.
+                save_due = save_due or self.step % run.save_every == 0
+                interrupted = ddp.any_true(self.dist, stop["flag"])
+                if (save_due and not self.bad_in_row) or self.step == run.max_steps or interrupted:
+                    last_path, save_due = self.save(), False
+                    if interrupted:
+                        status, message = "interrupted", f"saved at step {self.step}"
+                        break
+        finally:
+            self.log = log
+            signal.signal(signal.SIGINT, previous)
+            progress.close()
+            metrics.close()
+        return FitResult(self.step, status, last_path, message)
+
+
+def _install_interrupt(stop: dict[str, bool]) -> Any:
+    """First Ctrl-C: finish the step, save, stop. Second: stop at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        warnings.warn(
+            "interrupted: saving a checkpoint after this step (Ctrl-C again to abort)", stacklevel=1
+        )
+
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        return signal.getsignal(signal.SIGINT)

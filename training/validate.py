@@ -1,0 +1,152 @@
+"""Validation on a held-out folder: quality metrics, seams, normal maps, and a PNG sample grid.
+
+Low-res inputs are made with the run's own degradation recipe from fixed seeds, so every
+validation sees the same inputs and measures what the run trains for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from upscaler.io import ImageFile, ImageReadError, write_image
+from upscaler.pipeline import ModelInfo, Upscaler
+from upscaler.seamless import detect_wrap, seam_error
+
+from .config import Config
+from .degradations import resize_down
+from .images import list_images, load_texture
+from .metrics import normal_angular_error, psnr_y, ssim_y
+from .recipe import degrade, sample_params, stack_params
+
+VAL_SEED = 20_240_531
+
+
+@dataclass(frozen=True)
+class ValImage:
+    name: str
+    gt: torch.Tensor  # (1, 3, H, W) float in [0, 1]
+    lq: torch.Tensor  # (1, 3, H/s, W/s)
+    normal: bool
+
+
+def _centre(x: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    th, tw = (min(size, h), min(size, w)) if size else (h, w)
+    th, tw = th - th % multiple, tw - tw % multiple
+    top, left = (h - th) // 2, (w - tw) // 2
+    return x[..., top : top + th, left : left + tw]
+
+
+def load_val_set(config: Config) -> tuple[list[ValImage], list[ValImage]]:
+    """``(images, seam_images)``: centre crops for the metrics, and whole tileable textures."""
+    folder, scale = config.val.folder, config.model.scale
+    if not folder:
+        return [], []
+    paths = list_images([folder])
+    if config.val.max_images and len(paths) > config.val.max_images:
+        step = len(paths) / config.val.max_images  # spread the picks over the whole folder
+        paths = [paths[int(i * step)] for i in range(config.val.max_images)]
+    images, seams = [], []
+    for i, path in enumerate(paths):
+        try:
+            pixels, kind = load_texture(path)
+        except ImageReadError:
+            continue  # reported by the dataset checks; validation is best effort
+        if kind == "aux" or min(pixels.shape[:2]) < max(16, scale * 4):
+            continue
+        whole = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+        gt = _centre(whole, config.val.crop_size, scale)
+        normal = torch.tensor([kind == "normal"])
+        params = stack_params(
+            [sample_params(config.degrade, torch.Generator().manual_seed(VAL_SEED + i), scale)]
+        )
+        images.append(ValImage(path.name, gt, degrade(gt, params, scale, normal), kind == "normal"))
+        whole = _centre(whole, 0, scale)
+        if len(seams) < config.val.seam_images and all(detect_wrap(whole[0])) and kind != "normal":
+            seams.append(ValImage(path.name, whole, resize_down(whole, scale, "area"), False))
+    return images, seams
+
+
+def _info(module: nn.Module, arch: str, scale: int) -> ModelInfo:
+    return ModelInfo(
+        name="validation",
+        arch=arch,
+        scale=scale,
+        receptive_field=int(getattr(module, "receptive_field", 16)),
+        size_multiple=int(getattr(module, "size_multiple", 1)),
+    )
+
+
+@torch.no_grad()
+def validate(
+    module: nn.Module,
+    images: list[ValImage],
+    seams: list[ValImage],
+    *,
+    arch: str,
+    scale: int,
+    device: torch.device,
+    lpips_model: nn.Module | None = None,
+) -> tuple[dict[str, float], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Metrics (means over the set) and ``(lq, sr, gt)`` triples for the sample grid."""
+    was_training = module.training
+    module.eval()
+    upscaler = Upscaler(module, _info(module, arch, scale), device=device)
+    psnr, ssim, lp, angle, triples = [], [], [], [], []
+    for image in images:
+        sr = upscaler.upscale(image.lq.to(device)).clamp(0, 1)
+        gt = image.gt.to(device)
+        triples.append((image.lq, sr.cpu(), image.gt))
+        if image.normal:
+            angle.append(float(normal_angular_error(sr, gt)[0]))
+            continue
+        psnr.append(float(psnr_y(sr, gt, border=scale)[0]))
+        if min(gt.shape[-2:]) - 2 * scale >= 11:
+            ssim.append(float(ssim_y(sr, gt, border=scale)[0]))
+        if lpips_model is not None:
+            lp.append(float(lpips_model(sr, gt, normalize=True).mean()))
+    metrics = {}
+    for key, values in (
+        ("psnr_y", psnr),
+        ("ssim_y", ssim),
+        ("lpips", lp),
+        ("normal_angle_deg", angle),
+    ):
+        if values:
+            metrics[key] = float(np.mean(values))
+    if seams:
+        ratios = []
+        for image in seams:
+            sr = upscaler.upscale(image.lq.to(device), wrap=(True, True))
+            ratios.append(max(seam_error(sr.cpu(), step=scale)))
+        metrics["seam_error"] = float(np.mean(ratios))
+    module.train(was_training)
+    return metrics, triples
+
+
+def write_sample_grid(
+    path: Path,
+    triples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    scale: int,
+    count: int,
+) -> None:
+    """PNG with one row per image: low-res input (nearest-upscaled), output, ground truth."""
+    rows = []
+    size = max(t[2].shape[-1] for t in triples[:count]) if triples else 0
+    for lq, sr, gt in triples[:count]:
+        lq_big = F.interpolate(lq, scale_factor=scale, mode="nearest")
+        row = torch.cat([lq_big, sr, gt], dim=-1)
+        pad = 3 * size - row.shape[-1]
+        rows.append(F.pad(row, (0, pad, 0, 4)))
+    if not rows:
+        return
+    grid = torch.cat(rows, dim=-2)[0].clamp(0, 1)
+    pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, ImageFile(np.ascontiguousarray(pixels), "PNG"))
