@@ -256,3 +256,15 @@ def test_folder_dataset_leaves_out_small_unreadable_and_aux_files_with_reasons(
     reasons = "\n".join(dataset.left_out)
     assert "trim.png: 40x10 is smaller than data.crop_size" in reasons
     assert "rock_gloss.png: an auxiliary data map" in reasons and "empty.png" in reasons
+
+
+def test_transparent_texels_take_the_visible_colour_before_alpha_is_dropped() -> None:
+    """Training sees what inference feeds the model: colour bled under alpha 0, not black."""
+    from training.images import to_rgb8
+
+    pixels = np.zeros((9, 7, 4), np.uint8)
+    pixels[:4, :, :3], pixels[:4, :, 3] = (200, 120, 40), 255  # visible top, black hole below
+    rgb = to_rgb8(pixels)
+    assert rgb.shape == (9, 7, 3)
+    assert np.abs(rgb[8].astype(int) - (200, 120, 40)).max() <= 1
+    np.testing.assert_array_equal(rgb[:4], pixels[:4, :, :3])

@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from upscaler.alpha import bleed
 from upscaler.atomic import is_temp_file
 from upscaler.io import FORMATS, ImageReadError, read_image
 
@@ -34,11 +36,20 @@ def list_images(folders: Iterable[str | Path]) -> list[Path]:
 
 
 def to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    """``(H, W, C)`` uint8/uint16 with C = 1..4 -> ``(H, W, 3)`` uint8 (alpha dropped)."""
+    """``(H, W, C)`` uint8/uint16 with C = 1..4 -> ``(H, W, 3)`` uint8 (alpha dropped).
+
+    Colour under fully transparent texels is first filled from the visible ones, as the upscaler
+    does before inference, so training sees what the model will be given.
+    """
     if pixels.dtype == np.uint16:
         pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if pixels.shape[2] <= 2:
-        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+    if pixels.shape[2] in (2, 4):
+        colour = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :-1])).permute(2, 0, 1)[None]
+        alpha = torch.from_numpy(np.ascontiguousarray(pixels[:, :, -1:])).permute(2, 0, 1)[None]
+        filled = bleed(colour.float() / 255, alpha.float() / 255)
+        pixels = (filled[0].permute(1, 2, 0) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
