@@ -78,6 +78,22 @@ def test_gan_stage_starts_from_the_psnr_stage(tmp_path: Path, folders: tuple[Pat
         Trainer(wrong, log=lambda _m: None)
 
 
+def test_x2_run_starts_from_the_x4_trunk(tmp_path: Path, folders: tuple[Path, Path]) -> None:
+    """Another scale of the same architecture: the trunk is taken, the upsampler is not."""
+    assert _fit("compact-x4-psnr", tmp_path, folders).exit_code == 0
+    x4_run = tmp_path / "runs" / "compact-x4-psnr"
+    x2 = Trainer(
+        _config("compact-x2-psnr", tmp_path, folders, f"model.init_from={str(x4_run)!r}"),
+        log=lambda _m: None,
+    )
+    ema = ckpt.latest_checkpoint(x4_run / "checkpoints")["ema"]
+    own = x2.g.state_dict()
+    last = max((k for k in own if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+    shared = [k for k in own if k != last and not k.startswith(last.rsplit(".", 1)[0])]
+    assert shared and all(torch.equal(own[k], ema[k]) for k in shared)
+    assert own[last].shape != ema[last].shape  # x2's own pixel-shuffle conv
+
+
 def test_generator_gets_an_adversarial_gradient_through_the_frozen_discriminator(
     tmp_path: Path, folders: tuple[Path, Path]
 ) -> None:

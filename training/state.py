@@ -87,13 +87,27 @@ def resume_or_init(trainer: Trainer) -> dict[str, Any] | None:
                 f"model.init_from: {exc} (train the PSNR stage first, or set model.init_from='')"
             ) from None
         ours = dataclasses.asdict(t.arch_config)
-        if info["arch"] != t.config.model.arch or info["arch_config"] != ours:
+        theirs = dict(info["arch_config"])
+        other_scale = {**theirs, "scale": ours["scale"]} == ours and theirs != ours
+        if info["arch"] != t.config.model.arch or (theirs != ours and not other_scale):
             raise CheckpointError(
                 f"{source}: a {info['arch']} {info['arch_config']} generator cannot start "
                 f"a {t.config.model.arch} {ours} run"
             )
-        t.g.load_state_dict(weights)
-        t.log(f"generator initialised from {info['path']}")
+        if other_scale:
+            # Same trunk, another scale (x2 from x4): take every weight whose shape fits and
+            # keep this run's own (ICNR-initialised) upsampling layers for the rest.
+            own = t.g.state_dict()
+            fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+            t.g.load_state_dict({**own, **fitting})
+            kept = sorted(set(own) - set(fitting))
+            t.log(
+                f"generator trunk initialised from {info['path']} (x{theirs['scale']}); "
+                f"own layers kept: {', '.join(kept)}"
+            )
+        else:
+            t.g.load_state_dict(weights)
+            t.log(f"generator initialised from {info['path']}")
     return None
 
 
