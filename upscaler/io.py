@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL import ImageFile as PILImageFile
 
 from .atomic import atomic_write
+from .dds import HEADER_BYTES, unsupported_layout
 
 MAX_PIXELS = 16384 * 16384
 MAX_SIDE = 65536
@@ -132,7 +133,7 @@ def _open(path: Path) -> tuple[Image.Image, str, bytes]:
         raise ImageReadError(path, f"unsupported file type {path.suffix!r}")
     try:
         with open(path, "rb") as handle:
-            head = handle.read(64)
+            head = handle.read(HEADER_BYTES)
     except IsADirectoryError:
         raise ImageReadError(path, "is a directory, not an image") from None
     except OSError as exc:
@@ -142,6 +143,9 @@ def _open(path: Path) -> tuple[Image.Image, str, bytes]:
     actual = sniff(head)
     if actual is not None and actual != fmt:
         raise ImageReadError(path, f"content is {actual}, not {fmt} as the name says; not read")
+    layout = unsupported_layout(head) if fmt == "DDS" else None
+    if layout is not None:
+        raise ImageReadError(path, f"unsupported DDS: {layout}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -191,6 +195,8 @@ def read_image(path: str | Path) -> ImageFile:
         except MemoryError:
             raise ImageReadError(path, "not enough memory to decode") from None
         except (OSError, ValueError, SyntaxError, NotImplementedError, EOFError, TypeError) as exc:
+            raise ImageReadError(path, _describe(exc, fmt)) from None
+        except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
             raise ImageReadError(path, _describe(exc, fmt)) from None
     return image
 

@@ -38,6 +38,13 @@ class FatalError(Exception):
     """The run cannot go on (exit code 3): disk full, output folder unwritable."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for reasons that come from outside our own errors."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+
+
 @dataclass
 class FileResult:
     source: str
@@ -94,7 +101,10 @@ class Manifest:
             return False
         if self.sizes.get(str(target)) == actual:
             return True
-        return verify_image(target, size)  # not ours, or not recorded: decode it fully
+        try:
+            return verify_image(target, size)  # not ours, or not recorded: decode it fully
+        except Exception:  # a decoder bug on an old output: redo it rather than stop
+            return False
 
     def record(self, target: Path) -> None:
         line = json.dumps({"target": str(target), "bytes": target.stat().st_size}) + "\n"
@@ -157,7 +167,10 @@ class Runner:
         try:
             return _header(job)
         except ImageReadError as exc:
-            return FileResult(str(job.source), str(job.target), "failed", exc.reason)
+            reason = exc.reason
+        except Exception as exc:  # a decoder bug fails this file, never the batch
+            reason = f"unexpected error reading the header: {one_line(exc)}"
+        return FileResult(str(job.source), str(job.target), "failed", reason)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -204,6 +217,10 @@ class Runner:
             image = read_image(item.job.source)
         except ImageReadError as exc:
             return self._result(item, "failed", exc.reason)
+        except MemoryError:
+            return self._result(item, "failed", "not enough memory to decode")
+        except Exception as exc:  # a decoder bug fails this file, never the batch
+            return self._result(item, "failed", f"unexpected error decoding: {one_line(exc)}")
         if image.size != item.size:
             return self._result(item, "failed", "file changed while the run was going on")
         return image
@@ -266,6 +283,8 @@ class Runner:
             result.status, result.reason = "failed", exc.reason
         except OSError as exc:
             result.status, result.reason = "failed", f"cannot write: {exc.strerror or exc}"
+        except Exception as exc:  # an encoder bug fails this file, never the batch
+            result.status, result.reason = "failed", f"cannot encode: {one_line(exc)}"
         return result
 
     def _collect(self, pending: list[Future[FileResult]], block: bool) -> list[Future[FileResult]]:
