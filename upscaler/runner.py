@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import DiskFullError, remove_stale_temps
+from .atomic import is_disk_full, remove_stale_temps, temp_path_for
 from .io import (
     ImageFile,
     ImageReadError,
@@ -270,18 +270,18 @@ class Runner:
         target = item.job.target
         result = self._result(item, "done", seconds=seconds, output=image.size, wrap=wrap)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not str(target.parent.resolve()).startswith(str(self.root)):
+            if not self._inside_root(target.parent):
                 raise ImageWriteError(target, "output folder resolves outside the output root")
+            target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, image, item.job.format, png_level=self.options.png_level)
             self.manifest.record(target)
-        except DiskFullError as exc:
-            raise FatalError(
-                f"disk full while writing {target}; earlier outputs are intact"
-            ) from exc
         except ImageWriteError as exc:
             result.status, result.reason = "failed", exc.reason
         except OSError as exc:
+            if is_disk_full(exc):  # the image itself or its manifest line: nothing more fits
+                raise FatalError(
+                    f"disk full while writing {target}; earlier outputs are intact"
+                ) from exc
             result.status, result.reason = "failed", f"cannot write: {exc.strerror or exc}"
         except Exception as exc:  # an encoder bug fails this file, never the batch
             result.status, result.reason = "failed", f"cannot encode: {one_line(exc)}"
@@ -298,16 +298,24 @@ class Runner:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _inside_root(self, folder: Path) -> bool:
+        """Whether ``folder`` (existing or not) resolves inside the output root. Checked before
+        any folder is made, so a link inside the output tree cannot lead writes elsewhere."""
+        try:
+            return folder.resolve().is_relative_to(self.root)
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            return False
+
     def _check_output_root(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe_file = self.root / f".upscale-write-test-{os.getpid()}"
+            # Named like a temporary, so a kill right here leaves nothing a later run keeps.
+            probe_file = temp_path_for(self.root / "write-test")
             probe_file.write_bytes(b"")
             probe_file.unlink()
         except OSError as exc:
-            raise FatalError(
-                f"output folder {self.root} is not writable: {exc.strerror or exc}"
-            ) from exc
+            why = "the disk is full" if is_disk_full(exc) else exc.strerror or str(exc)
+            raise FatalError(f"output folder {self.root} is not writable: {why}") from exc
         for folder, _, _ in os.walk(self.root):
             remove_stale_temps(Path(folder))
 

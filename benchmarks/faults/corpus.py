@@ -55,8 +55,10 @@ def source_textures(limit: int = 24) -> list[Path]:
     return found[::step][:limit]
 
 
-def load_patches(sources: list[Path], rng: np.random.Generator, count: int) -> list[np.ndarray]:
-    """``count`` random crops (16..72 px a side, odd sizes included) as RGB or RGBA uint8."""
+def load_patches(
+    sources: list[Path], rng: np.random.Generator, count: int, sides: tuple[int, int] = (16, 73)
+) -> list[np.ndarray]:
+    """``count`` random crops (``sides`` px, odd sizes included) as RGB or RGBA uint8."""
     images = []
     for path in sources:
         with Image.open(path) as im:
@@ -64,8 +66,8 @@ def load_patches(sources: list[Path], rng: np.random.Generator, count: int) -> l
     patches = []
     for i in range(count):
         image = images[i % len(images)]
-        h = min(image.shape[0], int(rng.integers(16, 73)))
-        w = min(image.shape[1], int(rng.integers(16, 73)))
+        h = min(image.shape[0], int(rng.integers(*sides)))
+        w = min(image.shape[1], int(rng.integers(*sides)))
         y = int(rng.integers(0, image.shape[0] - h + 1))
         x = int(rng.integers(0, image.shape[1] - w + 1))
         patches.append(np.ascontiguousarray(image[y : y + h, x : x + w]))

@@ -36,12 +36,14 @@ class CliRun:
 
 def environment() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    # One thread per process keeps timings stable on shared CI machines.
+    # A fixed thread count keeps runs comparable (and bit-identical) on shared machines.
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "2"}
 
 
-def upscale_command(*args: object, prefix: tuple[str, ...] = ()) -> list[str]:
-    return [*prefix, sys.executable, "-m", "upscaler", *(str(a) for a in args)]
+def upscale_command(
+    *args: object, prefix: tuple[str, ...] = (), module: str = "upscaler"
+) -> list[str]:
+    return [*prefix, sys.executable, "-m", module, *(str(a) for a in args)]
 
 
 def run_upscale(
@@ -49,17 +51,24 @@ def run_upscale(
     timeout: float = 600,
     kill_after: float | None = None,
     prefix: tuple[str, ...] = (),
+    module: str = "upscaler",
+    env: dict[str, str] | None = None,
 ) -> CliRun:
     """Run ``upscale ARGS``; with ``kill_after`` seconds, SIGKILL it then (if still running).
 
-    The child is reaped with ``wait4`` so its own peak RSS is known (not the largest of all
+    ``prefix`` runs it under another command (e.g. ``setpriv``); ``module`` replaces
+    ``upscaler`` (a wrapper that injects a fault, then runs the same CLI). The child is reaped
+    with ``wait4`` so its own peak RSS is known (not the largest of all
     children so far, which is what ``RUSAGE_CHILDREN`` gives).
     """
     started = time.perf_counter()
     limit = timeout if kill_after is None else min(timeout, kill_after)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            upscale_command(*args, prefix=prefix), stdout=out, stderr=err, env=environment()
+            upscale_command(*args, prefix=prefix, module=module),
+            stdout=out,
+            stderr=err,
+            env={**environment(), **(env or {})},
         )
         killed = False
         while True:
