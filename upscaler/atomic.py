@@ -79,7 +79,7 @@ def atomic_write(path: Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+        if isinstance(exc, OSError) and is_disk_full(exc) and not isinstance(exc, DiskFullError):
             raise DiskFullError(exc.errno, f"disk full while writing {path}") from exc
         raise
 
