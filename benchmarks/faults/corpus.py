@@ -64,8 +64,8 @@ def load_patches(
         with Image.open(path) as im:
             images.append(np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB")))
     patches = []
-    for i in range(count):
-        image = images[i % len(images)]
+    for _ in range(count):
+        image = images[int(rng.integers(0, len(images)))]
         h = min(image.shape[0], int(rng.integers(*sides)))
         w = min(image.shape[1], int(rng.integers(*sides)))
         y = int(rng.integers(0, image.shape[0] - h + 1))
