@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,125 +83,112 @@ def training_drills(work: Path, sizes: Sizes) -> dict[str, Any]:
     return {"status": "not run", "why": "training pipeline is on another branch (items 9, 10)"}
 
 
-def _models(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    return drill_models.run(work, cli_for_all=full)
-
-
-def _corpus(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    return drill_corpus.run(work, tiny_compact(work / "x2.safetensors", 2), sizes.corpus)
+def _x(work: Path, scale: int = 2) -> Path:
+    return tiny_compact(work / f"x{scale}.safetensors", scale)
 
 
 def _big(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    x1, x2 = tiny_compact(work / "x1.safetensors", 1), tiny_compact(work / "x2.safetensors", 2)
     tile = ("--tile", str(sizes.big_tile))
     return {
-        "fidelity": drill_big.fidelity(work, x2),
-        "big": drill_big.big_texture(work, x1, sizes.big_side, tile, sizes.big_limit_gib),
+        "fidelity": drill_big.fidelity(work, _x(work)),
+        "big": drill_big.big_texture(work, _x(work, 1), sizes.big_side, tile, sizes.big_limit_gib),
     }
 
 
-def _kill(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    model = tiny_compact(work / "x2.safetensors", 2)
-    return drill_kill.run(work, model, sizes.kills, sizes.kill_files)
-
-
-def _disk(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    model = tiny_compact(work / "x2.safetensors", 2)
-    return drill_disk.run(work, model, sizes.disk_files)
-
-
-def _tree(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    return drill_tree.run(work, tiny_compact(work / "x2.safetensors", 2))
-
-
-def _oom(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    model = tiny_compact(work / "x2.safetensors", 2)
-    return drill_oom.run(model, sizes.oom_injections, sizes.oom_images)
-
-
-def _training(work: Path, sizes: Sizes, full: bool) -> dict[str, Any]:
-    return training_drills(work, sizes)
-
-
-DRILLS: dict[str, Callable[[Path, Sizes, bool], dict[str, Any]]] = {
-    "models": _models,
-    "corpus": _corpus,
+Drill = Callable[[Path, Sizes, bool], dict[str, Any]]
+DRILLS: dict[str, Drill] = {
+    "models": lambda work, sizes, full: drill_models.run(work, cli_for_all=full),
+    "corpus": lambda work, sizes, full: drill_corpus.run(work, _x(work), sizes.corpus),
     "big": _big,
-    "kill": _kill,
-    "disk": _disk,
-    "tree": _tree,
-    "oom": _oom,
-    "training": _training,
+    "kill": lambda work, sizes, full: drill_kill.run(work, _x(work), sizes.kills, sizes.kill_files),
+    "disk": lambda work, sizes, full: drill_disk.run(work, _x(work), sizes.disk_files),
+    "tree": lambda work, sizes, full: drill_tree.run(work, _x(work)),
+    "oom": lambda work, sizes, full: drill_oom.run(
+        _x(work), sizes.oom_injections, sizes.oom_images
+    ),
+    "training": lambda work, sizes, full: training_drills(work, sizes),
 }
 
 
-def passed(name: str, f: dict[str, Any]) -> bool | None:
+def _models_ok(f: dict[str, Any]) -> bool:
+    n = f["model_files"]
+    return (
+        f["refused"] == f["one_line_reasons"] == f["reasons_matching_fault"] == n
+        and f["canary_created"] == 0
+        and f["cli_exit_3_model_refused"] == f["cli_runs"]
+        and f["unsafe_load_sites"] == 0
+        and f["max_rss_growth_mb_while_refusing"] < 100
+    )
+
+
+def _corpus_ok(f: dict[str, Any]) -> bool:
+    return (
+        not f["problems"]
+        and f["batch_aborts"] == 0
+        and f["exit_code"] == 1
+        and f["bad_once"] == f["bad"]
+        and f["valid_done"] == f["valid"]
+        and f["outputs_for_bad"] == f["inputs_modified"] == f["temp_files_left"] == 0
+        and f["duplicate_failure_reports"] == 0
+    )
+
+
+def _big_ok(f: dict[str, Any]) -> bool:
+    fid, big = f["fidelity"], f["big"]
+    kept = [fid[k] for k in ("16bit_kept", "16bit_input_exact", "alpha_kept")]
+    kept += [fid["tga_bottom_left_same_pixels_as_png"], fid["tga_orientation_and_rle_kept"]]
+    exact = fid["16bit_max_diff"] == 0 and fid["palette_max_diff_vs_rgb"] <= 1
+    return fid["exit_code"] == 0 and all(kept) and exact and big["exit_code"] == 0
+
+
+def _kill_ok(f: dict[str, Any]) -> bool:
+    return (
+        f["partial_outputs_at_final_paths"] == f["inputs_modified_total"] == 0
+        and f["kills_survived"] == f["kills_landed"]
+        and f["final_exit_code"] == 0
+        and f["outputs_byte_identical"] == f["outputs_expected"]
+        and f["temps_left_after_rerun"] == f["outputs_extra"] == 0
+    )
+
+
+def _disk_ok(f: dict[str, Any]) -> bool:
+    return (
+        f["exit_code"] == 3
+        and f["says_disk_full"]
+        and not f["aborted"]
+        and f["earlier_outputs_intact"] == f["outputs_written_before_full"]
+        and f["rerun_exit_code"] == 0
+        and f["temps_left_after_rerun"] == f["inputs_modified"] == 0
+        and f["outputs_byte_identical_after_rerun"] == f["outputs_expected"]
+    )
+
+
+def _oom_ok(f: dict[str, Any]) -> bool:
+    return (
+        f["injections"] > 0
+        and f["files_failed"] == 0
+        and f["max_lsb_diff_vs_clean"] <= 1
+        and f["max_lsb_diff_vs_clean_half_tile"] <= 1
+        and f["user_tile_overridden"] == 0
+        and f["user_tile_clear_errors"] == f["user_tile_failures"]
+        and f["next_file_back_at_normal_tile"]
+    )
+
+
+CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "models": _models_ok,
+    "corpus": _corpus_ok,
+    "big": _big_ok,
+    "kill": _kill_ok,
+    "disk": _disk_ok,
+    "tree": lambda f: f["cases_ok"] + f["cases_skipped"] == f["cases_total"],
+    "oom": _oom_ok,
+}
+
+
+def passed(name: str, figures: dict[str, Any]) -> bool | None:
     """Whether drill ``name``'s figures meet issue 7's expectations (None: not run)."""
-    if name == "models":
-        n = f["model_files"]
-        return (
-            f["refused"] == f["one_line_reasons"] == f["reasons_matching_fault"] == n
-            and f["canary_created"] == 0
-            and f["cli_exit_3_model_refused"] == f["cli_runs"]
-            and f["unsafe_load_sites"] == 0
-            and f["max_rss_growth_mb_while_refusing"] < 100
-        )
-    if name == "corpus":
-        return (
-            not f["problems"]
-            and f["batch_aborts"] == 0
-            and f["exit_code"] == 1
-            and f["bad_once"] == f["bad"]
-            and f["valid_done"] == f["valid"]
-            and f["outputs_for_bad"] == f["inputs_modified"] == f["temp_files_left"] == 0
-            and f["duplicate_failure_reports"] == 0
-        )
-    if name == "big":
-        fid, big = f["fidelity"], f["big"]
-        return (
-            fid["exit_code"] == 0
-            and fid["16bit_kept"]
-            and fid["16bit_input_exact"]
-            and fid["16bit_max_diff"] == 0
-            and fid["alpha_kept"]
-            and fid["tga_bottom_left_same_pixels_as_png"]
-            and fid["tga_orientation_and_rle_kept"]
-            and fid["palette_max_diff_vs_rgb"] <= 1
-            and big["exit_code"] == 0
-            and big["output_mode"] == "RGBA"
-        )
-    if name == "kill":
-        return (
-            f["partial_outputs_at_final_paths"] == f["inputs_modified_total"] == 0
-            and f["kills_survived"] == f["kills_landed"]
-            and f["final_exit_code"] == 0
-            and f["outputs_byte_identical"] == f["outputs_expected"]
-            and f["temps_left_after_rerun"] == f["outputs_extra"] == 0
-        )
-    if name == "disk":
-        return (
-            f["exit_code"] == 3
-            and f["says_disk_full"]
-            and not f["aborted"]
-            and f["earlier_outputs_intact"] == f["outputs_written_before_full"]
-            and f["rerun_exit_code"] == 0
-            and f["temps_left_after_rerun"] == 0
-            and f["outputs_byte_identical_after_rerun"] == f["outputs_expected"]
-            and f["inputs_modified"] == 0
-        )
-    if name == "tree":
-        return f["cases_ok"] + f["cases_skipped"] == f["cases_total"]
-    if name == "oom":
-        return (
-            f["injections"] > 0
-            and f["files_failed"] == 0
-            and f["max_lsb_diff_vs_clean"] <= 1
-            and f["max_lsb_diff_vs_clean_half_tile"] <= 1
-            and f["user_tile_overridden"] == 0
-            and f["user_tile_clear_errors"] == f["user_tile_failures"]
-            and f["next_file_back_at_normal_tile"]
-        )
-    return None
+    return CHECKS[name](figures) if name in CHECKS else None
 
 
 def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -256,8 +243,9 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if "big" in r:
         b = r["big"]["big"]
         out[f"{b['side']}^2 texture"] = (
-            f"exit {b['exit_code']}, peak RSS {b['peak_rss_mb']} MB"
-            f" ({b['peak_rss_per_input_byte']}x input), {b['seconds']} s"
+            f"exit {b['exit_code']}, peak RSS {b['peak_rss_mb']} MB = {b['baseline_rss_mb']} MB"
+            f" baseline + {b['rss_above_baseline_per_input_byte']}x the decoded input,"
+            f" {b['seconds']} s"
         )
     return out
 
@@ -268,8 +256,11 @@ def main() -> int:
     parser.add_argument("--only", default="", help=f"comma-separated: {','.join(DRILLS)}")
     parser.add_argument("--work", type=Path, default=None, help="folder for files (default: temp)")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument("--big-side", type=int, default=None, help="side of the big texture")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    if args.big_side:
+        sizes = replace(sizes, big_side=args.big_side)
     names = [n for n in args.only.split(",") if n] or list(DRILLS)
     unknown = set(names) - set(DRILLS)
     if unknown:

@@ -14,13 +14,13 @@ from upscaler.atomic import is_abandoned, temp_path_for
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_x2: Path) -> None:
     """Drill 5 at CI size: a few kills of the real command, then a --skip-existing rerun."""
-    figures = drill_kill.run(tmp_path, tiny_x2, kills=3, files=24, seed=3)
+    figures = drill_kill.run(tmp_path, tiny_x2, kills=3, files=16, seed=3)
     assert figures["kills_landed"] >= 2
     assert figures["partial_outputs_at_final_paths"] == 0
     assert figures["inputs_modified"] == 0 and figures["inputs_modified_total"] == 0
     assert figures["kills_survived"] == figures["kills_landed"]
     assert figures["final_exit_code"] == 0 and figures["outputs_extra"] == 0
-    assert figures["outputs_byte_identical"] == figures["outputs_expected"] == 24
+    assert figures["outputs_byte_identical"] == figures["outputs_expected"] == 16
     assert figures["temps_left_after_rerun"] == 0
 
 
@@ -34,7 +34,7 @@ def _check_disk_full(figures: dict[str, object]) -> None:
 
 
 def test_disk_full_injected(tmp_path: Path, tiny_x2: Path) -> None:
-    figures = drill_disk.run(tmp_path, tiny_x2, files=12, method="injected")
+    figures = drill_disk.run(tmp_path, tiny_x2, files=8, method="injected")
     _check_disk_full(figures)
     assert figures["outputs_written_before_full"] >= 1
 
@@ -42,7 +42,7 @@ def test_disk_full_injected(tmp_path: Path, tiny_x2: Path) -> None:
 def test_disk_full_on_a_real_tmpfs(tmp_path: Path, tiny_x2: Path) -> None:
     if not drill_disk.can_mount_tmpfs(tmp_path / "probe"):
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
-    _check_disk_full(drill_disk.run(tmp_path, tiny_x2, files=12, method="tmpfs"))
+    _check_disk_full(drill_disk.run(tmp_path, tiny_x2, files=8, method="tmpfs"))
 
 
 @pytest.mark.parametrize("case", list(drill_tree.CASES))

@@ -16,6 +16,7 @@ decoder cannot always see, e.g. a flipped bit inside raw pixels) or ``folder`` (
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import struct
@@ -59,10 +60,7 @@ def load_patches(
     sources: list[Path], rng: np.random.Generator, count: int, sides: tuple[int, int] = (16, 73)
 ) -> list[np.ndarray]:
     """``count`` random crops (``sides`` px, odd sizes included) as RGB or RGBA uint8."""
-    images = []
-    for path in sources:
-        with Image.open(path) as im:
-            images.append(np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB")))
+    images = _decoded(tuple(sources))
     patches = []
     for _ in range(count):
         image = images[int(rng.integers(0, len(images)))]
@@ -72,6 +70,15 @@ def load_patches(
         x = int(rng.integers(0, image.shape[1] - w + 1))
         patches.append(np.ascontiguousarray(image[y : y + h, x : x + w]))
     return patches
+
+
+@functools.cache
+def _decoded(sources: tuple[Path, ...]) -> list[np.ndarray]:
+    images = []
+    for path in sources:
+        with Image.open(path) as im:
+            images.append(np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB")))
+    return images
 
 
 # -- valid encodings ------------------------------------------------------------------------------

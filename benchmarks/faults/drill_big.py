@@ -2,8 +2,9 @@
 alpha, palette and bottom-left TGA files keep what they are through the real command.
 
 The big texture is built from a real one (tiled up to ``side`` px, RGBA with real alpha) and run
-through ``upscale`` as a subprocess, whose own peak RSS is measured. Memory is reported against
-the size of the decoded input (``side**2 * 4`` bytes).
+through ``upscale`` as a subprocess, whose own peak RSS is measured. Memory above the same command
+on a 64 px texture (interpreter, torch, model) is reported against the size of the decoded input
+(``side**2 * 4`` bytes).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def big_texture(
     out = work / f"out{side}{''.join(flags).replace('-', '_')}"
     prefix = ("prlimit", f"--as={int(limit_gib * GIB)}", "--") if limit_gib else ()
     cli = run_upscale(source, "-o", out, "--model", model, "-q", *flags, prefix=prefix)
+    small = work / "baseline" / "small.png"
+    if not small.is_file():
+        small.parent.mkdir(parents=True, exist_ok=True)
+        make_big(small, 64)
+    baseline = run_upscale(small, "-o", work / "baseline-out", "--model", model, "-q", *flags)
     done = out / source.name
     size = None
     if cli.returncode == 0 and done.is_file():
@@ -66,9 +72,14 @@ def big_texture(
         "output_mode": mode if size else None,
         "seconds": round(cli.seconds, 1),
         "peak_rss_mb": round(cli.peak_rss_mb),
+        "baseline_rss_mb": round(baseline.peak_rss_mb),  # the same command on a 64 px texture
         "input_mb": round(input_mb),
-        "peak_rss_per_input_byte": round(cli.peak_rss_mb / input_mb, 2),
-        "error": cli.stderr.strip().splitlines()[-1][:300] if cli.returncode else "",
+        "rss_above_baseline_per_input_byte": round(
+            (cli.peak_rss_mb - baseline.peak_rss_mb) / input_mb, 2
+        ),
+        "error": (cli.stderr.strip().splitlines() or [f"exit {cli.returncode}"])[-1][:300]
+        if cli.returncode
+        else "",
     }
 
 

@@ -77,7 +77,7 @@ def run(work: Path, model: Path, kills: int, files: int = 48, seed: int = 0) -> 
     )
     for _ in range(kills):
         before = _outputs(out) if out.exists() else {}
-        delay = float(rng.uniform(0.3, 1.0)) * reference.seconds
+        delay = float(rng.uniform(0.25, 0.9)) * reference.seconds
         killed = run_upscale(tree, "-o", out, *args, "--skip-existing", kill_after=delay)
         landed = killed.returncode == -9
         now = _outputs(out) if out.exists() else {}

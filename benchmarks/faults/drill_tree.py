@@ -1,7 +1,8 @@
 """Drill 7: awkward folder trees. Each case must end in a clear startup error (exit 2) or clear
 per-file errors (exit 1), and no file may ever be written outside the output root.
 
-Cases: output inside the input tree, output = input, input inside output, name collision
+The command runs in process (click's runner) except where permissions must apply to a separate
+process. Cases: output inside the input tree, output = input, input inside output, name collision
 (``a.tga`` + ``a.png`` with ``--format png``), symlink loops and links out of the tree, a link in
 the output tree that points elsewhere, an unreadable subfolder and file, a file deleted or replaced
 while the run is going on.
@@ -20,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 from .drill_kill import make_tree
-from .procs import CliRun, run_upscale
+from .procs import CliRun, invoke_upscale, run_upscale
 
 Case = Callable[[Path, Path], dict[str, Any]]
 
@@ -52,8 +53,8 @@ def output_inside_input(work: Path, model: Path) -> dict[str, Any]:
     tree = work / "in"
     make_tree(tree, 6, 3)
     out = tree / "upscaled"
-    first = run_upscale(tree, "-o", out, "--model", model, "-q")
-    again = run_upscale(tree, "-o", out, "--model", model, "-q", "--dry-run")
+    first = invoke_upscale(tree, "-o", out, "--model", model, "-q")
+    again = invoke_upscale(tree, "-o", out, "--model", model, "-q", "--dry-run")
     nested = [p for p in out.rglob("*") if "upscaled" in p.relative_to(out).parts]
     row = _row(
         again, 0, "6 files planned", first_run_ok=first.returncode == 0, no_nesting=not nested
@@ -64,14 +65,14 @@ def output_inside_input(work: Path, model: Path) -> dict[str, Any]:
 def output_is_input(work: Path, model: Path) -> dict[str, Any]:
     tree = work / "in"
     make_tree(tree, 3, 4)
-    cli = run_upscale(tree, "-o", tree, "--model", model)
+    cli = invoke_upscale(tree, "-o", tree, "--model", model)
     return _row(cli, 2, "cannot be an input folder")
 
 
 def input_inside_output(work: Path, model: Path) -> dict[str, Any]:
     out = work / "out"
     make_tree(out / "in", 3, 5)
-    cli = run_upscale(out / "in", "-o", out, "--model", model)
+    cli = invoke_upscale(out / "in", "-o", out, "--model", model)
     return _row(cli, 2, "inside the output folder")
 
 
@@ -82,7 +83,7 @@ def name_collision(work: Path, model: Path) -> dict[str, Any]:
     shutil.copy(source, tree / "a.png")
     with Image.open(source) as im:
         im.convert("RGB").save(tree / "a.tga")
-    cli = run_upscale(tree, "-o", work / "out", "--model", model, "--format", "png")
+    cli = invoke_upscale(tree, "-o", work / "out", "--model", model, "--format", "png")
     return _row(cli, 2, "would both be written", nothing_written=not (work / "out").exists())
 
 
@@ -96,7 +97,7 @@ def symlinks(work: Path, model: Path) -> dict[str, Any]:
     (tree / "outside.png").symlink_to(next(outside.glob("*.png")))
     (tree / "outside_dir").symlink_to(outside)
     (tree / "inside.png").symlink_to(next(tree.glob("*.png")).name)
-    cli = run_upscale(tree, "-o", work / "out", "--model", model, "-q")
+    cli = invoke_upscale(tree, "-o", work / "out", "--model", model, "-q")
     failed = [ln for ln in cli.stderr.splitlines() if ln.startswith("failed: ")]
     return _row(
         cli,
@@ -117,7 +118,7 @@ def link_in_output_tree(work: Path, model: Path) -> dict[str, Any]:
     out.mkdir()
     outside.mkdir()
     (out / "sub").symlink_to(outside)  # a trap left in the output folder
-    cli = run_upscale(tree, "-o", out, "--model", model, "-q")
+    cli = invoke_upscale(tree, "-o", out, "--model", model, "-q")
     return _row(
         cli,
         1,

@@ -87,6 +87,21 @@ def run_upscale(
     return CliRun(proc.returncode, stdout, stderr, seconds, usage.ru_maxrss / 1024)
 
 
+def invoke_upscale(*args: object) -> CliRun:
+    """The same command in this process (click's test runner): for drills that only need its
+    exit code and messages, without a second of interpreter start-up each time."""
+    from click.testing import CliRunner
+
+    from upscaler.cli import main
+
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "\nTraceback (most recent call last):\n" + repr(result.exception)
+    return CliRun(result.exit_code, result.stdout, stderr, time.perf_counter() - started, 0.0)
+
+
 def file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` (links recorded by their target, never followed)."""
     hashes = {}
@@ -109,27 +124,28 @@ def failure_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if re.match(r"failed: ", line)]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS since the last ``reset_peak_rss`` (VmHWM), in MiB."""
+def _status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
+    return None
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since the last ``reset_peak_rss`` (VmHWM), in MiB."""
+    peak = _status_mb("VmHWM")
+    if peak is None:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak
 
 
 def rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_mb("VmRSS") or 0.0
 
 
 def reset_peak_rss() -> bool:
