@@ -97,3 +97,13 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
         "unexpected error decoding: KeyError: 'decoder bug'",
     )
     assert sum(s == "done" for s, _ in status.values()) == 4
+
+
+def test_a_manifest_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path: Path) -> None:
+    from upscaler.runner import MANIFEST, Manifest
+
+    done = tmp_path / "a.png"
+    done.write_bytes(b"x" * 10)
+    (tmp_path / MANIFEST).write_bytes(b'{"target": "/old.png", "by')  # the kill struck here
+    Manifest(tmp_path).record(done)
+    assert Manifest(tmp_path).sizes == {str(done): 10}

@@ -84,8 +84,11 @@ class Manifest:
     def __init__(self, root: Path) -> None:
         self.path = root / MANIFEST
         self.sizes: dict[str, int] = {}
+        self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
         try:
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            self._cut_short = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                     self.sizes[entry["target"]] = int(entry["bytes"])
@@ -108,6 +111,8 @@ class Manifest:
 
     def record(self, target: Path) -> None:
         line = json.dumps({"target": str(target), "bytes": target.stat().st_size}) + "\n"
+        if self._cut_short:
+            line, self._cut_short = "\n" + line, False
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)  # one short O_APPEND write: atomic even with several shards
 

@@ -9,6 +9,7 @@ on a 64 px texture (interpreter, torch, model) is reported against the size of t
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,10 @@ def big_texture(
     if not source.is_file():
         make_big(source, side)
     out = work / f"out{side}{''.join(flags).replace('-', '_')}"
-    prefix = ("prlimit", f"--as={int(limit_gib * GIB)}", "--") if limit_gib else ()
+    # A cap on the address space, so a runaway allocation fails here instead of starving a
+    # shared machine (skipped where util-linux's prlimit is missing).
+    capped = limit_gib and shutil.which("prlimit")
+    prefix = ("prlimit", f"--as={int(limit_gib * GIB)}", "--") if capped else ()
     cli = run_upscale(source, "-o", out, "--model", model, "-q", *flags, prefix=prefix)
     small = work / "baseline" / "small.png"
     if not small.is_file():

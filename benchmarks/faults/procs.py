@@ -70,8 +70,9 @@ def run_upscale(
             stderr=err,
             env={**environment(), **(env or {})},
         )
-        killed = False
+        killed, peak = False, 0.0
         while True:
+            peak = max(peak, _child_peak_mb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -84,7 +85,19 @@ def run_upscale(
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     seconds = time.perf_counter() - started
-    return CliRun(proc.returncode, stdout, stderr, seconds, usage.ru_maxrss / 1024)
+    return CliRun(proc.returncode, stdout, stderr, seconds, peak or usage.ru_maxrss / 1024)
+
+
+def _child_peak_mb(pid: int) -> float:
+    """The child's VmHWM, polled while it runs: ``ru_maxrss`` would also count the pages it
+    shared with this (possibly large) process between fork and exec."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 def invoke_upscale(*args: object) -> CliRun:
