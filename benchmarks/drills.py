@@ -62,7 +62,7 @@ QUICK = Sizes(
 FULL = Sizes(
     corpus=1200,
     kills=50,
-    kill_files=48,
+    kill_files=96,
     disk_files=24,
     oom_injections=40,
     oom_images=20,
@@ -222,6 +222,8 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out |= {
             "kills survived": f"{k['kills_survived']} / {k['kills_landed']} landed"
             f" ({k['kills']} tried)",
+            "kills mid-batch / temporaries caught mid-write": f"{k['kills_mid_batch']}"
+            f" / {k['temps_seen_after_kills']}",
             "partial outputs at final paths": k["partial_outputs_at_final_paths"],
             "byte-identical outputs after reruns": f"{k['outputs_byte_identical']}"
             f" / {k['outputs_expected']}",

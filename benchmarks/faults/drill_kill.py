@@ -33,7 +33,8 @@ def make_tree(root: Path, files: int, seed: int) -> list[str]:
     """A small texture tree of real crops in several formats; a few large ones slow the writes."""
     rng = np.random.default_rng(seed)
     patches = load_patches(source_textures(), rng, files, sides=(24, 160))
-    patches[-3:] = load_patches(source_textures(), rng, 3, sides=(320, 513))
+    big = max(3, files // 12)
+    patches[-big:] = load_patches(source_textures(), rng, big, sides=(320, 513))
     names = []
     for index, patch in enumerate(patches):
         kind = TREE_KINDS[index % len(TREE_KINDS)]
@@ -70,7 +71,7 @@ def run(work: Path, model: Path, kills: int, files: int = 48, seed: int = 0) -> 
     figures = dict.fromkeys(
         (
             "kills_landed",
-            "kills_while_writing",
+            "kills_mid_batch",
             "partial_outputs_at_final_paths",
             "inputs_modified",
             "temps_seen_after_kills",
@@ -89,7 +90,7 @@ def run(work: Path, model: Path, kills: int, files: int = 48, seed: int = 0) -> 
         partial = sum(1 for k, v in now.items() if expected.get(k) != v)
         modified = sum(1 for k, v in file_hashes(tree).items() if inputs.get(k) != v)
         figures["kills_landed"] += landed
-        figures["kills_while_writing"] += landed and (temps > 0 or len(now) > len(before))
+        figures["kills_mid_batch"] += landed and (temps > 0 or len(now) > len(before))
         figures["partial_outputs_at_final_paths"] += partial
         figures["inputs_modified"] += modified
         figures["temps_seen_after_kills"] += temps
