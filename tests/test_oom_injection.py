@@ -47,14 +47,8 @@ def test_the_comparison_would_catch_a_stale_tile(tiny_x2: Path) -> None:
     than 1 LSB."""
     module, info = read_model(tiny_x2)
     rng = np.random.default_rng(0)
-    image = ImageFile(
-        np.ascontiguousarray(
-            drill_oom.load_patches(drill_oom.source_textures(), rng, 1, sides=(240, 241))[0][
-                :, :, :3
-            ]
-        ),
-        "PNG",
-    )
+    patch = drill_oom.load_patches(drill_oom.source_textures(), rng, 1, sides=(240, 241))[0]
+    image = ImageFile(drill_oom._at_least(patch[:, :, :3], 240), "PNG")
     clean = drill_oom._upscale(drill_oom.InjectedOOM(module), info, image, None)
     stale = drill_oom._upscale(_StaleTile(module, {3}), info, image, None)
     assert drill_oom._lsb(stale, clean) > 8

@@ -19,6 +19,7 @@ import argparse
 import functools
 import io
 import json
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -31,7 +32,10 @@ from PIL import Image
 from . import dds_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_VAL = ROOT.parent / "shared" / "data" / "textures" / "val"
+# UPSCALE_DRILL_TEXTURES points elsewhere (a missing folder: use only the bundled crops).
+SHARED_VAL = Path(
+    os.environ.get("UPSCALE_DRILL_TEXTURES", ROOT.parent / "shared" / "data" / "textures" / "val")
+)
 BUNDLED = ROOT / "tests" / "data" / "textures"
 VALID_SHARE = 0.3
 

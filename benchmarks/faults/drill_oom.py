@@ -57,6 +57,14 @@ def _lsb(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
 
 
+def _at_least(patch: np.ndarray, side: int) -> np.ndarray:
+    """Repeat a small texture (the bundled crops are ~64 px) so that it needs several tiles."""
+    reps = (-(-side // patch.shape[0]), -(-side // patch.shape[1]), 1)
+    return np.ascontiguousarray(
+        np.tile(patch, reps)[: max(side, patch.shape[0]), : max(side, patch.shape[1])]
+    )
+
+
 def _spread(rng: np.random.Generator, calls: int, count: int, gap: int = 6) -> set[int]:
     """``count`` random call numbers at least ``gap`` apart, so each fault meets a fresh tile
     (faults in a row on one tile walk it down to the floor, which ``_floor`` checks apart)."""
@@ -70,7 +78,7 @@ def _spread(rng: np.random.Generator, calls: int, count: int, gap: int = 6) -> s
 def run(model_path: Path, injections: int, images: int = 4, seed: int = 0) -> dict[str, Any]:
     module, info = read_model(model_path)
     rng = np.random.default_rng(seed)
-    patches = load_patches(source_textures(), rng, images, sides=(200, 300))
+    patches = [_at_least(p, 200) for p in load_patches(source_textures(), rng, images, (200, 300))]
     figures: dict[str, Any] = dict.fromkeys(
         (
             "injections",
