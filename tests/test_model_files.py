@@ -1,32 +1,38 @@
-"""Model files are untrusted: nothing in them runs, and malformed ones are refused up front."""
+"""Model files are untrusted: nothing in them runs, and malformed ones are refused up front.
+
+The hostile files come from ``benchmarks.faults.hostile_models`` (the model drill uses the same
+set through the real command).
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import struct
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from benchmarks.faults import hostile_models
+from benchmarks.faults.hostile_models import Canary
+from benchmarks.faults.procs import peak_rss_mb, reset_peak_rss, rss_mb
 from upscaler import ModelFileError, read_model
-from upscaler.models import Compact, CompactConfig
+from upscaler.cli import main
+
+HOSTILE_DIR_NAME = "hostile-models"
 
 
-class _Canary:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {self.path}",))
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, hostile_models.Hostile]:
+    folder = tmp_path_factory.mktemp(HOSTILE_DIR_NAME)
+    rows = hostile_models.build(folder, folder / "canary")
+    return {row.name: row for row in rows}
 
 
 def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     path = tmp_path / "evil.pth"
-    torch.save({"params": {"x": _Canary(str(canary))}}, path)
+    torch.save({"params": {"x": Canary(str(canary))}}, path)
     with pytest.raises(ModelFileError, match="would run code.*safetensors"):
         read_model(path)
     assert not canary.exists()
@@ -35,12 +41,12 @@ def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
 def test_legacy_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     path = tmp_path / "legacy.pth"
-    torch.save({"x": _Canary(str(canary))}, path, _use_new_zipfile_serialization=False)
+    torch.save({"x": Canary(str(canary))}, path, _use_new_zipfile_serialization=False)
     with pytest.raises(ModelFileError, match="would run code"):
         read_model(path)
     assert not canary.exists()
     raw = tmp_path / "raw.pth"  # not even torch's format: a bare pickle
-    raw.write_bytes(pickle.dumps(_Canary(str(canary))))
+    raw.write_bytes(pickle.dumps(Canary(str(canary))))
     with pytest.raises(ModelFileError):
         read_model(raw)
     assert not canary.exists()
@@ -55,65 +61,54 @@ def test_torchscript_archive_is_refused(tmp_path: Path, suffix: str) -> None:
         read_model(path)
 
 
-def _safetensors(header: dict, data: bytes, header_len: int | None = None) -> bytes:
-    raw = json.dumps(header).encode()
-    return struct.pack("<Q", len(raw) if header_len is None else header_len) + raw + data
+NAMES = [
+    *(f"{name}.safetensors" for name in hostile_models.SAFETENSORS),
+    "nan.safetensors",
+    "inf.safetensors",
+    "nan.pth",
+    "canary.ckpt",
+    "metadata-wide.safetensors",
+    "metadata-deep.safetensors",
+    "metadata-unknown-arch.safetensors",
+    "rrdb-block-5000.safetensors",
+    "rrdb-first-block-missing.safetensors",
+    "esrgan-block-5000.pth",
+    "esrgan-block-300.pth",
+    "legacy-400GB-storage.pth",
+    "truncated-zip.pth",
+]
 
 
-GOOD = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+@pytest.mark.parametrize("name", NAMES)
+def test_hostile_file_is_refused_before_allocation(
+    hostile: dict[str, hostile_models.Hostile], name: str
+) -> None:
+    """One-line reason naming the fault; memory does not follow what the file claims (the
+    absurd ones claim 0.8 to 400 GB)."""
+    row = hostile[name]
+    before = rss_mb()
+    reset_peak_rss()
+    with pytest.raises(ModelFileError, match=row.reason) as info:
+        read_model(row.path)
+    assert "\n" not in str(info.value) and row.name in str(info.value)
+    assert peak_rss_mb() - before < 100
+    assert not (row.path.parent / "canary").exists()
 
 
 @pytest.mark.parametrize(
-    ("content", "reason"),
-    [
-        (_safetensors(GOOD, b"\0" * 8, header_len=1 << 40), "header of"),
-        (_safetensors(GOOD, b"\0" * 8)[:20], "truncated"),
-        (struct.pack("<Q", 5) + b"{oops" + b"\0" * 8, "not JSON"),
-        (
-            _safetensors(
-                {
-                    "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
-                },
-                b"\0" * 12,
-            ),
-            "overlaps",
-        ),
-        (
-            _safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4),
-            "past the end",
-        ),
-        (_safetensors(GOOD, b"\0" * 8 + b"<html>polyglot</html>"), "trailing bytes"),
-        (
-            _safetensors(
-                {"w": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 8]}},
-                b"\0" * 8,
-            ),
-            "parameters",
-        ),
-        (
-            _safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),
-            "disagrees with shape",
-        ),
-    ],
+    "name", ["canary.pth", "canary-legacy.pth", "torchscript.pt", "torchscript.pth"]
 )
-def test_malformed_safetensors_are_refused(tmp_path: Path, content: bytes, reason: str) -> None:
-    path = tmp_path / "bad.safetensors"
-    path.write_bytes(content)
-    with pytest.raises(ModelFileError, match=reason) as info:
-        read_model(path)
-    assert "\n" not in str(info.value)
-
-
-def test_nan_weights_are_refused(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = Compact(CompactConfig(num_features=4, num_blocks=1, scale=2)).state_dict()
-    state["body.0.weight"][0, 0, 0, 0] = float("nan")
-    path = tmp_path / "nan.safetensors"
-    save_file(state, str(path))
-    with pytest.raises(ModelFileError, match="NaN or Inf"):
-        read_model(path)
+def test_command_exits_3_and_says_how_to_convert(
+    hostile: dict[str, hostile_models.Hostile], tmp_path: Path, name: str
+) -> None:
+    row = hostile[name]
+    (tmp_path / "in").mkdir()
+    result = CliRunner().invoke(
+        main, [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(row.path)]
+    )
+    assert result.exit_code == 3
+    assert "model refused" in result.output and "safetensors" in result.output
+    assert not (row.path.parent / "canary").exists() and not (tmp_path / "out").exists()
 
 
 def test_missing_file_and_unknown_type(tmp_path: Path) -> None:

@@ -22,10 +22,18 @@ TEMP_MARKER = ".upscale-tmp-"
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 _TEMP_RE = re.compile(re.escape(TEMP_MARKER) + r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]+$")
 STALE_AFTER_S = 6 * 3600  # a temporary this old from another machine is abandoned
+_STARTED = time.time() - 1  # temporaries with our pid from before this are a dead namesake's
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DiskFullError(OSError):
     """Raised when a write fails because the disk (or quota) is full."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def temp_path_for(path: Path) -> Path:
@@ -71,7 +79,7 @@ def atomic_write(path: Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, OSError) and is_disk_full(exc) and not isinstance(exc, DiskFullError):
             raise DiskFullError(exc.errno, f"disk full while writing {path}") from exc
         raise
 
@@ -97,12 +105,19 @@ def is_abandoned(entry: os.DirEntry[str]) -> bool:
     if match is None:
         return False
     if match["host"] == _HOST:
-        return int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"]))
+        pid = int(match["pid"])
+        if pid == os.getpid():  # ours, unless a killed run had our process id before us
+            return _mtime(entry) < _STARTED
+        return not _pid_alive(pid)
     # Another machine (shards on a shared drive): we cannot see its processes, so go by age.
+    return time.time() - _mtime(entry) > STALE_AFTER_S
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
     try:
-        return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+        return entry.stat(follow_symlinks=False).st_mtime
     except OSError:
-        return False
+        return time.time()  # vanished or unreadable: treat as brand new, leave it alone
 
 
 def remove_stale_temps(directory: Path) -> int:

@@ -15,10 +15,11 @@ import dataclasses
 import json
 import math
 import pickle
+import pickletools
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -135,6 +136,76 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]
     return header, metadata
 
 
+_STORAGE_ITEM_BYTES = {
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "UntypedStorage": 1,
+}
+_INT_OPCODES = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
+_PUT_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GET_OPCODES = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _legacy_storage_bytes(handle: BinaryIO) -> int:
+    """Bytes of tensor storage a legacy (non-zip) torch file declares.
+
+    torch allocates each declared storage before reading it, so a tiny file could ask for any
+    amount. This reads the pickles' opcodes only (nothing is built): after a storage type (a
+    ``torch.*Storage`` global, or a memo fetch of one) the next integer is its element count.
+    """
+    for _ in range(3):  # magic number, protocol version, system info
+        for _ in pickletools.genops(handle):
+            pass
+    memo: dict[int, object] = {}
+    strings: list[str] = []
+    last: object = None
+    pending, total = 0, 0
+    for opcode, arg, _ in pickletools.genops(handle):
+        name = opcode.name
+        value: object = None
+        if name == "GLOBAL":
+            value = str(arg).split(" ")[-1]
+        elif name == "STACK_GLOBAL" and len(strings) >= 2:
+            value = strings[-1]
+        elif name in _GET_OPCODES and isinstance(arg, int):
+            value = memo.get(arg)
+        elif name in _INT_OPCODES and isinstance(arg, int) and not isinstance(arg, bool):
+            value = arg
+        elif name in _PUT_OPCODES and isinstance(arg, int):
+            memo[arg] = last
+        elif name == "MEMOIZE":
+            memo[len(memo)] = last
+        if isinstance(arg, str) and "UNICODE" in name:
+            strings.append(arg)
+        if isinstance(value, str) and value in _STORAGE_ITEM_BYTES:
+            pending = _STORAGE_ITEM_BYTES[value]
+        elif isinstance(value, int) and pending:
+            total, pending = total + value * pending, 0
+        last = value
+    return total
+
+
+def _check_legacy(path: Path) -> None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            declared = _legacy_storage_bytes(handle)
+    except (ValueError, EOFError, struct.error):
+        return  # not torch's legacy layout: torch.load refuses it on its own terms
+    if declared > size:
+        raise ModelFileError(
+            path, f"declares {declared:,} bytes of tensors in a {size:,}-byte file; corrupt"
+        )
+
+
 def _is_torchscript(zf: zipfile.ZipFile) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
 
@@ -157,6 +228,8 @@ def _read_pickle(path: Path) -> Any:
             ) from None
         if data_bytes > MAX_PARAMETERS * 4:
             raise ModelFileError(path, f"{data_bytes:,} bytes of tensors is beyond any upscaler")
+    else:
+        _check_legacy(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=magic.startswith(b"PK"))
     except pickle.UnpicklingError as exc:

@@ -375,6 +375,7 @@ def _run(
             bar.__exit__(None, None, None)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     seconds = time.perf_counter() - started
+    total += len(problems)  # unreadable folders count as tried, and failed
     summary = {
         **counts,
         "total": total,
@@ -389,7 +390,10 @@ def _run(
             report = report.with_name(
                 f"{report.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{report.suffix}"
             )
-        write_report(report, results, summary)
+        try:
+            write_report(report, results, summary)
+        except OSError as exc:
+            fatal = fatal or f"cannot write the report {report}: {exc.strerror or exc}"
     click.echo(
         f"{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
         f"of {total} in {seconds:.1f} s",

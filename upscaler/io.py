@@ -228,6 +228,8 @@ def read_image(path: str | Path) -> ImageFile:
             raise ImageReadError(path, "not enough memory to decode") from None
         except (OSError, ValueError, SyntaxError, NotImplementedError, EOFError, TypeError) as exc:
             raise ImageReadError(path, _describe(exc, fmt)) from None
+        except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
+            raise ImageReadError(path, _describe(exc, fmt)) from None
     return image
 
 

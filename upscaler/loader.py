@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from . import zoo
-from .checkpoint import ModelFileError, read_weights
+from .checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
 from .models import ARCHITECTURES, build_generator, make_config, recognise
 from .pipeline import ModelInfo, Upscaler
 
@@ -43,12 +44,18 @@ def _native(
         except (ValueError, TypeError) as exc:
             raise ModelFileError(path, f"bad model config in metadata: {exc}") from None
     else:
-        found = recognise(state_dict)
+        try:
+            found = recognise(state_dict)
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ModelFileError(
+                path, f"inconsistent weights ({type(exc).__name__}: {exc})"
+            ) from None
         if found is None:
             return None
         arch, config = found
     if not 1 <= config.scale <= MAX_SCALE:
         raise ModelFileError(path, f"implausible scale x{config.scale}")
+    _check_fits(path, arch, config, state_dict)
     module = build_generator(arch, config)
     try:
         module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
@@ -73,12 +80,69 @@ def _native(
     return module, info
 
 
+def _check_fits(path: Path, arch: str, config: Any, state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse a config (from metadata, or inferred from key names) that the weights do not fill,
+    before the network is built: a small file must not make us allocate a huge network."""
+    blocks = int(getattr(config, "num_blocks", 0))
+    if blocks > len(state_dict):
+        raise ModelFileError(
+            path, f"{arch} with {blocks:,} blocks, but the file holds {len(state_dict)} tensors"
+        )
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {
+            k: tuple(v.shape) for k, v in build_generator(arch, config).state_dict().items()
+        }
+    given = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if expected == given:
+        return
+    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    wrong = [k for k in expected if k in given and expected[k] != given[k]]
+    if missing:
+        detail = f"{len(missing)} missing, e.g. {missing[0]}"
+    elif extra:
+        detail = f"{len(extra)} unexpected, e.g. {extra[0]}"
+    else:
+        detail = f"{wrong[0]} is {given[wrong[0]]}, expected {expected[wrong[0]]}"
+    raise ModelFileError(path, f"weights do not fit the {arch} architecture: {detail}")
+
+
+def _spandrel_dry_run(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """Build spandrel's guess on the meta device first: an architecture inferred from key names
+    (e.g. block 5000 of an ESRGAN) must be refused before gigabytes are allocated for it."""
+    import spandrel
+
+    # Layer counts are inferred from key indices; even on the meta device, Python objects for
+    # thousands of claimed blocks cost gigabytes. Real networks index far below this bound.
+    bound = 8 * len(state_dict) + 64
+    for key in state_dict:
+        index = max((int(part) for part in key.split(".") if part.isdigit()), default=0)
+        if index > bound:
+            raise ModelFileError(
+                path, f"key {key!r} names layer {index} in a file of {len(state_dict)} tensors"
+            )
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            dry = spandrel.MAIN_REGISTRY.load(spandrel.canonicalize_state_dict(dict(state_dict)))
+    except spandrel.UnsupportedModelError:
+        raise ModelFileError(path, "unsupported architecture (not one spandrel knows)") from None
+    except Exception as exc:
+        if "meta" in str(exc).lower():
+            return  # this architecture cannot be built on the meta device; strict loading checks it
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ModelFileError(path, f"could not build the model: {reason}") from None
+    count = sum(p.numel() for p in dry.model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelFileError(path, f"the inferred network has {count:,} parameters; refused")
+
+
 def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Module, ModelInfo]:
     """Any architecture spandrel knows, built from the state dict alone (no code from the file)."""
     try:
         import spandrel
     except ImportError:
         raise ModelFileError(path, "unknown architecture and spandrel is not installed") from None
+    _spandrel_dry_run(path, state_dict)
     try:
         descriptor = spandrel.MAIN_REGISTRY.load(spandrel.canonicalize_state_dict(state_dict))
     except spandrel.UnsupportedModelError:

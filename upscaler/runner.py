@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import DiskFullError, remove_stale_temps
+from .atomic import is_disk_full, remove_stale_temps, temp_path_for
 from .io import (
     ImageFile,
     ImageReadError,
@@ -38,6 +38,13 @@ MAX_BATCH_OUTPUT_PIXELS = 64 << 20
 
 class FatalError(Exception):
     """The run cannot go on (exit code 3): disk full, output folder unwritable."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for reasons that come from outside our own errors."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
 @dataclass
@@ -83,8 +90,11 @@ class Manifest:
     def __init__(self, root: Path) -> None:
         self.path = root / MANIFEST
         self.sizes: dict[str, int] = {}
+        self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
         try:
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            self._cut_short = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                     self.sizes[entry["target"]] = int(entry["bytes"])
@@ -100,10 +110,15 @@ class Manifest:
             return False
         if self.sizes.get(str(target)) == actual:
             return True
-        return verify_image(target, size)  # not ours, or not recorded: decode it fully
+        try:
+            return verify_image(target, size)  # not ours, or not recorded: decode it fully
+        except Exception:  # a decoder bug on an old output: redo it rather than stop
+            return False
 
     def record(self, target: Path) -> None:
         line = json.dumps({"target": str(target), "bytes": target.stat().st_size}) + "\n"
+        if self._cut_short:
+            line, self._cut_short = "\n" + line, False
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)  # one short O_APPEND write: atomic even with several shards
 
@@ -166,7 +181,10 @@ class Runner:
         try:
             return _header(job)
         except ImageReadError as exc:
-            return FileResult(str(job.source), str(job.target), "failed", exc.reason)
+            reason = exc.reason
+        except Exception as exc:  # a decoder bug fails this file, never the batch
+            reason = f"unexpected error reading the header: {one_line(exc)}"
+        return FileResult(str(job.source), str(job.target), "failed", reason)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -213,6 +231,10 @@ class Runner:
             image = read_image(item.job.source)
         except ImageReadError as exc:
             return self._result(item, "failed", exc.reason)
+        except MemoryError:
+            return self._result(item, "failed", "not enough memory to decode")
+        except Exception as exc:  # a decoder bug fails this file, never the batch
+            return self._result(item, "failed", f"unexpected error decoding: {one_line(exc)}")
         if image.size != item.size:
             return self._result(item, "failed", "file changed while the run was going on")
         return image
@@ -266,20 +288,22 @@ class Runner:
         target = item.job.target
         result = self._result(item, "done", seconds=seconds, output=image.size, info=info)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not str(target.parent.resolve()).startswith(str(self.root)):
+            if not self._inside_root(target.parent):
                 raise ImageWriteError(target, "output folder resolves outside the output root")
+            target.parent.mkdir(parents=True, exist_ok=True)
             notes = write_image(target, image, item.job.format, png_level=self.options.png_level)
             result.notes += notes
             self.manifest.record(target)
-        except DiskFullError as exc:
-            raise FatalError(
-                f"disk full while writing {target}; earlier outputs are intact"
-            ) from exc
         except ImageWriteError as exc:
             result.status, result.reason = "failed", exc.reason
         except OSError as exc:
+            if is_disk_full(exc):  # the image itself or its manifest line: nothing more fits
+                raise FatalError(
+                    f"disk full while writing {target}; earlier outputs are intact"
+                ) from exc
             result.status, result.reason = "failed", f"cannot write: {exc.strerror or exc}"
+        except Exception as exc:  # an encoder bug fails this file, never the batch
+            result.status, result.reason = "failed", f"cannot encode: {one_line(exc)}"
         return result
 
     def _collect(self, pending: list[Future[FileResult]], block: bool) -> list[Future[FileResult]]:
@@ -293,16 +317,24 @@ class Runner:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _inside_root(self, folder: Path) -> bool:
+        """Whether ``folder`` (existing or not) resolves inside the output root. Checked before
+        any folder is made, so a link inside the output tree cannot lead writes elsewhere."""
+        try:
+            return folder.resolve().is_relative_to(self.root)
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            return False
+
     def _check_output_root(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe_file = self.root / f".upscale-write-test-{os.getpid()}"
+            # Named like a temporary, so a kill right here leaves nothing a later run keeps.
+            probe_file = temp_path_for(self.root / "write-test")
             probe_file.write_bytes(b"")
             probe_file.unlink()
         except OSError as exc:
-            raise FatalError(
-                f"output folder {self.root} is not writable: {exc.strerror or exc}"
-            ) from exc
+            why = "the disk is full" if is_disk_full(exc) else exc.strerror or str(exc)
+            raise FatalError(f"output folder {self.root} is not writable: {why}") from exc
         for folder, _, _ in os.walk(self.root):
             remove_stale_temps(Path(folder))
 

@@ -8,6 +8,7 @@ import torch
 # ordinary step between neighbouring rows/columns inside it (with some slack for noise).
 WRAP_TOLERANCE = 1.5
 MIN_WRAP_SIZE = 8
+_SLICE = 256  # lines per slice when measuring: bounds the float copies to a few MB per 1k px
 
 
 def _edge_ratio(x: torch.Tensor, dim: int, step: int = 1) -> float:
@@ -15,16 +16,25 @@ def _edge_ratio(x: torch.Tensor, dim: int, step: int = 1) -> float:
 
     With ``step`` > 1 only the boundaries at multiples of ``step`` count as neighbours: in an
     image upscaled by ``step`` those are the ones between source pixels, like the wrap seam.
+    Computed in slices across the other axis, so memory stays small for 16k textures.
     """
-    x = x.float()
     n = x.shape[dim]
-    jumps = (x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)).abs()
+    other = x.ndim - 1 if dim == x.ndim - 2 else x.ndim - 2
     starts = torch.arange(step - 1, n - 1, step, device=x.device)
-    inner = jumps.index_select(dim, starts).mean() if len(starts) else jumps.mean()
-    wrap = (x.narrow(dim, 0, 1) - x.narrow(dim, n - 1, 1)).abs().mean()
-    if float(inner) < 1e-6:
-        return 0.0 if float(wrap) < 1e-6 else float("inf")
-    return float(wrap / inner)
+    if not len(starts):
+        starts = torch.arange(0, n - 1, device=x.device)
+    total, count = 0.0, 0
+    for begin in range(0, x.shape[other], _SLICE):
+        part = x.narrow(other, begin, min(_SLICE, x.shape[other] - begin)).float()
+        jumps = (part.narrow(dim, 1, n - 1) - part.narrow(dim, 0, n - 1)).abs()
+        jumps = jumps.index_select(dim, starts)
+        total += float(jumps.sum(dtype=torch.float64))
+        count += jumps.numel()
+    inner = total / count if count else float("nan")
+    wrap = float((x.narrow(dim, 0, 1).float() - x.narrow(dim, n - 1, 1).float()).abs().mean())
+    if inner < 1e-6:
+        return 0.0 if wrap < 1e-6 else float("inf")
+    return wrap / inner
 
 
 def seam_error(x: torch.Tensor, step: int = 1) -> tuple[float, float]:

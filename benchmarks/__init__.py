@@ -1,0 +1,1 @@
+"""Benchmarks and reliability drills (run from the repository root)."""
