@@ -198,3 +198,14 @@ def test_psnr_ssim_and_angle_known_values() -> None:
     tilted = torch.tensor([1.0, 0.5, 0.5]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # +X
     assert normal_angular_error(flat, tilted).item() == pytest.approx(90.0, abs=1e-4)
     assert normal_angular_error(flat, flat).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_compact_init_keeps_the_signal_through_every_layer() -> None:
+    model, _ = build(ModelConfig(num_features=32, num_blocks=16, icnr=True), seed=0)
+    x = torch.rand(2, 3, 32, 32)
+    out = x
+    with torch.no_grad():
+        for layer in model.body[:-1]:  # type: ignore[index]
+            out = layer(out)
+    # the last hidden features still carry the input (PyTorch's default init leaves ~1%)
+    assert 0.2 < float(out.std()) / float(x.std()) < 5
