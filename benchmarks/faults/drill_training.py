@@ -224,11 +224,19 @@ def _truncate_newest(folder: Path, rng: np.random.Generator) -> Path:
 
 
 def kill_drill(
-    work: Path, data: Path, reference: Child, kills: int, truncate_every: int, seed: int = 0
+    work: Path,
+    data: Path,
+    reference: Child,
+    kills: int,
+    truncate_every: int,
+    seed: int = 0,
+    window: float = 1.25,
 ) -> dict[str, Any]:
     """SIGKILL a training run during ``kills`` checkpoint saves; see the module docstring.
 
-    Tries up to twice as many kills as asked for until ``kills`` of them landed inside a save.
+    Each kill comes ``uniform(0, window)`` typical save durations after a save starts (past 1,
+    some land just after the save: those count as tried, not landed). Tries up to twice as many
+    kills as asked for (and at least 3 more) until ``kills`` of them landed inside a save.
     """
     rng = np.random.default_rng(seed)
     save_s = _save_seconds(reference)
@@ -254,12 +262,14 @@ def kill_drill(
     )
     worst, failure, attempts = 0.0, "", 0
     truncated: Path | None = None
-    while f["kills_landed_in_save"] < kills and attempts < 2 * kills:
+    while f["kills_landed_in_save"] < kills and attempts < max(2 * kills, kills + 3):
         attempts += 1
         # The 1st, 2nd or 3rd save of this process; not the 1st after a truncation, whose save
-        # replaces the damaged file: the figures below are about what the kill leaves.
+        # replaces the damaged file (the figures below are about what the kill leaves); later
+        # while the run has fewer than 2 checkpoints (a kill should find one to keep).
         target = int(rng.integers(1 if truncated is None else 2, 4))
-        child = fit(args, kill_at_save=target, kill_delay=float(rng.uniform(0, 1.25 * save_s)))
+        target += max(0, 2 - len(ckpt.list_checkpoints(folder)))
+        child = fit(args, kill_at_save=target, kill_delay=float(rng.uniform(0, window * save_s)))
         if truncated is not None:  # this process resumed past a truncated newest checkpoint
             f["fallbacks_with_warning"] += _fell_back(child, truncated)
             truncated = None
@@ -288,24 +298,27 @@ def kill_drill(
             f["previous_checkpoint_loads"] += state is not None and state["step"] >= saving - 1
             f["kills_survived"] += good
         f["kills_not_survived"] += not good
-        if truncate_every and f["kills_tried"] % truncate_every == 0 and state is not None:
+        # Only where there is an older checkpoint to fall back to (else: a clear error, exit 2).
+        due = truncate_every and f["kills_tried"] % truncate_every == 0
+        if due and len(ckpt.list_checkpoints(folder)) >= 2:
             truncated = _truncate_newest(folder, rng)
             f["truncations"] += 1
     final = fit(args)
+    failure = failure or (final.stderr[-1000:] if final.returncode != 0 else "")
     if truncated is not None:
         f["fallbacks_with_warning"] += _fell_back(final, truncated)
-    resumed = ckpt.latest_checkpoint(folder)
+    resumed = ckpt.latest_checkpoint(folder) if final.returncode == 0 else None
     whole = _reference_state(work / "reference", max_steps(kills))
-    assert resumed is not None
+    final_diff = max_abs_diff(resumed, whole, MODEL_STATE) if resumed else float("inf")
     return {
         "kills": kills,
         **f,
         "final_exit_code": final.returncode,
-        "final_step": resumed["step"],
+        "final_step": resumed["step"] if resumed else None,
         "max_steps": max_steps(kills),
-        "resumed_vs_uninterrupted_max_abs_weight_diff": max_abs_diff(resumed, whole, MODEL_STATE),
-        "resumed_vs_uninterrupted_full_state_identical": max_abs_diff(resumed, whole, RUN_STATE)
-        == 0,
+        "resumed_vs_uninterrupted_max_abs_weight_diff": final_diff,
+        "resumed_vs_uninterrupted_full_state_identical": resumed is not None
+        and max_abs_diff(resumed, whole, RUN_STATE) == 0,
         "checkpoints_after_kills_max_abs_diff_vs_reference": worst,
         "unloadable_checkpoints_after_final_run": _unloadable(folder),
         "temps_left_after_final_run": len(temp_files(folder)),
@@ -494,11 +507,17 @@ def run(
 ) -> dict[str, Any]:
     """Drills 9 and 10 on one tiny run set-up; returns ``{"kill": ..., "nan": ...}`` figures."""
     data = make_textures(work / "data", seed=seed)
-    steps = max_steps(kills)
-    reference = fit(overrides(work / "reference", data, steps, "run.keep_last=1000000"))
-    if reference.returncode != 0:
-        raise RuntimeError(f"uninterrupted training run failed: {reference.stderr[-2000:]}")
+    reference = reference_run(work, data, kills)
     return {
         "kill": kill_drill(work, data, reference, kills, truncate_every, seed),
-        "nan": nan_drill(work, data, nan_steps, max_bad, steps, seed),
+        "nan": nan_drill(work, data, nan_steps, max_bad, max_steps(kills), seed),
     }
+
+
+def reference_run(work: Path, data: Path, kills: int) -> Child:
+    """The uninterrupted run, keeping every checkpoint, in ``work/reference``."""
+    args = overrides(work / "reference", data, max_steps(kills), "run.keep_last=1000000")
+    reference = fit(args)
+    if reference.returncode != 0:
+        raise RuntimeError(f"uninterrupted training run failed: {reference.stderr[-2000:]}")
+    return reference
