@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.faults import drill_training
+from benchmarks.faults import drill_training, train_runs
 
 
 def test_a_run_killed_mid_save_and_truncated_resumes_bit_identical(tmp_path: Path) -> None:
-    data = drill_training.make_textures(tmp_path / "data", count=3)
-    reference = drill_training.reference_run(tmp_path, data, kills=1)
+    data = train_runs.make_textures(tmp_path / "data", count=3)
+    reference = train_runs.reference_run(tmp_path, data, kills=1)
     f = drill_training.kill_drill(
         tmp_path, data, reference, kills=1, truncate_every=1, seed=1, window=0.5
     )
