@@ -1,7 +1,9 @@
 """Reliability drills for issue 7, in one command: hostile files, killed batches, full disks,
-awkward trees, out-of-memory, a 16k texture. Prints the figures and writes them as JSON.
+awkward trees, out-of-memory, a 16k texture, training runs killed mid-save or fed NaN losses.
+Prints the figures and writes them as JSON.
 
-    python benchmarks/drills.py            # full size: 1,200-file corpus, 50 kills, 16384^2
+    python benchmarks/drills.py            # full size: 1,200-file corpus, 50 kills, 16384^2,
+                                           # 50 kills of a training run mid-save
     python benchmarks/drills.py --quick    # CI size (a few minutes on 2 cores)
     python benchmarks/drills.py --only kill,disk --json figures.json
 
@@ -32,6 +34,7 @@ from benchmarks.faults import (  # noqa: E402
     drill_kill,
     drill_models,
     drill_oom,
+    drill_training,
     drill_tree,
 )
 from benchmarks.faults.models import tiny_compact  # noqa: E402
@@ -46,6 +49,10 @@ class Sizes:
     oom_injections: int
     oom_images: int
     big_side: int
+    training_kills: int
+    training_truncate_every: int  # truncate the newest checkpoint after every n-th kill
+    training_nan_steps: int
+    training_max_bad: int  # K: non-finite steps in a row that stop a run
     big_tile: int = 512
     big_limit_gib: float = 16
 
@@ -58,6 +65,10 @@ QUICK = Sizes(
     oom_injections=12,
     oom_images=4,
     big_side=2048,
+    training_kills=4,
+    training_truncate_every=2,
+    training_nan_steps=12,
+    training_max_bad=3,
 )
 FULL = Sizes(
     corpus=1200,
@@ -67,20 +78,22 @@ FULL = Sizes(
     oom_injections=40,
     oom_images=20,
     big_side=16384,
+    training_kills=50,
+    training_truncate_every=5,
+    training_nan_steps=60,
+    training_max_bad=10,  # the default run.max_bad_steps
 )
 
 
 def training_drills(work: Path, sizes: Sizes) -> dict[str, Any]:
-    """Issue 7 items 9 and 10 -- TRAINING DRILLS GO HERE.
-
-    9. Kill during checkpoint save (50 times): the previous checkpoint always loads; resume from a
-       truncated newest checkpoint falls back with a warning; resumed runs are bit-identical on CPU.
-    10. NaN injected into a loss: step skipped and counted; K in a row stops the run cleanly.
-
-    The training pipeline (``training/``, ``upscale-train``) is built on another branch; when it
-    lands, implement these in ``benchmarks/faults/drill_training.py`` and call them here.
-    """
-    return {"status": "not run", "why": "training pipeline is on another branch (items 9, 10)"}
+    """Items 9 and 10: SIGKILLs during checkpoint saves, truncated checkpoints, NaN/Inf losses."""
+    return drill_training.run(
+        work,
+        kills=sizes.training_kills,
+        nan_steps=sizes.training_nan_steps,
+        max_bad=sizes.training_max_bad,
+        truncate_every=sizes.training_truncate_every,
+    )
 
 
 def _x(work: Path, scale: int = 2) -> Path:
@@ -175,6 +188,48 @@ def _oom_ok(f: dict[str, Any]) -> bool:
     )
 
 
+def _training_ok(f: dict[str, Any]) -> bool:
+    k, n = f["kill"], f["nan"]
+    kills = (
+        k["kills_landed_in_save"] == k["kills"]
+        and k["kills_survived"] == k["previous_checkpoint_loads"] == k["kills_landed_in_save"]
+        and k["kills_not_survived"] == k["unloadable_latest_checkpoints"] == 0
+        and k["fallback_needed_after_kill"] == k["runs_failed"] == 0
+        and k["fallbacks_with_warning"] == k["truncations"] > 0
+        and k["final_exit_code"] == 0
+        and k["final_step"] == k["max_steps"]
+        and k["resumed_vs_uninterrupted_max_abs_weight_diff"] == 0
+        and k["resumed_vs_uninterrupted_full_state_identical"]
+        and k["checkpoints_after_kills_max_abs_diff_vs_reference"] == 0
+        and k["unloadable_checkpoints_after_final_run"] == k["temps_left_after_final_run"] == 0
+    )
+    injected = n["nan_steps_injected"]
+    scattered = (
+        injected > 0
+        and n["nan_steps_skipped"] == injected
+        and n["nan_steps_counted_in_metrics"] == n["nan_steps_counted_in_checkpoint"] == injected
+        and n["steps_as_expected"]
+        and n["all_weights_finite_every_step"]
+        and n["scattered_run_exit_code"] == 0
+        and not n["scattered_run_traceback"]
+    )
+    healthy = n["streak_first_step"] - 1
+    streak = (
+        n["streak_exit_code"] == 3
+        and n["streak_says_why"]
+        and not n["streak_traceback"]
+        and n["streak_stopped_at_step"] == healthy + n["max_bad_steps"]
+        and n["streak_last_checkpoint_is_last_healthy_step"]
+        and n["streak_last_checkpoint_loads_without_fallback"]
+        and n["streak_last_checkpoint_max_abs_diff_vs_reference"] == 0
+        and n["streak_temps_left"] == 0
+        and n["rerun_exit_code"] == 0
+        and n["rerun_resumed_from_step"] == healthy
+        and n["rerun_vs_uninterrupted_max_abs_weight_diff"] == 0
+    )
+    return kills and scattered and streak
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "models": _models_ok,
     "corpus": _corpus_ok,
@@ -183,6 +238,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "disk": _disk_ok,
     "tree": lambda f: f["cases_ok"] + f["cases_skipped"] == f["cases_total"],
     "oom": _oom_ok,
+    "training": _training_ok,
 }
 
 
@@ -249,7 +305,31 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             f" baseline + {b['rss_above_baseline_per_input_byte']}x the decoded input,"
             f" {b['seconds']} s"
         )
+    if "training" in r:
+        out |= _training_headline(r["training"])
     return out
+
+
+def _training_headline(f: dict[str, Any]) -> dict[str, Any]:
+    k, n = f["kill"], f["nan"]
+    return {
+        "training kills during a save: survived / landed": f"{k['kills_survived']}"
+        f" / {k['kills_landed_in_save']} ({k['kills_tried']} tried, {k['killed_mid_write']}"
+        f" mid-write, {k['killed_after_rename']} after the rename)",
+        "unloadable latest checkpoints after kills": k["unloadable_latest_checkpoints"],
+        "truncated newest checkpoint: fallbacks with warning": f"{k['fallbacks_with_warning']}"
+        f" / {k['truncations']}",
+        "resumed vs uninterrupted max abs weight diff": k[
+            "resumed_vs_uninterrupted_max_abs_weight_diff"
+        ],
+        "NaN/Inf loss steps injected / skipped / counted": f"{n['nan_steps_injected']}"
+        f" / {n['nan_steps_skipped']} / {n['nan_steps_counted_in_checkpoint']}",
+        f"{n['max_bad_steps']} non-finite steps in a row": f"exit {n['streak_exit_code']} at step"
+        f" {n['streak_stopped_at_step']}, last good checkpoint step"
+        f" {n['streak_last_checkpoint_step']} loads (max abs diff vs reference"
+        f" {n['streak_last_checkpoint_max_abs_diff_vs_reference']}), rerun exit"
+        f" {n['rerun_exit_code']}",
+    }
 
 
 def main() -> int:

@@ -195,8 +195,65 @@ def test_nan_steps_in_a_row_stop_the_run_with_its_last_good_checkpoint(
     assert "3 non-finite steps in a row" in result.output
     folder = tmp_path / "runs" / "compact-x4-psnr" / "checkpoints"
     assert [s for s, _ in ckpt.list_checkpoints(folder)] == [2]
+    assert f"checkpoint {folder / 'step-000000002.pt'}" in result.output  # where to resume
     state = ckpt.latest_checkpoint(folder)
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
+
+
+def test_a_run_diverging_before_its_first_checkpoint_does_not_claim_one(
+    tmp_path: Path, folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inject_nan(monkeypatch, None, from_call=1)
+    result = _fit("compact-x4-psnr", tmp_path, folders, "run.max_steps=20", "run.max_bad_steps=2")
+    assert result.exit_code == 3
+    assert "2 non-finite steps in a row at step 2; no checkpoint had been written yet" in (
+        result.output
+    )
+    assert "intact" not in result.output
+    assert ckpt.list_checkpoints(tmp_path / "runs" / "compact-x4-psnr" / "checkpoints") == []
+
+
+def test_a_skipped_step_changes_nothing_it_must_not(
+    tmp_path: Path, folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inf in G's loss: G, its EMA and D all unchanged. NaN in D's loss only: G and EMA step,
+    D does not. Both count as skipped; a clean step resets the run of bad ones."""
+    trainer = Trainer(_config("compact-x4-gan", tmp_path, folders), log=lambda _m: None)
+    poison: dict[str, float] = {}
+    for name in ("pixel_loss", "discriminator_loss"):
+        real = getattr(trainer_module, name)
+
+        def poisoned(*args: object, _real=real, _name=name) -> torch.Tensor:  # noqa: ANN001
+            return _real(*args) * poison.get(_name, 1.0)
+
+        monkeypatch.setattr(trainer_module, name, poisoned)
+
+    def weights() -> dict[str, list[torch.Tensor]]:
+        parts = {"g": trainer.g, "ema": trainer.ema.module, "d": trainer.d}
+        return {k: [p.detach().clone() for p in m.parameters()] for k, m in parts.items()}
+
+    def changed(before: dict[str, list[torch.Tensor]]) -> dict[str, bool]:
+        after = weights()
+        return {
+            k: any(not torch.equal(a, b) for a, b in zip(before[k], after[k], strict=True))
+            for k in before
+        }
+
+    loader = iter(build_loader(trainer.config, trainer.dist, 0, print))
+    expected = [
+        ({"pixel_loss": math.inf}, {"g": False, "ema": False, "d": False}, 1),
+        ({"discriminator_loss": math.nan}, {"g": True, "ema": True, "d": False}, 2),
+        ({}, {"g": True, "ema": True, "d": True}, 0),
+    ]
+    for faults, change, in_row in expected:
+        poison.clear()
+        poison.update(faults)
+        before = weights()
+        stats = trainer.train_step(next(loader))
+        assert changed(before) == change, faults
+        assert trainer.bad_in_row == in_row
+    assert trainer.bad_total == stats["skipped_total"] == 2
+    assert all(torch.isfinite(p).all() for ps in weights().values() for p in ps)
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(

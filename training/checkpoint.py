@@ -64,7 +64,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: refused, it holds more than tensors and values ({exc})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        # The first sentence: torch's zip reader goes on about "an internal miniz error".
+        reason = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else ""
+        reason = reason or type(exc).__name__
         raise CheckpointError(f"{path}: unreadable, probably truncated ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a training checkpoint of this project")

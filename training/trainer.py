@@ -23,10 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import ddp
-from .checkpoint import (
-    checkpoint_dir,
-    save_checkpoint,
-)
+from .checkpoint import checkpoint_dir, save_checkpoint
 from .config import Config, to_dict
 from .data import build_loader, check_paths
 from .discriminator import build_discriminator
@@ -123,8 +120,11 @@ class Trainer:
                 weight_decay=config.optim.weight_decay,
             )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        # The newest good checkpoint: the one resumed from, then each one this run saves.
+        self.checkpoint: str | None = None
         if resumed is not None:
             restore(self, resumed)
+            self.checkpoint = resumed["path"]
         # DDP wrappers sync gradients; the G step calls the bare D (no gradients of its own).
         self.g_train: nn.Module = self.g
         self.d_train: nn.Module | None = self.d
@@ -152,6 +152,7 @@ class Trainer:
         if self.dist.main:
             folder = checkpoint_dir(self.config.run_dir)
             path = str(save_checkpoint(folder, self.step, capture(self), self.config.run.keep_last))
+            self.checkpoint = path
         ddp.barrier(self.dist)
         return path
 
@@ -339,10 +340,14 @@ class Trainer:
                 progress.data_wait += time.perf_counter() - waited
                 stats = self.train_step(batch)
                 if self.bad_in_row >= run.max_bad_steps:
-                    status = "diverged"
+                    status, last_path = "diverged", self.checkpoint
                     message = (
                         f"stopped: {self.bad_in_row} non-finite steps in a row at step {self.step};"
-                        " the last good checkpoint is intact"
+                        + (
+                            " the last good checkpoint is intact"
+                            if last_path
+                            else " no checkpoint had been written yet"
+                        )
                     )
                     break
                 progress.update(
