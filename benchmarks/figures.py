@@ -11,6 +11,8 @@ Writes into ``samples/`` (Red Eclipse textures, CC-BY-SA: see samples/LICENSE.md
   the model with alpha as a plain channel (no bleeding, no re-threshold), ours.
 * ``maps_seamless.png``: a tileable texture upscaled, then tiled 2x2 around the joint: without
   wrap padding, and ours.
+* ``before_after.png``: crops of the bundled samples (real 128 px game textures): the input
+  (nearest), bicubic, then ``--compare`` models (default: texture-x4-fidelity) and ``--model``.
 """
 
 from __future__ import annotations
@@ -142,14 +144,38 @@ def figure_seamless(upscaler: Upscaler, path: Path, size: int) -> Image.Image:
     )
 
 
+def figure_before_after(
+    upscalers: list[Upscaler], paths: list[Path], box: tuple[int, int, int]
+) -> Image.Image:
+    """One row per sample: crop ``(top, left, size)`` of the input, upscaled by each model."""
+    top, left, size = box
+    rows = []
+    for path in paths:
+        image = read_image(path)
+        s = upscalers[0].scale
+        crop = image.pixels[top : top + size, left : left + size, :3]
+        bicubic = Image.fromarray(crop).resize((size * s, size * s), Image.Resampling.BICUBIC)
+        row = [(f"{path.stem}: input", _nearest(crop, s)), ("bicubic", np.asarray(bicubic))]
+        for upscaler in upscalers:
+            out = _run(upscaler, image, path.name)
+            panel = out[top * s : (top + size) * s, left * s : (left + size) * s, :3]
+            row.append((upscaler.info.name, panel))
+        rows.append(row)
+    return _sheet(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="shipped model name or model file")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/textures/val")
     parser.add_argument("--out", type=Path, default=ROOT / "samples")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--compare", default="texture-x4-fidelity", help="comma-separated models shown before"
+    )
     args = parser.parse_args()
     upscaler = load_model(args.model, device=args.device)
+    others = [load_model(m, device=args.device) for m in args.compare.split(",") if m]
     figures = {
         "maps_normal.png": figure_normal(upscaler, args.data / "normal/red_jojo_grass01_n.png", 48),
         "maps_cutout.png": figure_cutout(
@@ -157,6 +183,11 @@ def main() -> None:
         ),
         "maps_seamless.png": figure_seamless(
             upscaler, args.data / "color/red_jojo_redrock01.png", 64
+        ),
+        "before_after.png": figure_before_after(
+            [*others, upscaler],
+            [ROOT / "samples" / f"{name}.png" for name in ("redrock01", "wood_planks1", "duct")],
+            (40, 40, 48),
         ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
