@@ -25,6 +25,7 @@ from upscaler import load_model
 from upscaler.cli import main as upscale_main
 
 ROOT = Path(__file__).parents[1]
+SAMPLES = ROOT / "samples"
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +210,16 @@ def test_compact_init_keeps_the_signal_through_every_layer() -> None:
             out = layer(out)
     # the last hidden features still carry the input (PyTorch's default init leaves ~1%)
     assert 0.2 < float(out.std()) / float(x.std()) < 5
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_interp_init_starts_as_a_bicubic_upscaler(scale: int) -> None:
+    model, _ = build(ModelConfig(num_features=16, num_blocks=3, scale=scale, interp_init=True), 0)
+    texture = Image.open(SAMPLES / "redrock01.png").convert("RGB").crop((0, 0, 32, 32))
+    x = torch.from_numpy(np.asarray(texture).copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ours = model(x)[0].permute(1, 2, 0).numpy() * 255
+    pil = np.asarray(texture.resize((32 * scale, 32 * scale), Image.Resampling.BICUBIC))
+    inner = np.abs(ours - pil)[2 * scale : -2 * scale, 2 * scale : -2 * scale]
+    assert inner.mean() < 1.0  # Keys cubic minus its far fourth tap: within 1/255 on average
+    assert inner.max() < 8

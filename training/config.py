@@ -78,6 +78,7 @@ class ModelConfig:
     growth_channels: int | None = None  # rrdb only
     activation: str | None = None  # compact only
     icnr: bool = True  # ICNR init of the pixel-shuffle conv (compact): no checkerboard at step 0
+    interp_init: bool = False  # compact: start as a bicubic-like upscaler, learn the residual
     init_from: str = ""  # checkpoint, run folder or .safetensors to start from (the PSNR stage)
 
     def arch_config(self) -> dict[str, Any]:

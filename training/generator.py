@@ -26,6 +26,8 @@ def build(model: ModelConfig, seed: int) -> tuple[nn.Module, object]:
             kaiming_chain_(module)
         if model.icnr:
             apply_icnr(module)
+        if model.interp_init:
+            interp_init_(module, arch_config.scale)  # type: ignore[attr-defined]
     return module, arch_config
 
 
@@ -43,6 +45,59 @@ def kaiming_chain_(module: nn.Module, slope: float = 0.25) -> None:
             nn.init.kaiming_normal_(child.weight, a=slope, nonlinearity="leaky_relu")
             if child.bias is not None:
                 nn.init.zeros_(child.bias)
+
+
+def _cubic_taps(scale: int) -> torch.Tensor:
+    """``(scale, 3)``: weights of the LR texels at -1, 0, +1 for each of the ``scale`` output
+    positions inside one LR texel (Keys cubic, a = -0.5; the far fourth tap, at most 5% of the
+    weight at x4, is dropped and the rest renormalised)."""
+
+    def keys(x: torch.Tensor) -> torch.Tensor:
+        x = x.abs()
+        near = 1.5 * x**3 - 2.5 * x**2 + 1
+        far = -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2
+        return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+    offsets = (torch.arange(scale, dtype=torch.float64) + 0.5) / scale - 0.5
+    taps = keys(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)[None] - offsets[:, None])
+    return taps / taps.sum(dim=1, keepdim=True)
+
+
+def interp_init_(module: nn.Module, scale: int) -> None:
+    """Start a compact generator as a (3-tap) bicubic upscaler; the network learns the residual.
+
+    The model adds its output to a nearest-neighbour upsample of the input, so from a usual init
+    it must first learn interpolation itself, which takes thousands of steps (the global
+    residual over an interpolated image is VDSR's remedy, Kim et al. 2016). Here the first
+    ``in_channels`` features of every layer carry the input unchanged (identity kernels; the
+    input is non-negative, so PReLU passes it), the last conv turns them into bicubic minus
+    nearest, and its weights from the other features start at zero: at step 0 the output is the
+    bicubic upscale, and the layout stays SRVGGNetCompact's.
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    first, last = convs[0], convs[-1]
+    c = first.in_channels
+    if last.out_channels != c * scale * scale or any(m.out_channels < c for m in convs[:-1]):
+        raise ValueError(f"interp_init needs a compact model with {c} carried channels")
+    taps = _cubic_taps(scale).float()
+    with torch.no_grad():
+        for conv in convs[:-1]:
+            conv.weight[:c] = 0
+            conv.bias[:c] = 0  # type: ignore[index]
+            for k in range(c):
+                conv.weight[k, k, 1, 1] = 1
+        last.weight.zero_()
+        last.bias.zero_()  # type: ignore[union-attr]
+        for k in range(c):
+            for ay in range(scale):
+                for ax in range(scale):
+                    kernel = taps[ay][:, None] * taps[ax][None, :]
+                    kernel[1, 1] -= 1  # the model adds the nearest-neighbour upsample itself
+                    last.weight[k * scale * scale + ay * scale + ax, k] = kernel
+    for m in module.modules():  # identity through the carried channels needs slope-1 PReLUs
+        if isinstance(m, nn.PReLU) and m.num_parameters >= c:
+            with torch.no_grad():
+                m.weight[:c] = 1
 
 
 def icnr_(conv: nn.Conv2d, scale: int) -> None:
