@@ -198,6 +198,75 @@ def markdown(reports: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# How each shipped model was made, as recorded while training it (wall time from metrics.jsonl).
+TRAINED = {
+    "texture-x4-fidelity": "texture-x4-psnr-cpu.toml`: {steps} steps, batch 16 of 128 px crops",
+    "texture-x2-fidelity": "texture-x2-psnr-cpu.toml` (from the x4 fidelity trunk): {steps} "
+    "steps, batch 16 of 64 px crops",
+    "texture-x4": "texture-x4-gan-cpu.toml` (from texture-x4-fidelity): {steps} steps, "
+    "batch 16 of 128 px crops",
+    "texture-x2": "texture-x2-gan-cpu.toml` (from texture-x2-fidelity): {steps} steps, "
+    "batch 16 of 64 px crops",
+}
+HARDWARE = "a 2-core CPU (no GPU was available), bf16 autocast"
+
+
+def card(report: dict[str, object], wall: dict[str, str]) -> str:
+    """A model card for a shipped model: what it is, how it was trained, what it scores."""
+    from safetensors import safe_open
+
+    from upscaler.zoo import SHIPPED
+
+    name = str(report["model"])
+    shipped = SHIPPED[name]
+    with safe_open(str(shipped.path), "pt") as f:
+        meta = f.metadata() or {}
+        dtype = str(f.get_slice(next(iter(f.keys()))).get_dtype())
+    config = json.loads(meta.get("upscaler.config", "{}"))
+    training = json.loads(meta.get("upscaler.training", "{}"))
+    degrade = training.get("degrade", {})
+    loss = {k: v for k, v in training.get("loss", {}).items() if v and k.endswith("weight")}
+    gan = bool(loss.get("gan_weight"))
+    if not (gan and training["loss"].get("gan_type") == "wgan-gp"):
+        loss.pop("gp_weight", None)
+    names, weights = degrade.get("down_kernels", []), degrade.get("down_weights", [])
+    kernels = ", ".join(f"{k} {w:g}" for k, w in zip(names, weights, strict=True))
+    lines = [
+        f"# {name}",
+        "",
+        f"{shipped.summary}. Architecture: {report['arch']} (SRVGGNetCompact layout) "
+        f"x{config.get('scale')}, {config.get('num_features')} features, "
+        f"{config.get('num_blocks')} blocks, {int(report['params']):,} parameters, "  # type: ignore[call-overload]
+        f"stored as {dtype}.",
+        "",
+        "## Training",
+        "",
+        f"- Recipe: `training/configs/{TRAINED[name].format(steps=training.get('steps'))}; "
+        f"the {training.get('weights', 'ema')} weights are shipped.",
+        f"- Hardware: {HARDWARE}; wall time {wall.get(name, 'not recorded')}.",
+        "- Data: `../shared/data/textures/train` (real game textures, see its licences), "
+        "prepared with `upscale-train prepare` and packed as 192 px crops.",
+        "- Losses: "
+        + ", ".join(f"{k.removesuffix('_weight')} {v:g}" for k, v in loss.items())
+        + (
+            f" ({training['loss']['gan_type']} GAN, PatchGAN discriminator). No pretrained "
+            "network (no ImageNet weights could be downloaded here): feature matching on the "
+            "discriminator is the perceptual term."
+            if gan
+            else ": pixel loss only."
+        ),
+        f"- Degradations (low-res made on the fly): shrink kernels {kernels}; "
+        f"blur p={degrade.get('blur_prob')}, JPEG p={degrade.get('jpeg_prob')} "
+        f"(q {degrade.get('jpeg_quality')}), BC1/BC3 round trip p={degrade.get('bc_prob')}, "
+        f"palette p={degrade.get('palette_prob')}; no camera noise.",
+        "",
+        f"## Measured (`python benchmarks/quality.py`, {report['images']} val colour textures)",
+        "",
+        markdown([report]),
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
@@ -206,6 +275,12 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=512, help="centre crop (speed)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quality.json")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument(
+        "--cards",
+        type=Path,
+        default=None,
+        help="write upscaler/weights/<model>.md cards from this JSON of wall times per model",
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     images = load_val(args.val, args.limit, args.max_side)
@@ -223,6 +298,13 @@ def main() -> None:
     )
     if args.markdown:
         args.markdown.write_text(markdown(reports))
+    if args.cards:
+        from upscaler.zoo import SHIPPED
+
+        wall = json.loads(args.cards.read_text())
+        for report in reports:
+            if report["model"] in SHIPPED:
+                SHIPPED[str(report["model"])].card.write_text(card(report, wall))
 
 
 if __name__ == "__main__":
