@@ -211,7 +211,7 @@ TRAINED = {
 HARDWARE = "a 2-core CPU (no GPU was available), bf16 autocast"
 
 
-def card(report: dict[str, object], wall: dict[str, str]) -> str:
+def card(report: dict[str, object], wall: dict[str, str], max_side: int) -> str:
     """A model card for a shipped model: what it is, how it was trained, what it scores."""
     from safetensors import safe_open
 
@@ -253,14 +253,17 @@ def card(report: dict[str, object], wall: dict[str, str]) -> str:
             "network (no ImageNet weights could be downloaded here): feature matching on the "
             "discriminator is the perceptual term."
             if gan
-            else ": pixel loss only."
+            else " (pixel loss only)."
         ),
         f"- Degradations (low-res made on the fly): shrink kernels {kernels}; "
         f"blur p={degrade.get('blur_prob')}, JPEG p={degrade.get('jpeg_prob')} "
         f"(q {degrade.get('jpeg_quality')}), BC1/BC3 round trip p={degrade.get('bc_prob')}, "
         f"palette p={degrade.get('palette_prob')}; no camera noise.",
         "",
-        f"## Measured (`python benchmarks/quality.py`, {report['images']} val colour textures)",
+        f"## Measured: `python benchmarks/quality.py --max-side {max_side}`",
+        "",
+        f"{report['images']} colour textures of `../shared/data/textures/val/color`, centre crops "
+        f"of at most {max_side} px; see the script's docstring for the protocol.",
         "",
         markdown([report]),
     ]
@@ -272,7 +275,7 @@ def main() -> None:
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--val", type=Path, default=VAL)
     parser.add_argument("--limit", type=int, default=1000, help="at most this many textures")
-    parser.add_argument("--max-side", type=int, default=512, help="centre crop (speed)")
+    parser.add_argument("--max-side", type=int, default=256, help="centre crop (speed)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quality.json")
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument(
@@ -304,7 +307,7 @@ def main() -> None:
         wall = json.loads(args.cards.read_text())
         for report in reports:
             if report["model"] in SHIPPED:
-                SHIPPED[str(report["model"])].card.write_text(card(report, wall))
+                SHIPPED[str(report["model"])].card.write_text(card(report, wall, args.max_side))
 
 
 if __name__ == "__main__":
