@@ -163,8 +163,9 @@ class Upscaler:
         # margin >= receptive field, and the rest of the overlap is cross-faded.
         margin = max(min(rf, overlap), overlap - min(MAX_BLEND, tile // 4))
         rows = plan_tiles(hp, wp, tile, overlap, m)
-        most = source.items * max(len(row) for row in rows)
-        self._max_items = budget_.items_per_pass(tile, shape, costs, self.budget, most)
+        # At most one tile's items per pass, as before: convolutions on one item and on several
+        # round differently, so larger passes would change output bits for little gain on CPU.
+        self._max_items = budget_.items_per_pass(tile, shape, costs, self.budget, source.items)
 
         merger = BandMerger(source.items, info.out_channels, wp * s, s, self.device)
         row_bytes = source.items * info.out_channels * wp * s * 4
