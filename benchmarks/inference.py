@@ -12,7 +12,10 @@ fresh subprocess (so peak RSS is its own) and reports output megapixels per seco
 - ``peer``: Real-ESRGAN's ``inference_realesrgan.py`` loop (cv2.imread -> RealESRGANer.enhance ->
   cv2.imwrite PNG) with the same weights, its own tiling settings (tile 0, or 512 for case c).
 The peer needs the optional ``bench`` extra (``pip install -e ".[bench]"``).
-Results: a printed table, ratios ours/peer, and JSON (``--out``).
+Roofline: each model's FLOPs per output pixel, counted from its convolutions (2 x MACs), and the
+model-only rate in GFLOP/s against a big ``torch.matmul`` measured in the same run (bf16 on CUDA,
+the run's precision on CPU).
+Results: a printed table, ratios ours/peer, the roofline lines, and JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -203,6 +206,71 @@ def run_worker(kind: str, **kwargs: object) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# -- roofline -------------------------------------------------------------------------------------
+
+
+def flops_per_output_pixel(weights: Path) -> float:
+    """2 x the multiply-adds of every convolution, per output pixel, on a probe input."""
+    import torch
+    from torch import nn
+
+    from upscaler.loader import read_model
+
+    module, info = read_model(str(weights))
+    macs = 0
+
+    def count(conv: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+        nonlocal macs
+        assert isinstance(conv, nn.Conv2d)
+        kh, kw = conv.kernel_size
+        macs += out.numel() * (conv.in_channels // conv.groups) * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, nn.Conv2d)]
+    side = max(32, info.min_size, info.size_multiple)
+    with torch.inference_mode():
+        out = module(torch.zeros(1, info.in_channels, side, side))
+    for hook in hooks:
+        hook.remove()
+    return 2 * macs / (out.shape[2] * out.shape[3])
+
+
+def matmul_peak(device: str, precision: str, side: int) -> float:
+    """GFLOP/s of repeated ``side`` x ``side`` matmuls (run for at least a second)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a, b = (torch.randn(side, side, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 1.0 or reps < 3:
+        a @ b
+        reps += 1
+    sync()
+    return 2 * side**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def roofline(rows: list[dict[str, object]], flops: dict[str, float], device: str) -> list[dict]:
+    """Model-only rate of each row against the matmul peak of its precision."""
+    peaks: dict[str, float] = {}
+    lines = []
+    for r in rows:
+        if r["impl"] != "ours-model" or "mp_per_s" not in r:
+            continue
+        precision = "bf16" if device.startswith("cuda") else str(r["precision"])
+        if precision not in peaks:
+            peaks[precision] = matmul_peak(device, precision, 8192 if "cuda" in device else 2048)
+        achieved = float(r["mp_per_s"]) * 1e6 * flops[str(r["model"])] / 1e9
+        lines.append({
+            "model": r["model"], "case": r["case"], "precision": r["precision"],
+            "mflop_per_output_px": flops[str(r["model"])] / 1e6, "gflop_per_s": achieved,
+            "matmul_peak_gflop_per_s": peaks[precision], "peak_precision": precision,
+            "fraction_of_peak": achieved / peaks[precision],
+        })  # fmt: skip
+    return lines
+
+
 # -- driver ---------------------------------------------------------------------------------------
 
 
@@ -290,10 +358,12 @@ def main() -> None:
         precisions = ["bf16", "fp16"]
     sizes = QUICK if args.quick else CASES
     rows: list[dict[str, object]] = []
+    flops: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         for model in args.models.split(","):
             weights = make_weights(work, model)
+            flops[model] = flops_per_output_pixel(weights[0])
             for case in args.cases.split(","):
                 count, size = sizes[case]
                 if model == "rrdb" and args.device == "cpu":
@@ -301,12 +371,14 @@ def main() -> None:
                         continue  # about an hour on 2 cores; run it on a GPU
                     count = min(count, 2)  # ~20 s per 256² image on 2 cores
                 rows += measure_case(work, model, weights, case, count, size, precisions, args)
+    lines = roofline(rows, flops, args.device)
     report = {
         "device": args.device,
         "cpu_bf16": cpu_has_bf16(),
         "cpus": os.cpu_count(),
         "quick": args.quick,
         "rows": rows,
+        "roofline": lines,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
@@ -323,6 +395,13 @@ def main() -> None:
             f"{head}{r['images']:>4}"
             f"{r['size']:>6}{r['mp_per_s']:>8.2f}{r['seconds']:>8.1f}{r['peak_rss_mb']:>8.0f}"
             f"{r.get('ratio_vs_peer', 0):>8.2f}{r.get('max_diff_vs_peer', ''):>8}"
+        )
+    for line in lines:
+        print(
+            f"roofline {line['model']} case {line['case']} {line['precision']}: "
+            f"{line['mflop_per_output_px']:.3f} MFLOP/output px, {line['gflop_per_s']:.1f} GFLOP/s "
+            f"= {line['fraction_of_peak']:.0%} of a {line['peak_precision']} matmul "
+            f"({line['matmul_peak_gflop_per_s']:.0f} GFLOP/s)"
         )
 
 

@@ -6,6 +6,7 @@ output unwritable, disk full).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -49,6 +50,28 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if not 1 <= k <= n:
         raise click.BadParameter(f"shard {value}: K must be between 1 and N")
     return k - 1, n
+
+
+class MemorySize(click.ParamType):
+    """A byte count: ``4G``, ``512M``, ``1.5GiB`` (binary units; a bare number is bytes)."""
+
+    name = "size"
+    UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in "KMGT" and text else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size; use e.g. 4G, 512M or 1.5G", param, ctx)
+        if not math.isfinite(number) or number * (1 << self.UNITS[unit]) < 1 << 20:
+            self.fail(f"{value!r} is not a usable size; give at least 1M", param, ctx)
+        return int(number * (1 << self.UNITS[unit]))
 
 
 def _device(value: str) -> str:
@@ -115,6 +138,13 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     type=click.IntRange(16, 16384),
     default=None,
     help="Tile size in input pixels (default: from available memory).",
+)
+@click.option(
+    "--max-memory",
+    type=MemorySize(),
+    default=None,
+    help="Memory the upscaling may use on its device, e.g. 4G or 512M; sets the tile size "
+    "and batch (default: a quarter of RAM up to 4G on CPU, half of the GPU's memory).",
 )
 @click.option(
     "--seamless",
@@ -212,6 +242,7 @@ def main(
     output_scale: float | None,
     fmt: str | None,
     tile: int | None,
+    max_memory: int | None,
     seamless: str,
     map_kind: str,
     alpha_mode: str,
@@ -268,7 +299,7 @@ def main(
 
     try:
         name = model_name or zoo.default_model(scale or 4)
-        upscaler = _load(name, device, precision)
+        upscaler = _load(name, device, precision, max_memory)
     except (ModelFileError, ValueError, RuntimeError) as exc:
         _fatal(f"model refused: {exc}")
         return
@@ -289,14 +320,18 @@ def main(
     sys.exit(code)
 
 
-def _load(name: str, device: str, precision: str) -> Upscaler:
+def _load(name: str, device: str, precision: str, max_memory: int | None) -> Upscaler:
     from .loader import pick_device, pick_dtype, read_model
     from .pipeline import Upscaler
 
     module, info = read_model(name)
     torch_device = pick_device(_device(device))
     return Upscaler(
-        module, info, device=torch_device, dtype=pick_dtype(precision, torch_device, info)
+        module,
+        info,
+        device=torch_device,
+        dtype=pick_dtype(precision, torch_device, info),
+        max_memory=max_memory,
     )
 
 

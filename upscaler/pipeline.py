@@ -9,21 +9,23 @@ full-size float output need not exist at once (``upscale_bands``).
 
 from __future__ import annotations
 
-import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .seamless import wrap_pad
+from . import budget as budget_
+from .budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
+from .seamless import wrap_index
 from .tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
 
-MIN_TILE = 32
+__all__ = ["ModelInfo", "NotEnoughMemoryError", "Upscaler", "is_out_of_memory", "memory_budget"]
+
 DEFAULT_BLEND = 4  # input pixels of cross-fade beyond the receptive field at tile seams
 MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest core
 MAX_OVERLAP = 32  # deep models (RRDB) have huge theoretical fields; blend instead of exact tiles
-CPU_BUDGET_CAP = 4 << 30
 
 
 class NotEnoughMemoryError(RuntimeError):
@@ -48,28 +50,6 @@ class ModelInfo:
     num_params: int = 0
     source: str = ""
     metadata: tuple[tuple[str, str], ...] = ()
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "DefaultCPUAllocator" in text
-    )
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes of activations the tiler plans for. Derived from total (not free) memory, so that the
-    tile grid, and with it every output bit, is the same from run to run on one machine."""
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        return int(total * 0.5)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(min(total // 4, CPU_BUDGET_CAP))
 
 
 @dataclass(frozen=True)
@@ -108,8 +88,13 @@ class Upscaler:
         self.module = module.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
         # Channels-last convolutions run ~1.4x faster with oneDNN on CPU and on tensor cores.
         self.module = self.module.to(memory_format=torch.channels_last)
-        # ``max_memory`` (bytes) caps what the tiler plans for; weights come on top.
+        # ``max_memory`` (bytes) caps everything the upscaling holds on the device, weights,
+        # tiles, activations and the merged band included (see ``budget``).
         self.budget = max_memory or memory_budget(self.device)
+        self.weight_bytes = sum(
+            t.numel() * t.element_size()
+            for t in (*self.module.parameters(), *self.module.buffers())
+        )
         self.tiles_run = 0  # for reports and tests
 
     @property
@@ -151,77 +136,70 @@ class Upscaler:
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(y, rows)``: finished output rows ``(B, C, n, W*s)`` starting at row ``y``.
 
-        Rows come in order, on the model's device, float32, clamped to ``[0, 1]``.
+        Rows come in order, on the model's device, float32, clamped to ``[0, 1]``; each chunk is
+        a new tensor the caller may keep. Chunks are of bounded size when the image takes more
+        than one row of tiles; otherwise the whole output comes as one.
         """
         b, c, h, w = _check_image(x)
-        info, s = self.info, self.scale
-        groups = _channel_groups(c, info.in_channels)
+        info, s, m = self.info, self.scale, self.info.size_multiple
         rf = info.receptive_field
         overlap = min(rf + DEFAULT_BLEND, MAX_OVERLAP) if overlap is None else overlap
-        overlap = -(-overlap // info.size_multiple) * info.size_multiple
+        overlap = -(-overlap // m) * m
         user_tile = tile is not None
 
         # Wrap padding covers the receptive field so the result tiles; size padding meets the
         # model's multiple and minimum. Both are cropped away from the output.
-        pad_y = -(-rf // info.size_multiple) * info.size_multiple if wrap[0] else 0
-        pad_x = -(-rf // info.size_multiple) * info.size_multiple if wrap[1] else 0
-        xm = self._to_model(x, groups)
-        xm = wrap_pad(xm, pad_y, pad_x)
-        xm, (hp, wp) = _pad_to(xm, info.size_multiple, info.min_size)
-        items = xm.shape[0]
-
+        pad_y = -(-rf // m) * m if wrap[0] else 0
+        pad_x = -(-rf // m) * m if wrap[1] else 0
+        groups = _channel_groups(c, info.in_channels)
+        source = _ModelInput(x, groups, info.in_channels, (pad_y, pad_x), m, info.min_size)
+        hp, wp = source.size
+        shape = Shape(hp, wp, source.items, overlap)
+        costs = self._costs()
         if tile is None:
-            tile = self._auto_tile(hp, wp, overlap)
-        tile = max(info.size_multiple, tile // info.size_multiple * info.size_multiple)
+            tile = budget_.auto_tile(shape, costs, self.budget)
+        tile = max(m, tile // m * m)
         # Pixels within ``margin`` of a tile's cut edge are discarded; past it they are exact when
         # margin >= receptive field, and the rest of the overlap is cross-faded.
         margin = max(min(rf, overlap), overlap - min(MAX_BLEND, tile // 4))
-        tile_pixels = min(hp, tile + 2 * overlap) * min(wp, tile + 2 * overlap)
-        self._max_items = max(
-            1, min(items, int(self.budget // (tile_pixels * self._bytes_per_pixel())))
-        )
+        rows = plan_tiles(hp, wp, tile, overlap, m)
+        # At most one tile's items per pass, as before: convolutions on one item and on several
+        # round differently, so larger passes would change output bits for little gain on CPU.
+        self._max_items = budget_.items_per_pass(tile, shape, costs, self.budget, source.items)
 
-        crop_y0, crop_x0 = pad_y * s, pad_x * s
-        out_h, out_w = h * s, w * s
-        merger = BandMerger(items, info.out_channels, wp * s, s, self.device)
-        rows = plan_tiles(hp, wp, tile, overlap, info.size_multiple)
-        emit = _Cropper(crop_y0, out_h, crop_x0, out_w, lambda t: self._from_model(t, groups, b, c))
+        merger = BandMerger(source.items, info.out_channels, wp * s, s, self.device)
+        row_bytes = source.items * info.out_channels * wp * s * 4
+        chunk = max(1, budget_.chunk_bytes(self.budget) // row_bytes)
+        if len(rows) == 1:
+            # One tile row: the band is the whole output and is already paid for; handing it on
+            # whole keeps resampling it (--native) the same to the bit as on a whole image.
+            chunk = hp * s
+        emit = _Cropper(
+            (pad_y * s, h * s, pad_x * s, w * s),
+            lambda t: self._from_model(t, groups, b, c),
+            chunk,
+        )
         for row in rows:
-            for y, band in merger.start_row(row[0].in_y0, row[0].in_y1):
-                yield from emit(y, band)
+            finished = merger.release(row[0].in_y0)
+            if finished is not None:
+                yield from emit(*finished)
+                del finished  # the band's rows are reused by ``reserve``
+            merger.reserve(row[0].in_y1)
             for shape_tiles in _by_shape(row):
-                self._run_tiles(xm, shape_tiles, merger, (hp, wp), overlap, margin, user_tile)
-        for y, band in merger.finish():
-            yield from emit(y, band)
+                self._run_tiles(source, shape_tiles, merger, overlap, margin, user_tile)
+        finished = merger.finish()
+        if finished is not None:
+            yield from emit(*finished)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _bytes_per_pixel(self) -> float:
-        """Planned bytes per input pixel of one item: activations plus the float output side."""
+    def _costs(self) -> Costs:
+        """Planned bytes per input pixel: one item in a forward pass (activations plus the float
+        output, kept up to three times), one item's merged band; weights and chunks."""
         activations = self.info.bytes_per_pixel * (1.0 if self.dtype == torch.float32 else 0.5)
-        return activations + 4 * self.info.out_channels * self.scale**2 * 3
-
-    def _auto_tile(self, h: int, w: int, overlap: int) -> int:
-        per_pixel = self._bytes_per_pixel()
-        if h * w * per_pixel <= self.budget:
-            return max(h, w)  # one item fits whole; items are then batched as memory allows
-        side = int((self.budget / per_pixel) ** 0.5) - 2 * overlap
-        side = side // 64 * 64 if side >= 128 else side  # regular sizes run faster
-        return max(MIN_TILE, side)
-
-    def _to_model(self, x: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
-        """``(B, C, H, W)`` image to ``(G*B, Cm, H, W)`` model items (dtype kept)."""
-        cm = self.info.in_channels
-        parts = []
-        for g in groups:
-            part = x[:, list(g.channels)]
-            if g.replicate:
-                part = part.expand(-1, cm, -1, -1)
-            elif part.shape[1] < cm:  # RGB into an RGBA model: opaque alpha
-                full = _max_value(x)
-                part = torch.cat((part, torch.full_like(part[:, :1], full)), dim=1)
-            parts.append(part)
-        return torch.cat(parts, dim=0)
+        out = 4 * self.info.out_channels * self.scale**2
+        chunks = budget_.CHUNK_PARTS * budget_.chunk_bytes(self.budget)
+        return Costs(activations + 3 * out, out, self.weight_bytes + chunks)
 
     def _from_model(self, y: torch.Tensor, groups: list[_Group], b: int, c: int) -> torch.Tensor:
         out = torch.empty(b, c, y.shape[2], y.shape[3], device=y.device)
@@ -235,105 +213,169 @@ class Upscaler:
 
     def _run_tiles(
         self,
-        xm: torch.Tensor,
+        source: _ModelInput,
         tiles: list[Tile],
         merger: BandMerger,
-        size: tuple[int, int],
         overlap: int,
         margin: int,
         user_tile: bool,
     ) -> None:
-        """Run same-shaped tiles in as few forward passes as memory allows; split on OOM."""
-        hp, wp = size
-        s = self.scale
-        try:
-            batch = torch.cat([_crop(xm, t) for t in tiles], dim=0)
-            result = self._forward(batch)
-        except _ItemOutOfMemoryError:
-            if len(tiles) > 1:
-                for t in tiles:
-                    self._run_tiles(xm, [t], merger, size, overlap, margin, user_tile)
-                return
-            t = tiles[0]
-            th, tw = t.y1 - t.y0, t.x1 - t.x0
-            if user_tile:
-                raise NotEnoughMemoryError(
-                    f"out of memory at the tile size you set ({th}x{tw} px); "
-                    "try a smaller --tile or leave it unset"
-                ) from None
-            subs = split_tile(t, hp, wp, overlap, self.info.size_multiple, MIN_TILE)
-            if len(subs) == 1:
-                raise NotEnoughMemoryError(
-                    f"out of memory even at {th}x{tw} px tiles (the smallest allowed)"
-                ) from None
-            for sub in subs:
-                self._run_tiles(xm, [sub], merger, size, overlap, margin, user_tile)
-            return
-        n = xm.shape[0]
-        for i, t in enumerate(tiles):
-            weights = tile_weights(t, hp, wp, overlap, margin, s, self.device)
-            merger.add(t, result[i * n : (i + 1) * n], weights)
-            self.tiles_run += 1
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Model on ``(N, Cm, h, w)`` in chunks of at most ``_max_items``; halves chunks on OOM."""
-        outputs = []
-        start = 0
-        while start < batch.shape[0]:
-            chunk = batch[start : start + self._max_items]
+        """Run same-shaped tiles, as many items per forward pass as memory allows, merging each
+        pass as it finishes. Out of memory halves the pass, then splits the tile."""
+        hp, wp = source.size
+        queue = deque((t, 0, source.items) for t in tiles)  # (tile, first item, end item)
+        while queue:
+            units, count = [], 0
+            while queue and count < self._max_items:
+                t, first, end = queue.popleft()
+                take = min(end - first, self._max_items - count)
+                units.append((t, first, first + take))
+                if first + take < end:
+                    queue.appendleft((t, first + take, end))
+                count += take
             try:
-                outputs.append(self._forward_chunk(chunk))
+                result = self._forward(torch.cat([source.crop(t, a, z) for t, a, z in units]))
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                if chunk.shape[0] == 1:
-                    raise _ItemOutOfMemoryError() from None
-                self._max_items = max(1, chunk.shape[0] // 2)
+                queue.extendleft(reversed(units))
+                if count > 1:
+                    self._max_items = max(1, count // 2)
+                    continue
+                t, first, end = queue.popleft()
+                for sub in reversed(self._split(t, hp, wp, overlap, user_tile)):
+                    queue.appendleft((sub, first, end))
                 continue
-            start += chunk.shape[0]
-        return torch.cat(outputs, dim=0)
+            offset = 0
+            with torch.inference_mode():
+                for t, first, end in units:
+                    weights = tile_weights(t, hp, wp, overlap, margin, self.scale, self.device)
+                    merger.add(t, result[offset : offset + end - first], weights, first)
+                    offset += end - first
+                    self.tiles_run += 1
+            del result
 
-    def _forward_chunk(self, chunk: torch.Tensor) -> torch.Tensor:
-        data = chunk.to(self.device, non_blocking=True)
+    def _split(self, t: Tile, hp: int, wp: int, overlap: int, user_tile: bool) -> list[Tile]:
+        th, tw = t.y1 - t.y0, t.x1 - t.x0
+        if user_tile:
+            raise NotEnoughMemoryError(
+                f"out of memory at the tile size you set ({th}x{tw} px); "
+                "try a smaller --tile or leave it unset"
+            ) from None
+        subs = split_tile(t, hp, wp, overlap, self.info.size_multiple, MIN_TILE)
+        if len(subs) == 1:
+            raise NotEnoughMemoryError(
+                f"out of memory even at {th}x{tw} px tiles (the smallest allowed)"
+            ) from None
+        return subs
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model on ``(N, Cm, h, w)`` model items: float32 ``(N, Cm, h*s, w*s)``."""
+        data = batch.to(self.device, non_blocking=True)
         if not data.is_floating_point():  # integers are scaled on the device: 4x less to copy
-            data = data.float().div_(_max_value(chunk))
+            data = data.float().div_(_max_value(batch))
         data = data.to(self.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self.module(data)
-        expected = (chunk.shape[2] * self.scale, chunk.shape[3] * self.scale)
+        expected = (batch.shape[2] * self.scale, batch.shape[3] * self.scale)
         if tuple(out.shape[2:]) != expected:
             raise RuntimeError(
-                f"model returned {tuple(out.shape[2:])} for input {tuple(chunk.shape[2:])}; "
+                f"model returned {tuple(out.shape[2:])} for input {tuple(batch.shape[2:])}; "
                 f"expected x{self.scale}"
             )
         return out.float()
 
 
-class _ItemOutOfMemoryError(Exception):
-    """A single item did not fit; the caller may split the tile."""
-
-
-class _Cropper:
-    """Crops released bands to the output window and converts them back to image channels."""
+class _ModelInput:
+    """The image as the model sees it, cut into tiles on demand: channel groups as batch items,
+    wrap padding, then size padding. The padded, model-layout copy of the whole image never
+    exists: each tile is gathered from the input directly."""
 
     def __init__(
         self,
-        y0: int,
-        height: int,
-        x0: int,
-        width: int,
-        convert: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        groups: list[_Group],
+        model_channels: int,
+        pad: tuple[int, int],
+        multiple: int,
+        minimum: int,
     ) -> None:
+        self.x, self.groups, self.model_channels = x, groups, model_channels
+        self.rows = _source_index(x.shape[2], pad[0], multiple, minimum, x.device)
+        self.cols = _source_index(x.shape[3], pad[1], multiple, minimum, x.device)
+        self.items = len(groups) * x.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return len(self.rows), len(self.cols)
+
+    def crop(self, t: Tile, first: int, end: int) -> torch.Tensor:
+        """Items ``first..end`` of tile ``t`` (its context included), in the input's dtype."""
+        part = _take(self.x, 2, self.rows[t.in_y0 : t.in_y1])
+        part = _take(part, 3, self.cols[t.in_x0 : t.in_x1])
+        b = self.x.shape[0]
+        pieces = []
+        for i, g in enumerate(self.groups):  # only the groups that hold the wanted items
+            lo, hi = max(first, i * b), min(end, (i + 1) * b)
+            if lo < hi:
+                pieces.append(self._to_model(part[lo - i * b : hi - i * b], g))
+        return torch.cat(pieces, dim=0)
+
+    def _to_model(self, part: torch.Tensor, g: _Group) -> torch.Tensor:
+        """Image channels of group ``g`` as ``(n, Cm, h, w)`` model input (dtype kept)."""
+        cm = self.model_channels
+        chosen = part[:, list(g.channels)]
+        if g.replicate:
+            return chosen.expand(-1, cm, -1, -1)
+        if chosen.shape[1] < cm:  # RGB into an RGBA model: opaque alpha
+            opaque = torch.full_like(chosen[:, :1], _max_value(part))
+            return torch.cat((chosen, opaque), dim=1)
+        return chosen
+
+
+def _source_index(
+    size: int, pad: int, multiple: int, minimum: int, device: torch.device
+) -> torch.Tensor:
+    """Source positions along one axis: wrap-padded by ``pad``, then replicate-padded at the end
+    to a multiple of ``multiple`` and at least ``minimum``."""
+    index = wrap_index(size, pad, device) if pad else torch.arange(size, device=device)
+    n = len(index)
+    target = max(-(-n // multiple) * multiple, -(-minimum // multiple) * multiple)
+    if target != n:
+        index = index[torch.arange(target, device=device).clamp_(max=n - 1)]
+    return index
+
+
+def _take(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``x`` at ``index`` along ``dim``: a view for a plain range, else a gathered copy."""
+    start = int(index[0])
+    if int(index[-1]) - start == len(index) - 1 and bool((index.diff() == 1).all()):
+        return x.narrow(dim, start, len(index))
+    return x.index_select(dim, index)
+
+
+class _Cropper:
+    """Crops released bands to the output window and converts them back to image channels, in
+    chunks of at most ``chunk`` rows (so conversion temporaries stay small)."""
+
+    def __init__(
+        self,
+        window: tuple[int, int, int, int],
+        convert: Callable[[torch.Tensor], torch.Tensor],
+        chunk: int,
+    ) -> None:
+        y0, height, x0, width = window
         self.y0, self.y1, self.x0, self.x1 = y0, y0 + height, x0, x0 + width
-        self.convert = convert
+        self.convert, self.chunk = convert, chunk
 
     def __call__(self, y: int, band: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         top, bottom = max(y, self.y0), min(y + band.shape[2], self.y1)
-        if bottom > top:
-            rows = band[:, :, top - y : bottom - y, self.x0 : self.x1]
-            yield top - self.y0, self.convert(rows)
+        for start in range(top, bottom, self.chunk):
+            stop = min(bottom, start + self.chunk)
+            rows = band[:, :, start - y : stop - y, self.x0 : self.x1]
+            yield start - self.y0, self.convert(rows)
 
 
 def _by_shape(tiles: list[Tile]) -> list[list[Tile]]:
@@ -343,26 +385,10 @@ def _by_shape(tiles: list[Tile]) -> list[list[Tile]]:
     return list(groups.values())
 
 
-def _crop(x: torch.Tensor, t: Tile) -> torch.Tensor:
-    return x[:, :, t.in_y0 : t.in_y1, t.in_x0 : t.in_x1]
-
-
 def _max_value(x: torch.Tensor) -> float:
     if x.is_floating_point():
         return 1.0
     return 255.0 if x.dtype == torch.uint8 else 65535.0
-
-
-def _pad_to(x: torch.Tensor, multiple: int, minimum: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Replicate-pad bottom/right so both sides are multiples of ``multiple`` and >= ``minimum``."""
-    h, w = x.shape[-2:]
-    hp = max(-(-h // multiple) * multiple, -(-minimum // multiple) * multiple)
-    wp = max(-(-w // multiple) * multiple, -(-minimum // multiple) * multiple)
-    if (hp, wp) != (h, w):
-        rows = torch.arange(hp, device=x.device).clamp_(max=h - 1)
-        cols = torch.arange(wp, device=x.device).clamp_(max=w - 1)
-        x = x.index_select(2, rows).index_select(3, cols)
-    return x, (hp, wp)
 
 
 def _check_image(x: torch.Tensor) -> tuple[int, int, int, int]:

@@ -9,7 +9,7 @@ above the new Nyquist limit; its small overshoot is clamped by the caller's conv
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -94,6 +94,35 @@ def _gather(x: torch.Tensor, dim: int, index: torch.Tensor, weights: torch.Tenso
     return out
 
 
+def _shrink_kernel(length: int, size: int, kernel: str) -> tuple[torch.Tensor, int]:
+    """The one kernel (float64, ``taps`` long) every output of an integer-factor shrink shares,
+    and ``lead``: the offset of output 0's first tap."""
+    factor = length // size
+    fn, support = KERNELS[kernel]
+    taps = 2 * math.ceil(support * factor) + 1
+    lead = math.floor(0.5 * factor - support * factor)
+    offsets = torch.arange(taps, dtype=torch.float64) + lead + 0.5 - 0.5 * factor
+    weights = fn(offsets / factor)
+    low = math.floor(0.5 * factor - support * factor + 0.5) - lead  # Pillow's window, as above
+    high = math.floor(0.5 * factor + support * factor + 0.5) - lead
+    weights[:low] = 0
+    weights[high:] = 0
+    return weights / weights.sum(), lead
+
+
+def _apply_windows(
+    rows: torch.Tensor, windows: torch.Tensor, kernel_1d: torch.Tensor
+) -> torch.Tensor:
+    """``windows`` ``(N, size, taps)`` (of ``rows``) times the kernel: ``(N, size)``, in steps
+    that bound the matmul's temporary to ~128 MB."""
+    size, taps = windows.shape[1], windows.shape[2]
+    flat = torch.empty(rows.shape[0], size, dtype=rows.dtype, device=rows.device)
+    step = max(1, (1 << 25) // max(1, size * taps))
+    for start in range(0, rows.shape[0], step):
+        flat[start : start + step] = windows[start : start + step] @ kernel_1d
+    return flat
+
+
 def _strided(x: torch.Tensor, dim: int, size: int, kernel: str, wrap: bool) -> torch.Tensor:
     """Integer-factor shrink: every output shares one kernel, applied to strided windows.
 
@@ -102,16 +131,9 @@ def _strided(x: torch.Tensor, dim: int, size: int, kernel: str, wrap: bool) -> t
     """
     length = x.shape[dim]
     factor = length // size
-    fn, support = KERNELS[kernel]
-    taps = 2 * math.ceil(support * factor) + 1
-    lead = math.floor(0.5 * factor - support * factor)  # first tap of output 0
-    offsets = torch.arange(taps, dtype=torch.float64) + lead + 0.5 - 0.5 * factor
-    weights = fn(offsets / factor)
-    low = math.floor(0.5 * factor - support * factor + 0.5) - lead  # Pillow's window, as above
-    high = math.floor(0.5 * factor + support * factor + 0.5) - lead
-    weights[:low] = 0
-    weights[high:] = 0
-    kernel_1d = (weights / weights.sum()).to(x.dtype).to(x.device)
+    weights, lead = _shrink_kernel(length, size, kernel)
+    taps = len(weights)
+    kernel_1d = weights.to(x.dtype).to(x.device)
     pad_right = max(0, (size - 1) * factor + lead + taps - length)
     if wrap and max(-lead, pad_right) > length:  # the pad wraps more than once: no shortcut
         index, w = filter_taps(length, size, kernel, wrap=True, device=x.device)
@@ -121,10 +143,7 @@ def _strided(x: torch.Tensor, dim: int, size: int, kernel: str, wrap: bool) -> t
     # Rows along the last axis, contiguous: the unfolded windows then multiply fast.
     rows = x.movedim(dim, -1).reshape(-1, length).index_select(1, positions)
     windows = rows.unfold(1, taps, factor)[:, :size]  # (rows, size, taps), a view
-    flat = torch.empty(rows.shape[0], size, dtype=x.dtype, device=x.device)
-    step = max(1, (1 << 25) // (size * taps))  # bound the matmul's temporary to ~128 MB
-    for start in range(0, rows.shape[0], step):
-        flat[start : start + step] = windows[start : start + step] @ kernel_1d
+    flat = _apply_windows(rows, windows, kernel_1d)
     out = flat.reshape(*x.movedim(dim, -1).shape[:-1], size).movedim(-1, dim)
     if not wrap:
         starts = torch.arange(size) * factor + lead
@@ -157,3 +176,122 @@ def resize(
     """Resample ``(..., H, W)`` to ``size`` = (height, width). Values are not clamped."""
     x = resize_axis(x, size[1], x.ndim - 1, kernel, wrap=wrap[1])
     return resize_axis(x, size[0], x.ndim - 2, kernel, wrap=wrap[0])
+
+
+class RowResampler:
+    """Resamples along rows (``dim -2``) as row bands arrive in order, holding only the input
+    rows that some output row still needs, so the full-height input never exists at once.
+
+    ``push(y, rows)`` takes input rows ``[y, y + n)`` of ``(..., n, W)`` and yields ``(j, out)``:
+    output rows ``[j, j + m)`` that became complete. ``finish()`` yields the rest (with ``wrap``,
+    the first and last output rows, which need input rows from both ends). Every output row is
+    computed as ``resize_axis`` computes it on the whole input (the strided kernel for integer
+    shrinks, the tap-by-tap sum otherwise), so the result is the same to the bit.
+    """
+
+    def __init__(
+        self, in_size: int, out_size: int, kernel: str = "lanczos3", *, wrap: bool = False
+    ) -> None:
+        self.in_size, self.wrap = in_size, wrap
+        index, self.weights = filter_taps(in_size, out_size, kernel, wrap=wrap)
+        need = torch.where(self.weights != 0, index, -1)  # input rows each output needs
+        self.gather_index = need  # unused taps: no row at all
+        self.kernel_1d: torch.Tensor | None = None  # integer shrinks: the shared kernel
+        self.first = torch.zeros(out_size, dtype=torch.long)  # and each output's first tap
+        self.factor = 1
+        self.strided = torch.zeros(out_size, dtype=torch.bool)
+        if kernel in KERNELS and in_size % out_size == 0 and in_size != out_size:
+            weights, lead = _shrink_kernel(in_size, out_size, kernel)
+            factor, taps = in_size // out_size, len(weights)
+            pad_right = max(0, (out_size - 1) * factor + lead + taps - in_size)
+            if not (wrap and max(-lead, pad_right) > in_size):  # as ``_strided`` decides
+                self.first = torch.arange(out_size) * factor + lead
+                self.factor = factor
+                # Border outputs whose taps fall off the image are recomputed tap by tap.
+                self.strided = (self.first >= 0) & (self.first + taps <= in_size) | wrap
+                self.kernel_1d = weights.float()
+                need = self.wrap_or_clamp(self.first[:, None] + torch.arange(taps))
+        # Output j can be computed once input row ready[j] has arrived; input row r can be
+        # dropped once every output that uses it has been computed, i.e. after row free[r].
+        used = need >= 0
+        self.ready = need.max(dim=1).values
+        self.free = torch.full((in_size,), -1, dtype=torch.long)
+        self.free.scatter_reduce_(0, need[used], self.ready[:, None].expand_as(need)[used], "amax")
+        self.done = torch.zeros(out_size, dtype=torch.bool)
+        self.arrived = 0
+        self.held: torch.Tensor | None = None  # the rows still needed, in input order
+        self.held_rows = torch.empty(0, dtype=torch.long)
+
+    def wrap_or_clamp(self, index: torch.Tensor) -> torch.Tensor:
+        return index % self.in_size if self.wrap else index.clamp(0, self.in_size - 1)
+
+    def push(self, y: int, rows: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        if y != self.arrived:
+            raise ValueError(f"rows must arrive in order: got row {y}, expected {self.arrived}")
+        n = rows.shape[-2]
+        self.arrived = y + n
+        local = rows if self.held is None else torch.cat((self.held, rows), dim=-2)
+        present = torch.cat((self.held_rows, torch.arange(y, y + n)))
+        ready = (~self.done & (self.ready < self.arrived)).nonzero().flatten()
+        yield from self._compute(local, present, ready)
+        keep = (self.free[present] >= self.arrived).nonzero().flatten()
+        self.held_rows = present[keep]
+        self.held = local.index_select(-2, keep.to(local.device)) if len(keep) else None
+
+    def finish(self) -> Iterator[tuple[int, torch.Tensor]]:
+        if self.arrived != self.in_size:
+            raise ValueError(f"only {self.arrived} of {self.in_size} rows arrived")
+        rest = (~self.done).nonzero().flatten()
+        if len(rest) and self.held is not None:
+            yield from self._compute(self.held, self.held_rows, rest)
+        self.held, self.held_rows = None, self.held_rows[:0]
+
+    def _compute(
+        self, local: torch.Tensor, present: torch.Tensor, outputs: torch.Tensor
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        if not len(outputs):
+            return
+        self.done[outputs] = True
+        # Consecutive runs of output rows (with wrap, the deferred ones come apart).
+        breaks = ((outputs.diff() != 1).nonzero().flatten() + 1).tolist()
+        runs = [outputs[a:b] for a, b in zip([0, *breaks], [*breaks, len(outputs)], strict=True)]
+        # Rows not held (only ever read by no output) map anywhere; so do unused taps.
+        position = torch.zeros(self.in_size + 1, dtype=torch.long)
+        position[present] = torch.arange(len(present))
+        dim = local.ndim - 2
+        if self.kernel_1d is not None:
+            result = torch.cat([self._strided_run(local, position, run) for run in runs], dim=dim)
+            gathered = (~self.strided[outputs]).nonzero().flatten()
+        else:
+            result = torch.empty(
+                *local.shape[:dim], len(outputs), local.shape[-1], dtype=local.dtype,
+                device=local.device,
+            )  # fmt: skip
+            gathered = torch.arange(len(outputs))
+        if len(gathered):
+            picked = outputs[gathered]
+            index = position[self.gather_index[picked]].to(local.device)
+            part = _gather(local, dim, index, self.weights[picked].to(local.device))
+            result.index_copy_(dim, gathered.to(local.device), part)
+        offset = 0
+        for run in runs:
+            yield int(run[0]), result.narrow(dim, offset, len(run))
+            offset += len(run)
+
+    def _strided_run(
+        self, local: torch.Tensor, position: torch.Tensor, run: torch.Tensor
+    ) -> torch.Tensor:
+        """Consecutive outputs ``run`` through the shared kernel, windows laid out exactly as
+        ``_strided`` lays them out (given all rows at once, the same computation to the bit)."""
+        assert self.kernel_1d is not None
+        dim, factor, taps = local.ndim - 2, self.factor, len(self.kernel_1d)
+        start = int(self.first[run[0]])
+        end = int(self.first[run[-1]]) + taps
+        if int(run[-1]) == len(self.first) - 1:
+            end = max(end, self.in_size)  # ``_strided``'s padded length
+        positions = self.wrap_or_clamp(torch.arange(start, end))
+        rows = local.movedim(dim, -1).reshape(-1, local.shape[dim])
+        rows = rows.index_select(1, position[positions].to(local.device))
+        windows = rows.unfold(1, taps, factor)[:, : len(run)]
+        flat = _apply_windows(rows, windows, self.kernel_1d.to(local.device, local.dtype))
+        return flat.reshape(*local.movedim(dim, -1).shape[:-1], len(run)).movedim(-1, dim)

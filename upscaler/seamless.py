@@ -57,13 +57,17 @@ def detect_wrap(x: torch.Tensor) -> tuple[bool, bool]:
     )
 
 
+def wrap_index(size: int, pad: int, device: torch.device | None = None) -> torch.Tensor:
+    """Source positions of an axis of ``size`` padded circularly by ``pad`` on both sides (the
+    pad may exceed the size: it wraps repeatedly)."""
+    return torch.arange(-pad, size + pad, device=device) % size
+
+
 def wrap_pad(x: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
     """Pad ``(..., H, W)`` circularly; the pad may exceed the image size (it wraps repeatedly)."""
     h, w = x.shape[-2], x.shape[-1]
     if pad_y:
-        rows = torch.arange(-pad_y, h + pad_y, device=x.device) % h
-        x = x.index_select(x.ndim - 2, rows)
+        x = x.index_select(x.ndim - 2, wrap_index(h, pad_y, x.device))
     if pad_x:
-        cols = torch.arange(-pad_x, w + pad_x, device=x.device) % w
-        x = x.index_select(x.ndim - 1, cols)
+        x = x.index_select(x.ndim - 1, wrap_index(w, pad_x, x.device))
     return x

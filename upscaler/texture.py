@@ -13,6 +13,7 @@ in the map's filter space (see ``maps``), so the full-resolution float image nev
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import PurePath
@@ -27,7 +28,7 @@ from .io import ImageFile
 from .levels import quantize, to_levels, to_tensor
 from .maps import MapInfo
 from .pipeline import Upscaler
-from .resample import KERNELS, resize_axis
+from .resample import KERNELS, RowResampler, resize_axis
 from .seamless import detect_wrap
 
 SEAMLESS_MODES = ("auto", "on", "off", "x", "y")  # x: left/right edges meet; y: top/bottom
@@ -81,8 +82,8 @@ def wrap_axes(image: ImageFile, seamless: str) -> tuple[bool, bool]:
     forced = {"on": (True, True), "off": (False, False), "x": (False, True), "y": (True, False)}
     if seamless in forced:
         return forced[seamless]
-    colour = image.pixels[:, :, : 3 if image.channels >= 3 else 1]
-    return detect_wrap(torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1))
+    colour = _as_tensor(image.pixels).permute(2, 0, 1)[: 3 if image.channels >= 3 else 1]
+    return detect_wrap(colour)  # measured in slices: no copy of the image
 
 
 def plan_texture(
@@ -148,7 +149,8 @@ def upscale_images(
     """Upscale images that share ``batch_key`` in one batch; returns new ``ImageFile``s.
 
     ``infos``: each image's plan (default: planned here, without a file name); ``wrap``
-    overrides the plans' wrap axes.
+    overrides the plans' wrap axes. The output rows arrive in bands and go straight into the
+    final pixel arrays; nothing else of output size is held.
     """
     if infos is None:
         infos = [plan_texture(im, "", options) for im in images]
@@ -157,31 +159,36 @@ def upscale_images(
     info, first = infos[0], images[0]
     h, w = first.size
     bits = first.bits
-    x = torch.from_numpy(
-        np.stack([model_input(im, i) for im, i in zip(images, infos, strict=True)])
-    )
+    inputs = [model_input(im, i) for im, i in zip(images, infos, strict=True)]
+    # One image is used in place; several are stacked (batches are capped in size).
+    x = _as_tensor(inputs[0])[None] if len(inputs) == 1 else torch.from_numpy(np.stack(inputs))
     x = x.permute(0, 3, 1, 2)
+    channels = x.shape[1]
     target = output_size((h, w), upscaler.scale, options)
     bands = upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap)
-    out = torch.empty(len(images), target[0], target[1], x.shape[1], dtype=_dtype(bits))
-    alpha16 = np.empty((len(images), *target), np.uint16) if info.alpha == "cutout" else None
+    extra = 1 if info.constant_alpha is not None else 0
+    dtype = np.uint16 if bits == 16 else np.uint8
+    outputs = [np.empty((*target, channels + extra), dtype) for _ in images]
+    alpha16 = [np.empty(target, np.uint16) for _ in images] if info.alpha == "cutout" else None
     if target == (h * upscaler.scale, w * upscaler.scale):
-        for y, band in bands:
-            rows = slice(y, y + band.shape[2])
-            out[:, rows] = maps.quantize_encoded(band, info, bits).permute(0, 2, 3, 1).cpu()
-            if alpha16 is not None:
-                alpha16[:, rows] = alpha_.to_u16(band[:, -1])
+        quantized = ((y, band, maps.quantize_encoded(band, info, bits)) for y, band in bands)
     else:
-        full = _resample(bands, info, target, options.resample)
-        out[:] = maps.quantize_filtered(full, info, bits).permute(0, 2, 3, 1)
-        if alpha16 is not None:
-            alpha16[:] = alpha_.to_u16(full[:, -1])
-    array = out.numpy()
+        quantized = (
+            (y, rows, maps.quantize_filtered(rows, info, bits))
+            for y, rows in _resample(bands, info, (h * upscaler.scale, target), options.resample)
+        )
+    for y, band, levels in quantized:
+        rows = slice(y, y + band.shape[2])
+        chunk = levels.permute(0, 2, 3, 1).cpu().numpy()
+        alpha = alpha_.to_u16(band[:, -1]) if alpha16 is not None else None
+        for i, out in enumerate(outputs):
+            out[rows, :, :channels] = chunk[i]
+            if alpha16 is not None and alpha is not None:
+                alpha16[i][rows] = alpha[i]
     results = []
     for i, (image, plan) in enumerate(zip(images, infos, strict=True)):
-        pixels = array[i].astype(np.uint16) if bits == 16 else array[i]
         results.append(
-            _finish(image, plan, pixels, alpha16[i] if alpha16 is not None else None, options)
+            _finish(image, plan, outputs[i], alpha16[i] if alpha16 is not None else None, options)
         )
     return results
 
@@ -189,21 +196,27 @@ def upscale_images(
 def _resample(
     bands: Iterator[tuple[int, torch.Tensor]],
     info: MapInfo,
-    size: tuple[int, int],
+    sizes: tuple[int, tuple[int, int]],
     kernel: str,
-) -> torch.Tensor:
-    """The model's output bands filtered to ``size`` in the map's filter space: each band across
-    first (cheap, shrinks it), then down the whole column stack."""
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The model's output bands filtered to ``size`` in the map's filter space, as row chunks:
+    each band across first (cheap, shrinks it), then down as the rows it needs arrive."""
+    height, size = sizes
     space = maps.model_space(info)
-    columns = [
-        resize_axis(maps.to_filter_space(band, space), size[1], 3, kernel, wrap=info.wrap[1]).cpu()
-        for _, band in bands
-    ]
-    return resize_axis(torch.cat(columns, dim=2), size[0], 2, kernel, wrap=info.wrap[0])
+    down = RowResampler(height, size[0], kernel, wrap=info.wrap[0])
+    for y, band in bands:
+        across = resize_axis(
+            maps.to_filter_space(band, space), size[1], 3, kernel, wrap=info.wrap[1]
+        )
+        yield from down.push(y, across)
+    yield from down.finish()
 
 
-def _dtype(bits: int) -> torch.dtype:
-    return torch.int32 if bits == 16 else torch.uint8
+def _as_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``pixels``' memory (read only here; torch warns about read-only arrays)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(pixels)
 
 
 def _finish(
@@ -213,11 +226,11 @@ def _finish(
     alpha16: np.ndarray | None,
     options: TextureOptions,
 ) -> ImageFile:
-    if alpha16 is not None and info.coverage is not None:
-        pixels[:, :, -1] = alpha_.keep_coverage(alpha16, info.coverage, image.bits, info.soft)
+    """``pixels``: the output with room for a constant alpha channel, filled in here."""
     if info.constant_alpha is not None:
-        constant = np.full_like(pixels[:, :, :1], info.constant_alpha)
-        pixels = np.concatenate([pixels, constant], axis=2)
+        pixels[:, :, -1] = info.constant_alpha
+    elif alpha16 is not None and info.coverage is not None:
+        pixels[:, :, -1] = alpha_.keep_coverage(alpha16, info.coverage, image.bits, info.soft)
     save_options = dict(image.save_options)
     palette = image.palette
     if options.palette == "keep" and palette is not None and palette.shape[1] == pixels.shape[2]:

@@ -15,7 +15,6 @@ partition of unity, because every boundary uses the same ramp.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -163,8 +162,10 @@ def tile_weights(
 class BandMerger:
     """Accumulates weighted tile outputs and releases output rows once no later tile touches them.
 
-    Tiles must arrive row by row (any order within a row, sub-tiles included). Memory is one band
-    of output rows, not the whole output.
+    Tiles must arrive row by row (any order within a row, sub-tiles included): ``release`` the
+    rows above a tile row, ``reserve`` the rows it writes, then ``add`` its tiles. Memory is one
+    band of output rows (a tile row with its context), reused from row to row, not the whole
+    output.
     """
 
     def __init__(
@@ -172,40 +173,61 @@ class BandMerger:
     ) -> None:
         self.batch, self.channels, self.width_out, self.scale = batch, channels, width_out, scale
         self.device = device
-        self.acc = torch.zeros(batch, channels, 0, width_out, device=device)
-        self.y0 = 0  # first output row held in ``acc``
+        self.buffer = torch.zeros(batch, channels, 0, width_out, device=device)
+        self.y0 = 0  # output row at the top of ``buffer``
+        self.rows = 0  # rows of ``buffer`` in use
+        self._released = 0  # rows at the top handed out by ``release``, dropped by ``reserve``
 
-    def start_row(self, in_y0: int, in_y1: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """Prepare for a tile row reading input rows ``[in_y0, in_y1)``; yield finished rows."""
-        first, last = in_y0 * self.scale, in_y1 * self.scale
-        if first > self.y0:
-            done = min(first, self.y0 + self.acc.shape[2]) - self.y0
-            if done > 0:
-                yield self.y0, self.acc[:, :, :done]
-            self.acc = self.acc[:, :, done:]
-            self.y0 += done
-            if self.y0 < first:  # rows nobody wrote (cannot happen with a valid plan)
-                raise RuntimeError(f"output rows {self.y0}..{first} were never written")
-        needed = last - self.y0
-        if needed > self.acc.shape[2]:
-            grow = torch.zeros(
-                self.batch,
-                self.channels,
-                needed - self.acc.shape[2],
-                self.width_out,
-                device=self.device,
+    def release(self, in_y0: int) -> tuple[int, torch.Tensor] | None:
+        """``(y, rows)``: the finished output rows above input row ``in_y0``, or None. The rows
+        are a view of the band, valid until the next ``reserve``."""
+        first = in_y0 * self.scale
+        if first > self.y0 + self.rows:  # cannot happen with a valid plan
+            raise RuntimeError(f"output rows {self.y0 + self.rows}..{first} were never written")
+        done = min(first, self.y0 + self.rows) - self.y0
+        if done <= 0:
+            return None
+        self._released = done
+        return self.y0, self.buffer[:, :, :done]
+
+    def reserve(self, in_y1: int) -> None:
+        """Drop the released rows and hold zeroed rows down to input row ``in_y1``."""
+        done, self._released = self._released, 0
+        kept = self.rows - done
+        needed = in_y1 * self.scale - (self.y0 + done)
+        if needed < kept:
+            raise RuntimeError(f"tile rows out of order (row {in_y1} after {self.y0 + done})")
+        if needed > self.buffer.shape[2]:
+            rest = self.buffer[:, :, done : self.rows].clone()
+            self.buffer = rest  # the old band is freed before the larger one is allocated
+            self.buffer = torch.zeros(
+                self.batch, self.channels, needed, self.width_out, device=self.device
             )
-            self.acc = torch.cat((self.acc, grow), dim=2)
+            self.buffer[:, :, :kept] = rest
+        else:
+            if done and kept:  # overlapping rows: copy through a temporary
+                self.buffer[:, :, :kept] = self.buffer[:, :, done : self.rows].clone()
+            self.buffer[:, :, kept:needed].zero_()
+        self.y0 += done
+        self.rows = needed
 
-    def add(self, tile: Tile, output: torch.Tensor, weights: torch.Tensor) -> None:
-        """Add ``tile``'s output ``(B, C, h*s, w*s)`` weighted by ``weights`` ``(h*s, w*s)``."""
+    def add(self, tile: Tile, output: torch.Tensor, weights: torch.Tensor, items: int = 0) -> None:
+        """Add ``tile``'s output ``(n, C, h*s, w*s)`` for items ``items..items+n``, weighted by
+        ``weights`` ``(h*s, w*s)``. ``output`` is scaled in place."""
         s = self.scale
         ys, xs = tile.in_y0 * s - self.y0, tile.in_x0 * s
-        region = self.acc[:, :, ys : ys + output.shape[2], xs : xs + output.shape[3]]
-        region.add_(output * weights)
+        if ys < 0 or ys + output.shape[2] > self.rows:
+            raise RuntimeError(f"tile at input row {tile.in_y0} lies outside the reserved band")
+        region = self.buffer[
+            items : items + output.shape[0], :, ys : ys + output.shape[2], xs : xs + output.shape[3]
+        ]
+        region.add_(output.mul_(weights))
 
-    def finish(self) -> Iterator[tuple[int, torch.Tensor]]:
-        if self.acc.shape[2]:
-            yield self.y0, self.acc
-        self.y0 += self.acc.shape[2]
-        self.acc = self.acc[:, :, :0]
+    def finish(self) -> tuple[int, torch.Tensor] | None:
+        """The last rows; the merger is empty afterwards."""
+        if not self.rows:
+            return None
+        rows = self.y0, self.buffer[:, :, : self.rows]
+        self.buffer = self.buffer[:, :, :0]
+        self.y0, self.rows = self.y0 + self.rows, 0
+        return rows

@@ -26,8 +26,8 @@ from .procs import run_upscale
 GIB = 1 << 30
 
 
-def make_big(path: Path, side: int, seed: int = 0) -> None:
-    """An RGBA ``side`` x ``side`` PNG tiled from a real texture crop with real alpha."""
+def make_big(path: Path, side: int, seed: int = 0, mode: str = "RGBA") -> None:
+    """A ``side`` x ``side`` PNG tiled from a real texture crop (RGBA: with real alpha)."""
     rng = np.random.default_rng(seed)
     rgba = [
         p for p in load_patches(source_textures(), rng, 16, sides=(200, 257)) if p.shape[2] == 4
@@ -40,8 +40,8 @@ def make_big(path: Path, side: int, seed: int = 0) -> None:
         )
     )
     reps = (-(-side // tile.shape[0]), -(-side // tile.shape[1]), 1)
-    pixels = np.tile(tile, reps)[:side, :side]
-    Image.fromarray(np.ascontiguousarray(pixels), "RGBA").save(path, compress_level=1)
+    pixels = np.tile(tile, reps)[:side, :side, : len(mode)]
+    Image.fromarray(np.ascontiguousarray(pixels), mode).save(path, compress_level=1)
 
 
 def big_texture(
