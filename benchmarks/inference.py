@@ -168,8 +168,21 @@ def worker_peer(args: argparse.Namespace) -> dict[str, float]:
     from realesrgan import RealESRGANer
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
-    if args.model == "compact":
-        net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=16, upscale=4)
+    if args.model == "compact":  # sized from the weights (the shipped model is 48 x 12)
+        import torch
+
+        from upscaler.models.compact import infer_compact_config
+
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)["params_ema"]
+        shape = infer_compact_config(state)
+        assert shape is not None
+        net = SRVGGNetCompact(
+            num_in_ch=3,
+            num_out_ch=3,
+            num_feat=shape.num_features,
+            num_conv=shape.num_blocks,
+            upscale=4,
+        )
     else:
         net = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
     start = time.perf_counter()
