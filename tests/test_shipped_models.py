@@ -21,7 +21,14 @@ from upscaler.zoo import SHIPPED, default_model
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 COLOUR_SAMPLES = ("redrock01", "duct", "wood_planks1")
-MARGIN = {"texture-x4-fidelity": 0.0, "texture-x2-fidelity": 0.0}  # dB over bicubic, at least
+# dB over bicubic, at least (measured when shipped: +0.30, +1.08, +0.08, +0.83); a GAN model may
+# trade a little PSNR for detail, never more than 0.5 dB.
+MARGIN = {
+    "texture-x4-fidelity": 0.15,
+    "texture-x2-fidelity": 0.5,
+    "texture-x4": -0.5,
+    "texture-x2": -0.5,
+}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -46,8 +53,8 @@ def _tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
 
-@pytest.mark.parametrize("name", ["texture-x4-fidelity", "texture-x2-fidelity"])
-def test_fidelity_models_beat_bicubic_on_the_samples(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(MARGIN))
+def test_shipped_models_against_bicubic_on_the_samples(name: str) -> None:
     model = load_model(name, device="cpu")
     s = model.scale
     ours, bicubic = [], []
