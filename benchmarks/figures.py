@@ -186,7 +186,10 @@ def main() -> None:
         ),
         "before_after.png": figure_before_after(
             [*others, upscaler],
-            [ROOT / "samples" / f"{name}.png" for name in ("redrock01", "wood_planks1", "duct")],
+            [
+                ROOT / "samples" / "textures" / f"{name}.png"
+                for name in ("redrock01", "wood_planks1", "duct")
+            ],
             (40, 40, 48),
         ),
     }

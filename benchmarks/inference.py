@@ -59,7 +59,7 @@ def make_inputs(folder: Path, count: int, size: int) -> list[Path]:
     from PIL import Image
 
     sources = sorted((ROOT.parent / "shared/data/textures/val/color").glob("*.png"))
-    sources = sources or sorted((ROOT / "samples").glob("*.png"))
+    sources = sources or sorted((ROOT / "samples" / "textures").glob("*.png"))
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):

@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128, help="ground-truth crop side")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data", default=str(ROOT / "samples"), help="folder or packed crops")
+    parser.add_argument(
+        "--data", default=str(ROOT / "samples" / "textures"), help="folder or packed crops"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", default=None, help="also write the results here")

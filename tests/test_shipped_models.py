@@ -19,7 +19,7 @@ from upscaler import load_model
 from upscaler.zoo import SHIPPED, default_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
+SAMPLES = ROOT / "samples" / "textures"
 COLOUR_SAMPLES = ("redrock01", "duct", "wood_planks1")
 # dB over bicubic, at least (measured when shipped: +0.30, +1.08, +0.08, +0.83); a GAN model may
 # trade a little PSNR for detail, never more than 0.5 dB.

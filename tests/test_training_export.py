@@ -25,7 +25,7 @@ from upscaler import load_model
 from upscaler.cli import main as upscale_main
 
 ROOT = Path(__file__).parents[1]
-SAMPLES = ROOT / "samples"
+SAMPLES = ROOT / "samples" / "textures"
 
 
 @pytest.fixture(scope="module")
