@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# First, always: this folder (on sys.path when run as a script) holds a training.py that would
+# hide the ``training`` package.
+sys.path.insert(0, str(ROOT))
 
 from benchmarks.faults import (  # noqa: E402
     drill_big,
