@@ -208,7 +208,7 @@ TRAINED = {
     "texture-x2": "texture-x2-gan-cpu.toml` (from texture-x2-fidelity): {steps} steps, "
     "batch 16 of 64 px crops",
 }
-HARDWARE = "a 2-core CPU (no GPU was available), bf16 autocast"
+HARDWARE = "a 2-core CPU (no GPU was available; shared with other jobs), bf16 autocast"
 
 
 def card(report: dict[str, object], wall: dict[str, str], max_side: int) -> str:
