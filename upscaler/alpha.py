@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .levels import full_scale
+from .levels import full_scale, quantize, to_levels, to_tensor
 
 ALPHA_MODES = ("cutout", "blended", "data", "absent")
 ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
@@ -162,3 +162,64 @@ def bleed(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         own = c / w.clamp(min=1e-12)
         filled = torch.where(w > 0, own, up)
     return torch.where(hole, filled, colour)
+
+
+BLEED_ROWS = 512  # rows of full-resolution floats held at once by ``bleed_levels``
+
+
+def bleed_levels(
+    pixels: np.ndarray, bits: int, channels: list[int], rows: int = BLEED_ROWS
+) -> np.ndarray:
+    """``bleed`` on integer ``(H, W, C)`` levels (alpha last), band by band.
+
+    The result is that of quantising ``bleed`` of the whole image in floats (up to float
+    rounding: at most one level, on a few transparent texels; visible ones are never touched),
+    but only the
+    quarter-size pyramid and one band of ``rows`` full-resolution rows are ever held as floats:
+    a 16384 x 16384 RGBA texture needs about 1.5 GB here instead of some 20 GB. The first
+    pyramid level is pooled band by band (2 x 2 blocks never straddle a band), and the last
+    upsampling is computed per band from the rows of the level below with a halo, with the same
+    bilinear weights as the whole image. Only fully transparent texels change.
+    """
+    h, w = pixels.shape[:2]
+    transparent = pixels[:, :, -1] == 0
+    if not transparent.any() or transparent.all():
+        return pixels
+    rows = max(2, rows - rows % 2)
+    h1, w1 = (h + 1) // 2, (w + 1) // 2
+    c1 = torch.empty(1, len(channels), h1, w1)
+    w1_ = torch.empty(1, 1, h1, w1)
+    for r0 in range(0, h, rows):
+        band = to_tensor(pixels[r0 : r0 + rows], bits)
+        weight = band[:, -1:].clamp(min=0)
+        pad = (0, w % 2, 0, band.shape[-2] % 2)
+        top, n = r0 // 2, (band.shape[-2] + 1) // 2
+        c1[..., top : top + n, :] = F.avg_pool2d(F.pad(band[:, channels] * weight, pad), 2) * 4
+        w1_[..., top : top + n, :] = F.avg_pool2d(F.pad(weight, pad), 2) * 4
+    levels = [(c1, w1_)]
+    while max(levels[-1][1].shape[-2:]) > 1:
+        c, wt = levels[-1]
+        pad = (0, c.shape[-1] % 2, 0, c.shape[-2] % 2)
+        c, wt = F.pad(c, pad), F.pad(wt, pad)
+        levels.append((F.avg_pool2d(c, 2) * 4, F.avg_pool2d(wt, 2) * 4))
+    c, wt = levels[-1]
+    filled = c / wt.clamp(min=1e-12)
+    for c, wt in reversed(levels[:-1]):
+        up = F.interpolate(filled, scale_factor=2, mode="bilinear", align_corners=False)
+        up = up[..., : c.shape[-2], : c.shape[-1]]
+        filled = torch.where(wt > 0, c / wt.clamp(min=1e-12), up)
+    out = pixels.copy()
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        holes = transparent[r0:r1]
+        if not holes.any():
+            continue
+        s0, s1 = max(0, r0 // 2 - 1), min(h1, r1 // 2 + 2)  # a halo row or two each side
+        up = F.interpolate(
+            filled[..., s0:s1, :], scale_factor=2, mode="bilinear", align_corners=False
+        )
+        values = to_levels(quantize(up[..., r0 - 2 * s0 : r1 - 2 * s0, :w], bits))
+        band = out[r0:r1]
+        for k, channel in enumerate(channels):
+            band[..., channel][holes] = values[..., k][holes].astype(out.dtype)
+    return out

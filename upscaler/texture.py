@@ -130,6 +130,9 @@ def model_input(image: ImageFile, info: MapInfo) -> np.ndarray:
     bleed = info.alpha in ("cutout", "blended")
     if not (bleed or info.two_channel):
         return pixels
+    if not info.two_channel:  # in bands: a whole float copy of a 16k texture does not fit
+        idx = maps.colour_channels(info.kind, pixels.shape[2])
+        return alpha_.bleed_levels(pixels, image.bits, idx)
     x = to_tensor(pixels, image.bits)
     if info.two_channel:
         x = maps.from_filter_space(maps.to_filter_space(x, info), maps.model_space(info))
