@@ -219,7 +219,7 @@ def bleed_levels(
             filled[..., s0:s1, :], scale_factor=2, mode="bilinear", align_corners=False
         )
         values = to_levels(quantize(up[..., r0 - 2 * s0 : r1 - 2 * s0, :w], bits))
-        band = out[r0:r1]
+        target = out[r0:r1]
         for k, channel in enumerate(channels):
-            band[..., channel][holes] = values[..., k][holes].astype(out.dtype)
+            target[..., channel][holes] = values[..., k][holes].astype(out.dtype)
     return out
