@@ -149,10 +149,9 @@ def figure_before_after(
 ) -> Image.Image:
     """One row per sample: crop ``(top, left, size)`` of the input, upscaled by each model."""
     top, left, size = box
-    rows = []
+    rows, s = [], upscalers[0].scale
     for path in paths:
         image = read_image(path)
-        s = upscalers[0].scale
         crop = image.pixels[top : top + size, left : left + size, :3]
         bicubic = Image.fromarray(crop).resize((size * s, size * s), Image.Resampling.BICUBIC)
         row = [(f"{path.stem}: input", _nearest(crop, s)), ("bicubic", np.asarray(bicubic))]

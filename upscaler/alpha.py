@@ -148,7 +148,13 @@ def bleed(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     if not bool(hole.any()) or bool(hole.all()):
         return colour
     weight = alpha.clamp(min=0)
-    levels = [(colour * weight, weight)]
+    return torch.where(hole, _push_pull(colour * weight, weight), colour)
+
+
+def _push_pull(weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Alpha-weighted colour (and its weight) averaged down a pyramid; back at this level, each
+    texel with weight keeps its own colour, the others take the upsampled fill."""
+    levels = [(weighted, weight)]
     while max(levels[-1][1].shape[-2:]) > 1:
         c, w = levels[-1]
         pad = (0, c.shape[-1] % 2, 0, c.shape[-2] % 2)
@@ -159,9 +165,8 @@ def bleed(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     for c, w in reversed(levels[:-1]):
         up = F.interpolate(filled, scale_factor=2, mode="bilinear", align_corners=False)
         up = up[..., : c.shape[-2], : c.shape[-1]]
-        own = c / w.clamp(min=1e-12)
-        filled = torch.where(w > 0, own, up)
-    return torch.where(hole, filled, colour)
+        filled = torch.where(w > 0, c / w.clamp(min=1e-12), up)
+    return filled
 
 
 BLEED_ROWS = 512  # rows of full-resolution floats held at once by ``bleed_levels``
@@ -196,18 +201,7 @@ def bleed_levels(
         top, n = r0 // 2, (band.shape[-2] + 1) // 2
         c1[..., top : top + n, :] = F.avg_pool2d(F.pad(band[:, channels] * weight, pad), 2) * 4
         w1_[..., top : top + n, :] = F.avg_pool2d(F.pad(weight, pad), 2) * 4
-    levels = [(c1, w1_)]
-    while max(levels[-1][1].shape[-2:]) > 1:
-        c, wt = levels[-1]
-        pad = (0, c.shape[-1] % 2, 0, c.shape[-2] % 2)
-        c, wt = F.pad(c, pad), F.pad(wt, pad)
-        levels.append((F.avg_pool2d(c, 2) * 4, F.avg_pool2d(wt, 2) * 4))
-    c, wt = levels[-1]
-    filled = c / wt.clamp(min=1e-12)
-    for c, wt in reversed(levels[:-1]):
-        up = F.interpolate(filled, scale_factor=2, mode="bilinear", align_corners=False)
-        up = up[..., : c.shape[-2], : c.shape[-1]]
-        filled = torch.where(wt > 0, c / wt.clamp(min=1e-12), up)
+    filled = _push_pull(c1, w1_)  # at the first level; the full-size step is done per band
     out = pixels.copy()
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
