@@ -5,8 +5,8 @@
 Candidates are the maintained encoders installed here: Pillow (BC1, BC2, BC3, BC5) and etcpak
 (BC1, BC3, BC4, BC5, BC7). Decoding is bcdec for all, so only the encoders differ. PSNR is over
 the channels each format stores (BC1/BC3/BC7: RGB(A); BC4: R; BC5: R, G), on colour, normal and
-alpha textures; ``upscaler.bcn`` uses the better one per format (BC1 stays with Pillow: etcpak's
-BC1 has no 1-bit alpha).
+alpha textures; ``upscaler.formats.bcn`` uses the better one per format (BC1 stays with
+Pillow: etcpak's BC1 has no 1-bit alpha).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from upscaler import bcn
+from upscaler.formats import bcn
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = {1: 4, 2: 4, 3: 4, 4: 1, 5: 2, 7: 4}

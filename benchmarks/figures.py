@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from upscaler import load_model, maps, normals
-from upscaler.io import ImageFile, read_image
-from upscaler.levels import to_levels, to_tensor
-from upscaler.maps import MapInfo
-from upscaler.pipeline import Upscaler
-from upscaler.resample import resize
-from upscaler.texture import TextureOptions, plan_texture, upscale_images
+from upscaler import load_model
+from upscaler.engine.pipeline import Upscaler
+from upscaler.formats.image import ImageFile, read_image
+from upscaler.process import TextureOptions, plan_texture, upscale_images
+from upscaler.texture import maps, normals
+from upscaler.texture.levels import to_levels, to_tensor
+from upscaler.texture.maps import MapInfo
+from upscaler.texture.resample import resize
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_HEIGHT = 18

@@ -77,7 +77,7 @@ def make_weights(folder: Path, model: str) -> tuple[Path, Path]:
 
     from upscaler import save_weights
     from upscaler.models import build_generator, make_config
-    from upscaler.zoo import SHIPPED
+    from upscaler.models.zoo import SHIPPED
 
     ours = folder / f"{model}.safetensors"
     if model == "compact" and SHIPPED["texture-x4"].installed:
@@ -134,9 +134,9 @@ def worker_ours(args: argparse.Namespace) -> dict[str, float]:
 def worker_model(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from upscaler.io import read_image
-    from upscaler.loader import pick_device, pick_dtype, read_model
-    from upscaler.pipeline import Upscaler
+    from upscaler.engine.pipeline import Upscaler
+    from upscaler.formats.image import read_image
+    from upscaler.models.loader import pick_device, pick_dtype, read_model
 
     module, info = read_model(args.weights)
     device = pick_device(args.device)
@@ -227,7 +227,7 @@ def flops_per_output_pixel(weights: Path) -> float:
     import torch
     from torch import nn
 
-    from upscaler.loader import read_model
+    from upscaler.models.loader import read_model
 
     module, info = read_model(str(weights))
     macs = 0

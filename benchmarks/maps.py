@@ -4,7 +4,8 @@
 
 * **Seams**: every colour texture that tiles (detected on both axes, as ``--seamless auto``
   does) is upscaled with wrap padding (our default) and without (what most tools do); the seam
-  error of the output (``upscaler.seamless.seam_error``: jump across the wrap boundary over the
+  error of the output (``upscaler.texture.seamless.seam_error``: jump across the wrap boundary
+  over the
   mean jump between neighbouring source texels, ~1 when a 2x2 tiling shows no seam) is compared
   with the input's.
   ``seam_error`` only sees the jump across the boundary: padding that darkens both edges alike
@@ -33,14 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from upscaler import alpha, load_model, maps, normals
-from upscaler.io import ImageFile, read_image
-from upscaler.levels import to_levels, to_tensor
-from upscaler.maps import MapInfo
-from upscaler.pipeline import Upscaler
-from upscaler.resample import resize
-from upscaler.seamless import detect_wrap, seam_error
-from upscaler.texture import TextureOptions, plan_texture, upscale_images
+from upscaler import load_model
+from upscaler.engine.pipeline import Upscaler
+from upscaler.formats.image import ImageFile, read_image
+from upscaler.process import TextureOptions, plan_texture, upscale_images
+from upscaler.texture import alpha, maps, normals
+from upscaler.texture.levels import to_levels, to_tensor
+from upscaler.texture.maps import MapInfo
+from upscaler.texture.resample import resize
+from upscaler.texture.seamless import detect_wrap, seam_error
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTH_CROP = 128

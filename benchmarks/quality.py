@@ -39,10 +39,10 @@ from training.codecs import bc_roundtrip  # noqa: E402
 from training.degradations import point_sample, resize_down  # noqa: E402
 from training.metrics import psnr_y, rgb_to_y, ssim_y  # noqa: E402
 from upscaler import load_model  # noqa: E402
-from upscaler.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
-from upscaler.io import ImageFile, read_image  # noqa: E402
-from upscaler.resample import resize  # noqa: E402
-from upscaler.texture import TextureOptions, upscale_images  # noqa: E402
+from upscaler.formats.image import ImageFile, read_image  # noqa: E402
+from upscaler.process import TextureOptions, upscale_images  # noqa: E402
+from upscaler.texture.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
+from upscaler.texture.resample import resize  # noqa: E402
 
 VAL = ROOT.parent / "shared" / "data" / "textures" / "val" / "color"
 DEFAULT_MODELS = "texture-x4,texture-x4-fidelity,texture-x2,texture-x2-fidelity"
@@ -215,7 +215,7 @@ def card(report: dict[str, object], wall: dict[str, str], max_side: int) -> str:
     """A model card for a shipped model: what it is, how it was trained, what it scores."""
     from safetensors import safe_open
 
-    from upscaler.zoo import SHIPPED
+    from upscaler.models.zoo import SHIPPED
 
     name = str(report["model"])
     shipped = SHIPPED[name]
@@ -282,7 +282,7 @@ def main() -> None:
         "--cards",
         type=Path,
         default=None,
-        help="write upscaler/weights/<model>.md cards from this JSON of wall times per model",
+        help="write upscaler/models/weights/<model>.md cards from this JSON of wall times",
     )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -302,7 +302,7 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(markdown(reports))
     if args.cards:
-        from upscaler.zoo import SHIPPED
+        from upscaler.models.zoo import SHIPPED
 
         wall = json.loads(args.cards.read_text())
         for report in reports:

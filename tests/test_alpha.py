@@ -11,9 +11,10 @@ from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upscaler import alpha, load_model
-from upscaler.io import ImageFile, read_image
-from upscaler.texture import TextureOptions, plan_texture, upscale_images
+from upscaler import load_model
+from upscaler.formats.image import ImageFile, read_image
+from upscaler.process import TextureOptions, plan_texture, upscale_images
+from upscaler.texture import alpha
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +161,7 @@ def test_keep_coverage_hits_the_target(
 
 
 def _bleed_whole(pixels: np.ndarray, bits: int) -> np.ndarray:
-    from upscaler.levels import quantize, to_levels, to_tensor
+    from upscaler.texture.levels import quantize, to_levels, to_tensor
 
     x = to_tensor(pixels, bits)
     x[:, :3] = alpha.bleed(x[:, :3], x[:, -1:])

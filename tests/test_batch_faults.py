@@ -75,8 +75,8 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
 ) -> None:
     """An exception no decoder should raise (injected) still only fails its own file."""
     from upscaler import runner
-    from upscaler.loader import load_model
-    from upscaler.texture import TextureOptions
+    from upscaler.models.loader import load_model
+    from upscaler.process import TextureOptions
     from upscaler.worklist import build_worklist
 
     drill_kill.make_tree(tmp_path / "in", 5, 2)

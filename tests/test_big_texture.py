@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.faults import drill_big
 from benchmarks.faults.procs import peak_rss_mb, reset_peak_rss, rss_mb
-from upscaler.seamless import detect_wrap, seam_error
+from upscaler.texture.seamless import detect_wrap, seam_error
 
 
 def test_16_bit_alpha_palette_and_tga_survive_the_command(tmp_path: Path, tiny_x2: Path) -> None:

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from conftest import make_pixels
 from PIL import Image
 
-from upscaler import budget
 from upscaler.cli import MemorySize, _load, main
+from upscaler.engine import budget
+from upscaler.engine.pipeline import ModelInfo, Upscaler
+from upscaler.engine.tiling import plan_tiles
 from upscaler.models import Compact, CompactConfig
-from upscaler.pipeline import ModelInfo, Upscaler
-from upscaler.resample import RowResampler, resize_axis
-from upscaler.tiling import plan_tiles
+from upscaler.texture.resample import RowResampler, resize_axis
 
 torch.manual_seed(0)
 MODEL = Compact(CompactConfig(num_features=8, num_blocks=2, scale=2)).eval()

@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from conftest import DATA
 from PIL import Image
 
-from upscaler import alpha, bcn, dds, ddsheader, normals
 from upscaler.cli import main
-from upscaler.io import ImageFile, ImageReadError, probe, read_image, write_image
-from upscaler.maps import MapInfo
-from upscaler.mips import build_chain, chain_sizes
+from upscaler.formats import bcn, dds, ddsheader
+from upscaler.formats.image import ImageFile, ImageReadError, probe, read_image, write_image
+from upscaler.texture import alpha, normals
+from upscaler.texture.maps import MapInfo
+from upscaler.texture.mips import build_chain, chain_sizes
 
 FIXTURES = {
     # name: (format name, channels, mips, Pillow's pixel_format or None if Pillow cannot read it)

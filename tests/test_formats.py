@@ -12,7 +12,7 @@ from conftest import DATA
 from PIL import Image, ImageCms
 
 from upscaler.cli import main
-from upscaler.io import read_image
+from upscaler.formats.image import read_image
 
 
 def _upscale(source: Path, out: Path, model: Path, *flags: str) -> None:

@@ -10,7 +10,7 @@ from conftest import DATA, make_pixels
 
 from benchmarks.faults import dds_bytes, drill_corpus
 from benchmarks.faults.corpus import png_bomb
-from upscaler.io import ImageReadError, read_image
+from upscaler.formats.image import ImageReadError, read_image
 
 
 def test_malformed_corpus_never_aborts_the_batch(tmp_path: Path, tiny_x2: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import make_pixels
 from PIL import Image
 
-from upscaler.io import ImageReadError, probe, read_image, write_image
+from upscaler.formats.image import ImageReadError, probe, read_image, write_image
 
 
 def _save(path: Path, pixels: np.ndarray, **params: object) -> Path:

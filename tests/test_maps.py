@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import DATA
 
-from upscaler import load_model, maps, normals
-from upscaler.io import ImageFile, read_image
-from upscaler.texture import TextureOptions, plan_texture, upscale_images
+from upscaler import load_model
+from upscaler.formats.image import ImageFile, read_image
+from upscaler.process import TextureOptions, plan_texture, upscale_images
+from upscaler.texture import maps, normals
 
 
 @pytest.mark.parametrize(

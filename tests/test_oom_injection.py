@@ -9,8 +9,8 @@ import torch
 from conftest import make_pixels
 
 from benchmarks.faults import drill_oom
-from upscaler.io import ImageFile
-from upscaler.loader import read_model
+from upscaler.formats.image import ImageFile
+from upscaler.models.loader import read_model
 
 
 def test_injected_out_of_memory_at_random_tiles(tiny_x2: Path) -> None:

@@ -11,11 +11,13 @@ from click.testing import CliRunner
 from conftest import DATA
 from PIL import Image
 
-from upscaler import alpha, cli, maps, texture
+from upscaler import cli
+from upscaler import process as texture
 from upscaler.cli import main
-from upscaler.dds import DDS_FORMAT_CHOICES
+from upscaler.formats.dds import DDS_FORMAT_CHOICES
+from upscaler.process import TextureOptions
 from upscaler.rules import OPTIONS, Rules, RulesError, glob_regex
-from upscaler.texture import TextureOptions
+from upscaler.texture import alpha, maps
 
 
 @pytest.mark.parametrize(

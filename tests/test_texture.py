@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from upscaler import load_model
-from upscaler.colour import linear_to_srgb, srgb_to_linear
-from upscaler.io import ImageFile
-from upscaler.resample import resize
-from upscaler.seamless import detect_wrap, seam_error, wrap_pad
-from upscaler.texture import TextureOptions, output_size, upscale_images
+from upscaler.formats.image import ImageFile
+from upscaler.process import TextureOptions, output_size, upscale_images
+from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
+from upscaler.texture.resample import resize
+from upscaler.texture.seamless import detect_wrap, seam_error, wrap_pad
 
 
 def tileable(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -124,7 +124,7 @@ def test_resize_matches_pillow(kernel: str, size: tuple[int, int]) -> None:
 
 
 def test_wrapped_integer_shrink_matches_general_path() -> None:
-    from upscaler.resample import filter_taps, resize_axis
+    from upscaler.texture.resample import filter_taps, resize_axis
 
     x = torch.rand(1, 1, 64, 48, generator=torch.Generator().manual_seed(4))
     for dim, size in ((2, 16), (3, 12), (3, 1)):

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from upscaler.engine.pipeline import ModelInfo, NotEnoughMemoryError, Upscaler
+from upscaler.engine.tiling import plan_tiles, split_tile, tile_weights
 from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
-from upscaler.pipeline import ModelInfo, NotEnoughMemoryError, Upscaler
-from upscaler.tiling import plan_tiles, split_tile, tile_weights
 
 torch.manual_seed(0)
 COMPACT = {

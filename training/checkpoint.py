@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from upscaler.atomic import atomic_write, remove_stale_temps
-from upscaler.checkpoint import ModelFileError, read_weights
+from upscaler.models.checkpoint import ModelFileError, read_weights
 
 FORMAT = "upscaler-train/1"
 _NAME = re.compile(r"^step-(\d+)\.pt$")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from upscaler.io import ImageReadError
+from upscaler.formats.image import ImageReadError
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
@@ -102,7 +102,7 @@ def eval_command(
     checkpoint: Path, data: Path, crop_size: int, max_images: int, device: str, as_json: bool
 ) -> None:
     """Measure CHECKPOINT (checkpoint, run folder or .safetensors) on the images in DATA."""
-    from upscaler.loader import pick_device
+    from upscaler.models.loader import pick_device
 
     from .evaluate import evaluate
 

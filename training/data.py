@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from upscaler.io import ImageReadError, probe
-from upscaler.seamless import detect_wrap
+from upscaler.formats.image import ImageReadError, probe
+from upscaler.texture.seamless import detect_wrap
 
 from .augment import augment, sample_augmentation
 from .config import Config, ConfigError, DataConfig, DegradeConfig

@@ -14,9 +14,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from upscaler.resample import resize
+from upscaler.texture.resample import resize
 
-# Our kernel names -> upscaler.resample's (one resampler for the whole project).
+# Our kernel names -> upscaler.texture.resample's (one resampler for the whole project).
 RESAMPLE_KERNELS = {
     "area": "box",
     "bilinear": "bilinear",

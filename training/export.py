@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from upscaler.checkpoint import save_weights
 from upscaler.models import build_generator, make_config
+from upscaler.models.checkpoint import save_weights
 
 from .checkpoint import generator_weights
 

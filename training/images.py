@@ -1,4 +1,4 @@
-"""Texture files for training: find them, decode them (through ``upscaler.io``), make them RGB."""
+"""Texture files for training: find them, decode them (``upscaler.formats``), make them RGB."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from upscaler.alpha import bleed
 from upscaler.atomic import is_temp_file
-from upscaler.io import FORMATS, ImageReadError, read_image
+from upscaler.formats.image import FORMATS, ImageReadError, read_image
+from upscaler.texture.alpha import bleed
 
 from .maps import classify
 

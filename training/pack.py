@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from upscaler.atomic import atomic_write
-from upscaler.io import ImageReadError
-from upscaler.seamless import detect_wrap
+from upscaler.formats.image import ImageReadError
+from upscaler.texture.seamless import detect_wrap
 
 from .degradations import wrap_crop
 from .images import list_images, load_texture

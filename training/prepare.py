@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from upscaler.atomic import write_bytes_atomic
-from upscaler.colour import linear_to_srgb, srgb_to_linear
-from upscaler.io import ImageFile, ImageReadError, read_image, write_image
-from upscaler.resample import resize
+from upscaler.formats.image import ImageFile, ImageReadError, read_image, write_image
+from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
+from upscaler.texture.resample import resize
 
 from .degradations import renormalise_normals
 from .images import list_images

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upscaler.io import ImageFile, ImageReadError, write_image
-from upscaler.pipeline import ModelInfo, Upscaler
-from upscaler.seamless import detect_wrap, seam_error
+from upscaler.engine.pipeline import ModelInfo, Upscaler
+from upscaler.formats.image import ImageFile, ImageReadError, write_image
+from upscaler.texture.seamless import detect_wrap, seam_error
 
 from .config import Config
 from .degradations import resize_down

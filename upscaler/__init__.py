@@ -5,9 +5,9 @@
 folder trees of texture files.
 """
 
-from .checkpoint import ModelFileError, read_weights, save_weights
-from .loader import load_model, read_model
-from .pipeline import ModelInfo, NotEnoughMemoryError, Upscaler
+from upscaler.engine.pipeline import ModelInfo, NotEnoughMemoryError, Upscaler
+from upscaler.models.checkpoint import ModelFileError, read_weights, save_weights
+from upscaler.models.loader import load_model, read_model
 
 __version__ = "0.1.0"
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from .pipeline import Upscaler
-    from .rules import Rules
-    from .runner import FileResult, RunOptions
-    from .texture import TextureOptions
-    from .worklist import Job
+    from upscaler.engine.pipeline import Upscaler
+    from upscaler.process import TextureOptions
+    from upscaler.rules import Rules
+    from upscaler.runner import FileResult, RunOptions
+    from upscaler.worklist import Job
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 FORMAT_CHOICES = ("png", "tga", "jpg", "bmp", "webp", "dds")
@@ -87,7 +87,7 @@ def _device(value: str) -> str:
 def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from .zoo import SHIPPED
+    from upscaler.models.zoo import SHIPPED
 
     click.echo(f"{'name':<22} {'scale':>5} {'size':>9}  description")
     for model in SHIPPED.values():
@@ -261,13 +261,13 @@ def main(
     quiet: bool,
 ) -> None:
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
-    from . import zoo
-    from .checkpoint import ModelFileError
-    from .io import FORMATS
-    from .rules import Rules, RulesError
-    from .texture import TextureOptions
-    from .worklist import PlanError, build_worklist
-    from .worklist import shard as take_shard
+    from upscaler.formats.image import FORMATS
+    from upscaler.models import zoo
+    from upscaler.models.checkpoint import ModelFileError
+    from upscaler.process import TextureOptions
+    from upscaler.rules import Rules, RulesError
+    from upscaler.worklist import PlanError, build_worklist
+    from upscaler.worklist import shard as take_shard
 
     if native and output_scale is not None:
         raise click.UsageError("--native and --output-scale exclude each other")
@@ -311,7 +311,7 @@ def main(
     if dry_run:
         _dry_run(jobs, upscaler.scale, texture, rules, skip_existing, output)
         return
-    from .runner import RunOptions
+    from upscaler.runner import RunOptions
 
     options = RunOptions(output, skip_existing, png_level, max_batch, workers)
     code = _run(
@@ -321,8 +321,8 @@ def main(
 
 
 def _load(name: str, device: str, precision: str, max_memory: int | None) -> Upscaler:
-    from .loader import pick_device, pick_dtype, read_model
-    from .pipeline import Upscaler
+    from upscaler.engine.pipeline import Upscaler
+    from upscaler.models.loader import pick_device, pick_dtype, read_model
 
     module, info = read_model(name)
     torch_device = pick_device(_device(device))
@@ -343,10 +343,10 @@ def _dry_run(
     skip_existing: bool,
     output: Path,
 ) -> None:
-    from .io import ImageReadError, probe
-    from .maps import suffix_kind
-    from .runner import Manifest
-    from .texture import output_size
+    from upscaler.formats.image import ImageReadError, probe
+    from upscaler.process import output_size
+    from upscaler.runner import Manifest
+    from upscaler.texture.maps import suffix_kind
 
     manifest = Manifest(output.resolve())
     for job in jobs:
@@ -377,7 +377,7 @@ def _run(
     shard_spec: tuple[int, int] | None,
     problems: list[tuple[Path, str]],
 ) -> int:
-    from .runner import FatalError, FileResult, Runner, write_report
+    from upscaler.runner import FatalError, FileResult, Runner, write_report
 
     total = len(jobs)
     started = time.perf_counter()

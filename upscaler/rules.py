@@ -25,8 +25,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePath
 from typing import Any
 
-from .io import FORMATS
-from .texture import TextureOptions
+from upscaler.formats.image import FORMATS
+from upscaler.process import TextureOptions
 
 OPTIONS = ("map", "alpha", "seamless", "native", "output_scale", "format", "palette", "dds_format")
 _TYPES: dict[str, tuple[type, ...]] = {

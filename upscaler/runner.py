@@ -16,8 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import is_disk_full, remove_stale_temps, temp_path_for
-from .io import (
+from upscaler.atomic import is_disk_full, remove_stale_temps, temp_path_for
+from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
+from upscaler.formats.image import (
     ImageFile,
     ImageReadError,
     ImageWriteError,
@@ -26,11 +27,10 @@ from .io import (
     verify_image,
     write_image,
 )
-from .maps import MapInfo
-from .pipeline import NotEnoughMemoryError, Upscaler
-from .rules import Rules
-from .texture import TextureOptions, batch_key, output_size, plan_texture, upscale_images
-from .worklist import Job
+from upscaler.process import TextureOptions, batch_key, output_size, plan_texture, upscale_images
+from upscaler.rules import Rules
+from upscaler.texture.maps import MapInfo
+from upscaler.worklist import Job
 
 MANIFEST = ".upscale-done.jsonl"
 MAX_BATCH_OUTPUT_PIXELS = 64 << 20
@@ -364,7 +364,7 @@ class Runner:
 
 
 def write_report(path: Path, results: list[FileResult], summary: Mapping[str, object]) -> None:
-    from .atomic import write_bytes_atomic
+    from upscaler.atomic import write_bytes_atomic
 
     data = {"summary": summary, "files": [asdict(r) for r in results]}
     write_bytes_atomic(path, json.dumps(data, indent=2).encode("utf-8"))

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import is_temp_file
-from .io import EXTENSIONS, FORMATS
+from upscaler.atomic import is_temp_file
+from upscaler.formats.image import EXTENSIONS, FORMATS
 
 
 class PlanError(Exception):

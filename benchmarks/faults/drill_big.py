@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from upscaler.io import ImageFile, read_image
-from upscaler.loader import load_model
-from upscaler.texture import TextureOptions, upscale_images
+from upscaler.formats.image import ImageFile, read_image
+from upscaler.models.loader import load_model
+from upscaler.process import TextureOptions, upscale_images
 
 from .corpus import VALID, load_patches, source_textures
 from .procs import run_upscale

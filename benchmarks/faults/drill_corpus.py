@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from upscaler.io import ImageReadError, read_image
+from upscaler.formats.image import ImageReadError, read_image
 
 from .corpus import Entry, build_corpus
 from .procs import file_hashes, peak_rss_mb, reset_peak_rss, rss_mb, run_upscale, temp_files

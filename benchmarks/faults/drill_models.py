@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from upscaler.checkpoint import ModelFileError
-from upscaler.loader import read_model
+from upscaler.models.checkpoint import ModelFileError
+from upscaler.models.loader import read_model
 
 from .hostile_models import CONVERT, build
 from .procs import peak_rss_mb, reset_peak_rss, rss_mb, run_upscale

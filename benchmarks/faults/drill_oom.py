@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from upscaler.io import ImageFile
-from upscaler.loader import read_model
-from upscaler.pipeline import NotEnoughMemoryError, Upscaler
-from upscaler.texture import TextureOptions, upscale_images
+from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
+from upscaler.formats.image import ImageFile
+from upscaler.models.loader import read_model
+from upscaler.process import TextureOptions, upscale_images
 
 from .corpus import load_patches, source_textures
 

@@ -1,7 +1,7 @@
 """The generator architectures this project builds and trains, in one explicit dict.
 
 Community architectures we do not own (SPAN, SwinIR, ...) are loaded through spandrel instead; see
-``upscaler.checkpoint``.
+``upscaler.models.checkpoint``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compact import Compact, CompactConfig, infer_compact_config
-from .rrdb import RRDBConfig, RRDBNet, infer_rrdb_config
+from upscaler.models.compact import Compact, CompactConfig, infer_compact_config
+from upscaler.models.rrdb import RRDBConfig, RRDBNet, infer_rrdb_config
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from pathlib import PurePath
 import numpy as np
 import torch
 
-from . import normals
-from .colour import linear_to_srgb, srgb_to_linear
-from .levels import quantize
+from upscaler.texture import normals
+from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
+from upscaler.texture.levels import quantize
 
 MAP_KINDS = ("color", "normal", "data")
 MAP_CHOICES = ("auto", *MAP_KINDS)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import alpha as alpha_
-from .levels import to_levels, to_tensor
-from .maps import MapInfo, quantize_filtered, to_filter_space
-from .resample import resize
+from upscaler.texture import alpha as alpha_
+from upscaler.texture.levels import to_levels, to_tensor
+from upscaler.texture.maps import MapInfo, quantize_filtered, to_filter_space
+from upscaler.texture.resample import resize
 
 
 def chain_sizes(height: int, width: int) -> list[tuple[int, int]]:

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from .atomic import write_bytes_atomic
+from upscaler.atomic import write_bytes_atomic
 
 FORMAT_VERSION = "1"
 MAX_HEADER_BYTES = 16 * 1024 * 1024

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bcn
+from upscaler.formats import bcn
 
 MAGIC = b"DDS "
 HEADER_BYTES = 128

@@ -11,10 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import zoo
-from .checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
-from .models import ARCHITECTURES, build_generator, make_config, recognise
-from .pipeline import ModelInfo, Upscaler
+from upscaler.engine.pipeline import ModelInfo, Upscaler
+from upscaler.models import ARCHITECTURES, build_generator, make_config, recognise, zoo
+from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
 
 MAX_SCALE = 16
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .levels import full_scale, to_tensor
+from upscaler.texture.levels import full_scale, to_tensor
 
 # Quantising a unit vector to 8 bits per channel by plain rounding leaves |len - 1| ~ 0.002; the
 # best of the 8 surrounding codes by length (with this weight on the distance from the exact

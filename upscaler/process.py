@@ -21,15 +21,15 @@ from pathlib import PurePath
 import numpy as np
 import torch
 
-from . import alpha as alpha_
-from . import maps
-from .dds import DDS_FORMAT_CHOICES
-from .io import ImageFile
-from .levels import quantize, to_levels, to_tensor
-from .maps import MapInfo
-from .pipeline import Upscaler
-from .resample import KERNELS, RowResampler, resize_axis
-from .seamless import detect_wrap
+from upscaler.engine.pipeline import Upscaler
+from upscaler.formats.dds import DDS_FORMAT_CHOICES
+from upscaler.formats.image import ImageFile
+from upscaler.texture import alpha as alpha_
+from upscaler.texture import maps
+from upscaler.texture.levels import quantize, to_levels, to_tensor
+from upscaler.texture.maps import MapInfo
+from upscaler.texture.resample import KERNELS, RowResampler, resize_axis
+from upscaler.texture.seamless import detect_wrap
 
 SEAMLESS_MODES = ("auto", "on", "off", "x", "y")  # x: left/right edges meet; y: top/bottom
 PALETTE_MODES = ("rgb", "keep")
@@ -237,7 +237,7 @@ def _finish(
     save_options = dict(image.save_options)
     palette = image.palette
     if options.palette == "keep" and palette is not None and palette.shape[1] == pixels.shape[2]:
-        from .palette import snap
+        from upscaler.texture.palette import snap
 
         pixels = snap(pixels, palette)
         save_options["palette"] = "keep"

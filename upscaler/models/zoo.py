@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import ModelFileError
+from upscaler.models.checkpoint import ModelFileError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PIL import ImageFile as PILImageFile
 
-from . import dds
-from .atomic import atomic_write
+from upscaler.atomic import atomic_write
+from upscaler.formats import dds
 
 if TYPE_CHECKING:
-    from .dds import DdsInfo
-    from .maps import MapInfo
+    from upscaler.formats.dds import DdsInfo
+    from upscaler.texture.maps import MapInfo
 
 MAX_PIXELS = 16384 * 16384
 MAX_SIDE = 65536

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import bcn
-from .ddsheader import (
+from upscaler.formats import bcn
+from upscaler.formats.ddsheader import (
     M8,
     RGBA8,
     DdsError,
@@ -28,10 +28,10 @@ from .ddsheader import (
     read_info,
     surface_bytes,
 )
-from .levels import full_scale
+from upscaler.texture.levels import full_scale
 
 if TYPE_CHECKING:
-    from .io import ImageFile
+    from upscaler.formats.image import ImageFile
 
 DDS_FORMAT_CHOICES = ("auto", "bc1", "bc2", "bc3", "bc4", "bc5", "bc7", "rgba")
 __all__ = [
@@ -127,7 +127,7 @@ def _decode_masks(data: bytes, fmt: DdsFormat, h: int, w: int) -> np.ndarray:
 
 def encode(image: ImageFile) -> tuple[bytes, list[str]]:
     """The DDS file for ``image``, and notes about anything not kept as it was."""
-    from .mips import build_chain, chain_sizes
+    from upscaler.texture.mips import build_chain, chain_sizes
 
     source: DdsInfo | None = image.info.get("dds")
     requested = str(image.save_options.get("dds_format", "auto"))

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import budget as budget_
-from .budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
-from .seamless import wrap_index
-from .tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
+from upscaler.engine import budget as budget_
+from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
+from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
+from upscaler.texture.seamless import wrap_index
 
 __all__ = ["ModelInfo", "NotEnoughMemoryError", "Upscaler", "is_out_of_memory", "memory_budget"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .levels import full_scale, quantize, to_levels, to_tensor
+from upscaler.texture.levels import full_scale, quantize, to_levels, to_tensor
 
 ALPHA_MODES = ("cutout", "blended", "data", "absent")
 ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
