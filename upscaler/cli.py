@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from upscaler import options as choices
+
 if TYPE_CHECKING:
     from upscaler.engine.pipeline import Upscaler
     from upscaler.process import TextureOptions
@@ -23,13 +25,6 @@ if TYPE_CHECKING:
     from upscaler.worklist import Job
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
-FORMAT_CHOICES = ("png", "tga", "jpg", "bmp", "webp", "dds")
-# Literal here so --help needs no torch; tests check they equal the library's.
-SEAMLESS_CHOICES = ("auto", "on", "off", "x", "y")
-MAP_CHOICES = ("auto", "color", "normal", "data")
-ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
-PALETTE_CHOICES = ("rgb", "keep")
-DDS_FORMAT_CHOICES = ("auto", "bc1", "bc2", "bc3", "bc4", "bc5", "bc7", "rgba")
 
 
 def _fatal(message: str) -> None:
@@ -129,7 +124,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMAT_CHOICES),
+    type=click.Choice(choices.OUTPUT_FORMATS),
     default=None,
     help="Convert outputs to this format (default: keep each input's format).",
 )
@@ -148,7 +143,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 )
 @click.option(
     "--seamless",
-    type=click.Choice(SEAMLESS_CHOICES),
+    type=click.Choice(choices.SEAMLESS_MODES),
     default="auto",
     help="Wrap-around padding so tileable textures stay tileable (auto: detect per axis; "
     "x: left/right edges only, y: top/bottom only).",
@@ -156,26 +151,26 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option(
     "--map",
     "map_kind",
-    type=click.Choice(MAP_CHOICES),
+    type=click.Choice(choices.MAP_CHOICES),
     default="auto",
     help="Map type (auto: from the name suffix, e.g. _n normal, _rough data; checked by content).",
 )
 @click.option(
     "--alpha",
     "alpha_mode",
-    type=click.Choice(ALPHA_CHOICES),
+    type=click.Choice(choices.ALPHA_CHOICES),
     default="auto",
     help="Alpha meaning (auto: cutout if mostly 0/255, else blended; data in normal/data maps).",
 )
 @click.option(
     "--palette",
-    type=click.Choice(PALETTE_CHOICES),
+    type=click.Choice(choices.PALETTE_MODES),
     default="rgb",
     help="Palette images: upscale as RGB(A), or keep: re-quantise to the source palette.",
 )
 @click.option(
     "--dds-format",
-    type=click.Choice(DDS_FORMAT_CHOICES),
+    type=click.Choice(choices.DDS_FORMATS),
     default="auto",
     help="DDS outputs: auto keeps the source's format (BC7 for other sources).",
 )
@@ -197,7 +192,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
     "--precision",
-    type=click.Choice(("auto", "fp32", "bf16", "fp16")),
+    type=click.Choice(choices.PRECISIONS),
     default="auto",
     help="auto: bf16 on CUDA where the model supports it, fp32 on CPU.",
 )
@@ -261,7 +256,6 @@ def main(
     quiet: bool,
 ) -> None:
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
-    from upscaler.formats.image import FORMATS
     from upscaler.models import zoo
     from upscaler.models.checkpoint import ModelFileError
     from upscaler.process import TextureOptions
@@ -274,7 +268,7 @@ def main(
     if output_scale is not None and not 0 < output_scale <= 64:
         raise click.BadParameter("must be in (0, 64]", param_hint="--output-scale")
     shard_spec = _parse_shard(shard)
-    out_format = FORMATS["." + fmt] if fmt else None
+    out_format = choices.FORMATS["." + fmt] if fmt else None
     try:
         rules = Rules.load(rules_file) if rules_file is not None else Rules()
     except RulesError as exc:

@@ -21,19 +21,15 @@ from pathlib import PurePath
 import numpy as np
 import torch
 
+from upscaler import options
 from upscaler.engine.pipeline import Upscaler
-from upscaler.formats.dds import DDS_FORMAT_CHOICES
 from upscaler.formats.image import ImageFile
 from upscaler.texture import alpha as alpha_
 from upscaler.texture import maps
 from upscaler.texture.levels import quantize, to_levels, to_tensor
 from upscaler.texture.maps import MapInfo
-from upscaler.texture.resample import KERNELS, RowResampler, resize_axis
+from upscaler.texture.resample import RowResampler, resize_axis
 from upscaler.texture.seamless import detect_wrap
-
-SEAMLESS_MODES = ("auto", "on", "off", "x", "y")  # x: left/right edges meet; y: top/bottom
-PALETTE_MODES = ("rgb", "keep")
-RESAMPLE_KERNELS = (*KERNELS, "nearest")
 
 
 @dataclass(frozen=True)
@@ -52,12 +48,12 @@ class TextureOptions:
 
     def __post_init__(self) -> None:
         for name, choices in (
-            ("seamless", SEAMLESS_MODES),
-            ("map", maps.MAP_CHOICES),
-            ("alpha", alpha_.ALPHA_CHOICES),
-            ("palette", PALETTE_MODES),
-            ("dds_format", DDS_FORMAT_CHOICES),
-            ("resample", RESAMPLE_KERNELS),
+            ("seamless", options.SEAMLESS_MODES),
+            ("map", options.MAP_CHOICES),
+            ("alpha", options.ALPHA_CHOICES),
+            ("palette", options.PALETTE_MODES),
+            ("dds_format", options.DDS_FORMATS),
+            ("resample", options.RESAMPLE_KERNELS),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePath
 from typing import Any
 
-from upscaler.formats.image import FORMATS
+from upscaler.options import FORMATS, OUTPUT_FORMATS
 from upscaler.process import TextureOptions
 
 OPTIONS = ("map", "alpha", "seamless", "native", "output_scale", "format", "palette", "dds_format")
@@ -33,7 +33,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "native": (bool,),
     "output_scale": (int, float),
 }
-FORMAT_CHOICES = tuple(sorted({ext.lstrip(".") for ext in FORMATS if ext != ".jpeg"}))
 
 
 class RulesError(ValueError):
@@ -120,8 +119,8 @@ def _check(options: dict[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
         if not isinstance(value, types) or (key != "native" and isinstance(value, bool)):
             kind = " or ".join(t.__name__ for t in types)
             raise RulesError(f"{where}: {key} must be a {kind}, got {value!r}")
-        if key == "format" and value not in FORMAT_CHOICES:
-            raise RulesError(f"{where}: format must be one of {FORMAT_CHOICES}, got {value!r}")
+        if key == "format" and value not in OUTPUT_FORMATS:
+            raise RulesError(f"{where}: format must be one of {OUTPUT_FORMATS}, got {value!r}")
     try:
         apply(TextureOptions(), options)
     except ValueError as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from upscaler.atomic import is_temp_file
-from upscaler.formats.image import EXTENSIONS, FORMATS
+from upscaler.options import EXTENSIONS, FORMATS
 
 
 class PlanError(Exception):

@@ -28,14 +28,13 @@ from upscaler.formats.ddsheader import (
     read_info,
     surface_bytes,
 )
+from upscaler.options import DDS_FORMATS
 from upscaler.texture.levels import full_scale
 
 if TYPE_CHECKING:
     from upscaler.formats.image import ImageFile
 
-DDS_FORMAT_CHOICES = ("auto", "bc1", "bc2", "bc3", "bc4", "bc5", "bc7", "rgba")
 __all__ = [
-    "DDS_FORMAT_CHOICES",
     "DdsError",
     "DdsFormat",
     "DdsInfo",
@@ -143,8 +142,8 @@ def encode(image: ImageFile) -> tuple[bytes, list[str]]:
 
 def _choose(source: DdsInfo | None, image: ImageFile, requested: str) -> DdsFormat:
     """The format asked for: the source's, a named family, or one picked for the content."""
-    if requested not in DDS_FORMAT_CHOICES:
-        raise ValueError(f"DDS format must be one of {DDS_FORMAT_CHOICES}, got {requested!r}")
+    if requested not in DDS_FORMATS:
+        raise ValueError(f"DDS format must be one of {DDS_FORMATS}, got {requested!r}")
     if requested == "auto" and source is not None:
         return source.format
     info = image.map_info

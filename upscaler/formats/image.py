@@ -29,23 +29,8 @@ if TYPE_CHECKING:
 
 MAX_PIXELS = 16384 * 16384
 MAX_SIDE = 65536
-FORMATS: dict[str, str] = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".tga": "TGA",
-    ".bmp": "BMP",
-    ".webp": "WEBP",
-    ".dds": "DDS",
-}
-EXTENSIONS: dict[str, str] = {
-    "PNG": ".png",
-    "JPEG": ".jpg",
-    "TGA": ".tga",
-    "BMP": ".bmp",
-    "WEBP": ".webp",
-    "DDS": ".dds",
-}
+from upscaler.options import FORMATS  # noqa: E402  (one table for every layer)
+
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # Pillow refuses images above its bomb limit before we can apply ours; ours is the one that counts.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)

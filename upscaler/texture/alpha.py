@@ -19,8 +19,6 @@ import torch.nn.functional as F
 
 from upscaler.texture.levels import full_scale, quantize, to_levels, to_tensor
 
-ALPHA_MODES = ("cutout", "blended", "data", "absent")
-ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
 # Cutout: at least this share of texels within NEAR_BINARY of 0 or of full, with both present.
 MIN_BINARY_SHARE = 0.85
 NEAR_BINARY = 8 / 255

@@ -21,12 +21,11 @@ from pathlib import PurePath
 import numpy as np
 import torch
 
+from upscaler.options import MAP_CHOICES
 from upscaler.texture import normals
 from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
 from upscaler.texture.levels import quantize
 
-MAP_KINDS = ("color", "normal", "data")
-MAP_CHOICES = ("auto", *MAP_KINDS)
 NORMAL_SUFFIXES = frozenset({"n", "nm", "nrm", "normal", "norm", "nor", "normalmap"})
 DATA_SUFFIXES = frozenset(
     {

@@ -36,7 +36,9 @@ def _triangle(x: torch.Tensor) -> torch.Tensor:
     return (1 - x.abs()).clamp(min=0)
 
 
-KERNELS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {
+KERNELS: dict[
+    str, tuple[Callable[[torch.Tensor], torch.Tensor], float]
+] = {  # options.FILTER_KERNELS
     "lanczos3": (_lanczos3, 3.0),
     "bicubic": (_cubic(-0.5), 2.0),  # Keys a = -0.5, as Pillow and torch
     "catmull-rom": (_cubic(-0.5), 2.0),
