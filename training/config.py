@@ -153,6 +153,7 @@ class LossConfig:
     pixel: str = "l1"
     pixel_weight: float = 1.0
     colour_weight: float = 0.0  # colour consistency against the LR input
+    spectrum_weight: float = 0.0  # amplitude-spectrum match (detail without a texel grid)
     lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
     vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
     gan_type: str = "nonsaturating"
@@ -164,7 +165,13 @@ class LossConfig:
     def __post_init__(self) -> None:
         _choice("loss.pixel", self.pixel, PIXEL_LOSSES)
         _choice("loss.gan_type", self.gan_type, GAN_TYPES)
-        weights = (self.pixel_weight, self.colour_weight, self.lpips_weight, self.vgg_weight)
+        weights = (
+            self.pixel_weight,
+            self.colour_weight,
+            self.spectrum_weight,
+            self.lpips_weight,
+            self.vgg_weight,
+        )
         if min(*weights, self.gan_weight, self.feature_match_weight, self.clip_value) < 0:
             raise ConfigError("loss weights and loss.clip_value must be >= 0")
 

@@ -37,6 +37,7 @@ from .losses import (
     gradient_penalty,
     mix_real_fake,
     pixel_loss,
+    spectrum_loss,
 )
 from .monitor import Health, MetricsLog, Progress
 from .perceptual import (
@@ -183,6 +184,8 @@ class Trainer:
         terms = {"pixel": loss.pixel_weight * pixel_loss(loss.pixel, sr, gt)}
         if loss.colour_weight:
             terms["colour"] = loss.colour_weight * colour_consistency_loss(sr, lq, scale)
+        if loss.spectrum_weight:
+            terms["spectrum"] = loss.spectrum_weight * spectrum_loss(sr, gt)
         colour = ~normal.to(sr.device)  # perceptual nets know photos, not vector fields
         if self.lpips is not None and bool(colour.any()):
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
