@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import DATA
 
+from training import maps as training_maps
 from upscaler import load_model
 from upscaler.formats.image import ImageFile, read_image
 from upscaler.process import TextureOptions, plan_texture, upscale_images
@@ -31,13 +32,54 @@ from upscaler.texture import maps, normals
         ("env/rock_ORM.png", "data"),
         ("rock.png", None),
         ("rock_d.png", None),
-        ("rock_n2.png", None),  # not a suffix we know: colour
+        ("rock_n2.png", "normal"),  # a second variant: digits after the kind word are dropped
+        ("rock_d.png", None),
         ("n.png", None),  # no underscore: a name, not a suffix
         ("normal_rock.png", None),
     ],
 )
 def test_suffix_rules(name: str, kind: str | None) -> None:
-    assert maps.suffix_kind(name) == kind
+    assert maps.kind_from_name(name) == kind
+
+
+# Real-world names from game dumps and asset packs, and the map type they hold.
+REAL_WORLD_NAMES = [
+    ("brick_normals.png", "normal"),  # plural
+    ("rock_ddn.png", "normal"),  # CryEngine
+    ("bricksNormal.png", "normal"),  # camelCase
+    ("T_Wall_NRM.tga", "normal"),  # Unreal
+    ("wall03_local.tga", "normal"),  # id Tech 4
+    ("stone01_norm.jpg", "normal"),
+    ("metal_plate_normal_map.png", "normal"),
+    ("Ground_Normal_OpenGL.png", "normal"),
+    ("crate_NormalMap2.dds", "normal"),
+    ("rock_rough.png", "data"),
+    ("crate_mask2.png", "data"),
+    ("T_Wall_ORM.tga", "data"),
+    ("Metal012_2K_Roughness.jpg", "data"),  # ambientCG
+    ("stone_height_map.png", "data"),
+    ("tree_opacity.png", "data"),
+    ("metal_plate.png", None),  # a colour map of metal, not a metalness map
+    ("n64_brick.png", None),
+    ("normal_rock.png", None),  # "normal" as the first word is not a suffix
+    ("ui_button_normal_hover.png", None),
+    ("lava_glow.png", None),  # emissive maps are colour
+    ("Wood_BaseColor.png", None),
+]
+
+
+@pytest.mark.parametrize(("name", "kind"), REAL_WORLD_NAMES)
+def test_training_and_inference_give_the_same_map_type(name: str, kind: str | None) -> None:
+    """The name decides for both sides; the pixels confirm a normal map for both sides."""
+    normal = read_image(DATA / "grass01_n.png").pixels
+    colour = read_image(DATA / "redrock01_tile.png").pixels
+    assert maps.kind_from_name(name) == kind
+    for pixels, is_normal in ((normal, True), (colour, False)):
+        upscale_kind = maps.detect(name, pixels, 8)[0]
+        train_kind = training_maps.classify(name, pixels)
+        expected = kind if kind != "normal" or is_normal else None
+        assert upscale_kind == (expected or "color")
+        assert train_kind == (expected or "color")
 
 
 def test_normal_by_name_is_confirmed_by_content() -> None:

@@ -17,7 +17,7 @@ from training_helpers import height_field, normals_from_height, tileable_pixels,
 from training.cli import main
 from training.config import DataConfig, DegradeConfig
 from training.data import PairedSet, ResumableSampler, TrainSet, make_loader
-from training.maps import KINDS, kind_from_name
+from training.maps import KINDS
 from training.pack import PackError, pack_folders, read_pack
 from training.recipe import degrade
 
@@ -73,10 +73,6 @@ def test_normal_maps_are_recognised_by_name_and_content(tmp_path: Path) -> None:
     dataset = TrainSet((str(root),), DATA, MIX, scale=4, seed=0, degrade_in_loader=False)
     kinds = {dataset.items[i].path.name: dataset[(i, i)]["normal"] for i in range(len(dataset))}
     assert kinds["wall_n.png"] is True and kinds["colour_0.png"] is False
-    assert (
-        kind_from_name("stone01_norm.jpg") == "normal" and kind_from_name("crate_mask.png") == "aux"
-    )
-    assert kind_from_name("n64_brick.png") is None and kind_from_name("door_local.tga") == "normal"
 
 
 def test_wrap_crops_of_a_tileable_texture_continue_across_the_seam(tmp_path: Path) -> None:
@@ -102,7 +98,7 @@ def test_wrap_crops_of_a_tileable_texture_continue_across_the_seam(tmp_path: Pat
     assert straddling > 5
 
 
-def test_pack_round_trip_skips_aux_and_small_and_loads_fast(tmp_path: Path) -> None:
+def test_pack_round_trip_skips_data_maps_and_small_and_loads_fast(tmp_path: Path) -> None:
     root = write_texture_tree(tmp_path / "train", size=40)
     Image.fromarray(make_pixels(40, 40, 3, seed=9)).save(root / "crate_spec.png")
     Image.fromarray(make_pixels(10, 12, 3)).save(root / "tiny.png")
@@ -121,7 +117,7 @@ def test_pack_round_trip_skips_aux_and_small_and_loads_fast(tmp_path: Path) -> N
     assert pack.crops.shape == (21, 24, 24, 3) and pack.crops.dtype == np.uint8
     assert KINDS[int(pack.kinds[-1])] in ("color", "normal")
     assert sum(KINDS[int(k)] == "normal" for k in pack.kinds) == 3
-    assert any("crate_spec.png" in m and "auxiliary" in m for m in messages)
+    assert any("crate_spec.png" in m and "data map" in m for m in messages)
     assert any("tiny.png" in m for m in messages) and any("broken.png" in m for m in messages)
     from safetensors.numpy import load_file  # a plain safetensors file for other tools too
 
@@ -200,7 +196,7 @@ def test_prepare_sorts_filters_and_records_sources(tmp_path: Path) -> None:
     )
     assert kept["world/photo.jpg"]["size"] == [40, 45]  # JPEG sources are halved
     assert "near-duplicate of" in dropped["world/crate_copy.png"]
-    assert "auxiliary" in dropped["models/crate/crate_spec.png"]
+    assert "data map" in dropped["models/crate/crate_spec.png"]
     assert "flat" in dropped["world/flat.png"] and "too small" in dropped["world/small.png"]
     assert dropped["world/gray.png"] == "grayscale" and "unreadable" in dropped["world/broken.tga"]
     for entry in manifest:
@@ -255,7 +251,7 @@ def test_folder_dataset_leaves_out_small_unreadable_and_aux_files_with_reasons(
     assert len(dataset) == 7
     reasons = "\n".join(dataset.left_out)
     assert "trim.png: 40x10 is smaller than data.crop_size" in reasons
-    assert "rock_gloss.png: an auxiliary data map" in reasons and "empty.png" in reasons
+    assert "rock_gloss.png: a data map" in reasons and "empty.png" in reasons
 
 
 def test_transparent_texels_take_the_visible_colour_before_alpha_is_dropped() -> None:

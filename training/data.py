@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from upscaler.formats.image import ImageReadError, probe
+from upscaler.texture.maps import kind_from_name
 from upscaler.texture.seamless import detect_wrap
 
 from .augment import augment, sample_augmentation
@@ -31,7 +32,7 @@ from .config import Config, ConfigError, DataConfig, DegradeConfig
 from .ddp import Dist
 from .degradations import wrap_crop
 from .images import list_images, load_texture
-from .maps import KINDS, kind_from_name
+from .maps import KINDS
 from .pack import PackedCrops, read_pack
 from .recipe import degrade, sample_params, stack_params
 
@@ -128,8 +129,8 @@ class TrainSet(Dataset[dict[str, object]]):
         Only headers are read; what was left out and why is kept in ``self.left_out``."""
         kept = []
         for path in paths:
-            if kind_from_name(path) == "aux":
-                self.left_out.append(f"{path}: an auxiliary data map by its name")
+            if kind_from_name(path) == "data":
+                self.left_out.append(f"{path}: a data map by its name (not trained on)")
                 continue
             try:
                 h, w = probe(path)

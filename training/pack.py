@@ -131,8 +131,8 @@ def pack_folders(
             texture, kind = load_texture(path)
         except ImageReadError as exc:
             return f"skipped: {exc}", []
-        if kind == "aux":
-            return f"{path}: skipped: an auxiliary data map by its name", []
+        if kind == "data":
+            return f"{path}: skipped: a data map by its name (not trained on)", []
         if min(texture.shape[:2]) < crop_size:
             return f"{path}: skipped: {texture.shape[1]}x{texture.shape[0]} < {crop_size}", []
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)

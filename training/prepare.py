@@ -22,11 +22,12 @@ import torch
 from upscaler.atomic import write_bytes_atomic
 from upscaler.formats.image import ImageFile, ImageReadError, read_image, write_image
 from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
+from upscaler.texture.maps import kind_from_name
 from upscaler.texture.resample import resize
 
 from .degradations import renormalise_normals
 from .images import list_images
-from .maps import classify, is_grayscale
+from .maps import classify, is_grayscale, looks_like_normal_map
 
 HASH_SIDE = 16  # 16x16 average hash: 256 bits, as the shared data set was deduplicated
 DETAIL_SIDE = 32
@@ -114,8 +115,10 @@ def judge(path: Path, options: PrepareOptions) -> Verdict:
     if min(th, tw) < options.min_size:
         return Verdict(path, reason=f"too small ({tw}x{th} after resizing < {options.min_size})")
     kind = classify(path, pixels)
-    if kind == "aux":
-        return Verdict(path, kind, "an auxiliary data map (by its name)")
+    if kind == "data":
+        return Verdict(path, kind, "a data map by its name (not trained on)")
+    if kind != "normal" and kind_from_name(path) is None and looks_like_normal_map(pixels):
+        kind = "normal"  # a normal map with a vague name: sorted into normal/ by its pixels
     gray = pixels.shape[2] < 3 or (kind != "normal" and is_grayscale(pixels))
     if gray and not options.keep_grayscale:
         return Verdict(path, kind, "grayscale")

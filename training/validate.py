@@ -58,7 +58,7 @@ def load_val_set(config: Config) -> tuple[list[ValImage], list[ValImage]]:
             pixels, kind = load_texture(path)
         except ImageReadError:
             continue  # reported by the dataset checks; validation is best effort
-        if kind == "aux" or min(pixels.shape[:2]) < max(16, scale * 4):
+        if kind == "data" or min(pixels.shape[:2]) < max(16, scale * 4):
             continue
         whole = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
         gt = _centre(whole, config.val.crop_size, scale)

@@ -340,7 +340,7 @@ def _dry_run(
     from upscaler.formats.image import ImageReadError, probe
     from upscaler.process import output_size
     from upscaler.runner import Manifest
-    from upscaler.texture.maps import suffix_kind
+    from upscaler.texture.maps import kind_from_name
 
     manifest = Manifest(output.resolve())
     for job in jobs:
@@ -353,7 +353,7 @@ def _dry_run(
         out = output_size(size, scale, options)
         done = skip_existing and manifest.complete(job.target, out)
         verb = "skip " if done else "do   "
-        kind = options.map if options.map != "auto" else suffix_kind(job.source) or "color"
+        kind = options.map if options.map != "auto" else kind_from_name(job.source) or "color"
         click.echo(
             f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]}) {kind}"
         )

@@ -26,18 +26,59 @@ from upscaler.texture import normals
 from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
 from upscaler.texture.levels import quantize
 
-NORMAL_SUFFIXES = frozenset({"n", "nm", "nrm", "normal", "norm", "nor", "normalmap"})
+# The kind a file name's last word names (after a convention tag, a trailing "map" and digits).
+NORMAL_SUFFIXES = frozenset(
+    {
+        *("n", "nm", "nrm", "nor", "norm", "norms", "normal", "normals", "normalmap"),
+        "ddn",  # CryEngine / Crytek Sponza: "DDN" (DXT-compressed normal)
+        "local",  # id Tech 4 (Doom 3, Quake 4): "_local" is the normal map
+    }
+)
 DATA_SUFFIXES = frozenset(
     {
-        # the issue's list
-        *("r", "rough", "m", "metal", "ao", "h", "height", "disp", "mask", "s", "spec", "gloss"),
-        # long forms and packed occlusion/roughness/metalness, as exported by common tools
-        *("roughness", "metallic", "metalness", "occlusion", "specular", "glossiness"),
-        *("displacement", "bump", "orm", "arm", "rma", "mra"),
+        *("r", "rough", "roughness", "m", "metal", "metallic", "metalness"),
+        *("ao", "occlusion", "ambientocclusion", "cavity", "curvature", "thickness", "sss"),
+        *("h", "height", "heightmap", "disp", "displacement", "bump", "bumpmap"),
+        *("mask", "masks", "opacity", "s", "spec", "specular", "g", "gloss", "glossiness"),
+        *("orm", "arm", "rma", "mra"),  # packed occlusion / roughness / metalness
     }
 )
 # A convention tag after the kind ("rock_nor_gl", "rock_normal_dx") names the same kind.
 CONVENTION_TAGS = frozenset({"gl", "dx", "opengl", "directx", "ogl"})
+KIND_WORDS = NORMAL_SUFFIXES | DATA_SUFFIXES
+
+
+def name_tokens(name: str | PurePath) -> list[str]:
+    """Lower-case words of a file name (extension dropped): split on punctuation, spaces and
+    camelCase, trailing digits stripped ("norms1" -> "norms", "01" -> gone)."""
+    stem = PurePath(name).name.split(".")[0]
+    words = re.sub(r"([a-z])([A-Z])", r"\1 \2", stem)
+    tokens = [t.rstrip("0123456789") for t in re.split(r"[^A-Za-z0-9]+", words.lower())]
+    return [t for t in tokens if t]
+
+
+def kind_from_name(name: str | PurePath) -> str | None:
+    """``normal`` or ``data`` from a file name's last word, else None (the name says nothing).
+
+    The one classifier for inference and training: ``rock_n``, ``T_Rock_NRM``, ``bricksNormal``,
+    ``brick_normals``, ``rock_ddn``, ``rock_normal_dx``, ``wall_local`` are normal maps;
+    ``rock_rough``, ``rock_ORM``, ``crate_mask2`` data. A single word ("n.png") is a name, not a
+    suffix; "map" after a kind word ("rock_normal_map") belongs to it.
+    """
+    tokens = name_tokens(name)
+    if tokens[-2:] in (["open", "gl"], ["direct", "x"]):  # "OpenGL" split as camelCase
+        tokens = [*tokens[:-2], "opengl"]
+    if len(tokens) >= 3 and tokens[-1] in CONVENTION_TAGS:
+        tokens = tokens[:-1]
+    if len(tokens) >= 3 and tokens[-1] == "map" and tokens[-2] in KIND_WORDS:
+        tokens = tokens[:-1]
+    if len(tokens) < 2:
+        return None
+    if tokens[-1] in NORMAL_SUFFIXES:
+        return "normal"
+    if tokens[-1] in DATA_SUFFIXES:
+        return "data"
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,21 +97,6 @@ class MapInfo:
     notes: tuple[str, ...] = ()
 
 
-def suffix_kind(name: str | PurePath) -> str | None:
-    """``normal`` or ``data`` from a file name's last ``_token`` (case-insensitive), else None."""
-    stem = PurePath(name).name.split(".")[0].lower()
-    tokens = [t for t in re.split(r"[_\-. ]", stem) if t]
-    if len(tokens) >= 3 and tokens[-1] in CONVENTION_TAGS:
-        tokens = tokens[:-1]
-    if len(tokens) < 2:
-        return None
-    if tokens[-1] in NORMAL_SUFFIXES:
-        return "normal"
-    if tokens[-1] in DATA_SUFFIXES:
-        return "data"
-    return None
-
-
 def detect(
     name: str | PurePath, pixels: np.ndarray, bits: int, requested: str = "auto"
 ) -> tuple[str, bool, list[str]]:
@@ -78,7 +104,7 @@ def detect(
     if requested not in MAP_CHOICES:
         raise ValueError(f"map must be one of {MAP_CHOICES}, got {requested!r}")
     forced = requested != "auto"
-    kind = requested if forced else suffix_kind(name) or "color"
+    kind = requested if forced else kind_from_name(name) or "color"
     if kind != "normal":
         return kind, False, []
     how = "set as" if forced else "named as"
