@@ -2,9 +2,9 @@
 
 Textures reach games through these codecs, so the model should learn to undo their artefacts: the
 4x4 blocks and 565 colour banding of block compression, JPEG ringing, and the banding or dither
-patterns of a reduced palette. The encoders are Pillow's (libjpeg; Pillow's DDS writer, which
-encodes BC1/BC3 since 11.x; its median-cut and octree quantisers): maintained, fast enough for
-loader workers (well under a millisecond for a 64x64 crop), and deterministic.
+patterns of a reduced palette. The encoders are real ones: libjpeg and Pillow's median-cut
+quantiser, and for block compression the encoders ``upscale`` writes DDS files with
+(``upscaler.formats.bcn``): maintained, fast enough for loader workers, and deterministic.
 
 This module is the training side's only user of Pillow; it never touches files. Each function takes
 one ``(C, H, W)`` float image in ``[0, 1]`` on CPU (C = 3 or 4) and returns the decoded image of the
@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-BC_PIXEL_FORMATS = {"bc1": "DXT1", "bc3": "DXT5"}
+from upscaler.formats import bcn
+from upscaler.texture.levels import quantize, round_to_levels
+
+BC_BLOCKS = {"bc1": 1, "bc3": 3}
 
 
 def _to_pil(x: torch.Tensor) -> Image.Image:
@@ -48,27 +51,29 @@ def jpeg_roundtrip(x: torch.Tensor, quality: int, *, subsampling: int = 2) -> to
     buffer.seek(0)
     with Image.open(buffer) as im:
         rgb = _from_pil(im, 3, x)
-    return torch.cat([rgb, _quantise(x[3:])]) if x.shape[0] == 4 else rgb
+    return torch.cat([rgb, round_to_levels(x[3:])]) if x.shape[0] == 4 else rgb
 
 
 def bc_roundtrip(x: torch.Tensor, fmt: str) -> torch.Tensor:
     """Block-compress as ``bc1`` (DXT1: 565 endpoints, 2-bit indices per texel of each 4x4
     block) or ``bc3`` (DXT5: the same colour block plus an interpolated 8-level alpha block), and
-    decode. Any size works; Pillow pads partial blocks."""
-    if fmt not in BC_PIXEL_FORMATS:
-        raise ValueError(f"unknown block format {fmt!r}; known: {', '.join(BC_PIXEL_FORMATS)}")
-    channels = x.shape[0]
-    im = _to_pil(x)
-    if fmt == "bc1":
-        im = im.convert("RGB")  # opaque BC1: the 1-bit alpha mode would punch holes
-    buffer = io.BytesIO()
-    im.save(buffer, format="DDS", pixel_format=BC_PIXEL_FORMATS[fmt])
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        out = _from_pil(decoded, 4, x)
-    if channels == 3:
-        return out[:3]
-    return out if fmt == "bc3" else torch.cat([out[:3], _quantise(x[3:])])
+    decode, with the encoders ``upscale`` writes DDS files with (``upscaler.formats.bcn``). Any
+    size works; partial blocks are padded. BC1 is opaque here (its 1-bit alpha would punch
+    holes); a fourth channel passes through it rounded to 8 bits."""
+    if fmt not in BC_BLOCKS:
+        raise ValueError(f"unknown block format {fmt!r}; known: {', '.join(BC_BLOCKS)}")
+    if x.ndim != 3 or x.shape[0] not in (3, 4):
+        raise ValueError(f"expected a (3|4, H, W) image, got {tuple(x.shape)}")
+    block = BC_BLOCKS[fmt]
+    levels = quantize(x.detach().float().cpu(), 8).permute(1, 2, 0).numpy()
+    kept = levels if block == 3 else levels[:, :, :3]
+    h, w = levels.shape[:2]
+    decoded = bcn.decode(bcn.encode(np.ascontiguousarray(kept), block), block, h, w)
+    out = torch.from_numpy(decoded[:, :, : kept.shape[2]].copy()).permute(2, 0, 1)
+    out = (out.float() / 255).to(x.device, x.dtype)
+    if x.shape[0] == 4 and block == 1:
+        return torch.cat([out, round_to_levels(x[3:])])
+    return out
 
 
 def palette_quantise(x: torch.Tensor, colours: int, *, dither: bool) -> torch.Tensor:
@@ -81,8 +86,4 @@ def palette_quantise(x: torch.Tensor, colours: int, *, dither: bool) -> torch.Te
     if dither:  # Pillow dithers only when mapping onto a given palette: map again onto this one
         quantised = im.quantize(palette=quantised, dither=Image.Dither.FLOYDSTEINBERG)
     rgb = _from_pil(quantised, 3, x)
-    return torch.cat([rgb, _quantise(x[3:])]) if x.shape[0] == 4 else rgb
-
-
-def _quantise(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round() / 255
+    return torch.cat([rgb, round_to_levels(x[3:])]) if x.shape[0] == 4 else rgb

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from upscaler.texture import normals
 from upscaler.texture.resample import resize
 
 # Our kernel names -> upscaler.texture.resample's (one resampler for the whole project).
@@ -116,17 +117,12 @@ def gaussian_noise(
     return out
 
 
-def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to ``[0, 1]`` and round to the 256 levels a texture file can store."""
-    return (x.clamp(0, 1) * 255).round() / 255
-
-
 def renormalise_normals(x: torch.Tensor) -> torch.Tensor:
-    """Re-encode tangent-space normals ``(B, 3, H, W)`` as unit vectors (after a filter)."""
+    """Re-encode tangent-space normals ``(B, 3+, H, W)`` as unit vectors (after a filter), as
+    ``upscale`` does (``upscaler.texture.normals``); channels past the third pass through."""
     _check(x)
-    v = x[:, :3] * 2 - 1
-    v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-6)
-    return torch.cat([(v + 1) / 2, x[:, 3:]], dim=1)
+    v = normals.normalize(normals.decode(x[:, :3]))
+    return torch.cat([normals.encode(v), x[:, 3:]], dim=1)
 
 
 def wrap_crop(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from upscaler.models import build_generator, make_config
+from upscaler.texture.resample import KERNELS
 
 from .config import ModelConfig
 
@@ -49,15 +50,9 @@ def kaiming_chain_(module: nn.Module, slope: float = 0.25) -> None:
 
 def _cubic_taps(scale: int) -> torch.Tensor:
     """``(scale, 3)``: weights of the LR texels at -1, 0, +1 for each of the ``scale`` output
-    positions inside one LR texel (Keys cubic, a = -0.5; the far fourth tap, at most 5% of the
-    weight at x4, is dropped and the rest renormalised)."""
-
-    def keys(x: torch.Tensor) -> torch.Tensor:
-        x = x.abs()
-        near = 1.5 * x**3 - 2.5 * x**2 + 1
-        far = -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2
-        return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
-
+    positions inside one LR texel (the bicubic kernel ``upscale`` resamples with: Keys, a = -0.5;
+    the far fourth tap, at most 5% of the weight at x4, is dropped and the rest renormalised)."""
+    keys = KERNELS["bicubic"][0]
     offsets = (torch.arange(scale, dtype=torch.float64) + 0.5) / scale - 0.5
     taps = keys(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)[None] - offsets[:, None])
     return taps / taps.sum(dim=1, keepdim=True)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import torch
 
+from upscaler.texture.levels import round_to_levels
+
 from . import codecs
 from .config import DOWN_KERNELS, DegradeConfig
 from .degradations import (
     gaussian_blur,
     gaussian_noise,
     point_sample,
-    quantise_8bit,
     renormalise_normals,
     resize_down,
 )
@@ -142,8 +143,8 @@ def degrade(
     x = gaussian_blur(gt, sigma) if bool((sigma > 0).any()) else gt
     x = _shrink(x, params, scale)
     x = gaussian_noise(x, params["noise_sigma"], params["noise_gray"].bool(), params["noise_seed"])
-    x = quantise_8bit(x)
+    x = round_to_levels(x)
     x = _codecs(x, params, normal)
     if bool(normal.any()):
         x = torch.where(normal[:, None, None, None], renormalise_normals(x), x)
-    return quantise_8bit(x)
+    return round_to_levels(x)

@@ -27,3 +27,10 @@ def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     few uint16 ops)."""
     q = (x.clamp(0, 1) * full_scale(bits) + 0.5).floor_()
     return q.to(torch.int32 if bits == 16 else torch.uint8)
+
+
+def round_to_levels(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """``x`` rounded to the levels a ``bits``-deep file stores, kept as floats in ``[0, 1]``
+    (same dtype and device): what a texture looks like after it is saved and read back."""
+    top = full_scale(bits)
+    return (x.clamp(0, 1) * top + 0.5).floor_().div_(top)
