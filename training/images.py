@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from upscaler.atomic import is_temp_file
+from upscaler.formats.bits import to_8bit
 from upscaler.formats.image import FORMATS, ImageReadError, read_image
 from upscaler.texture.alpha import bleed
 
@@ -42,7 +43,7 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     does before inference, so training sees what the model will be given.
     """
     if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        pixels = to_8bit(pixels)
     if pixels.shape[2] in (2, 4):
         colour = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :-1])).permute(2, 0, 1)[None]
         alpha = torch.from_numpy(np.ascontiguousarray(pixels[:, :, -1:])).permute(2, 0, 1)[None]

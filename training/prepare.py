@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from upscaler.atomic import write_bytes_atomic
+from upscaler.formats.bits import to_8bit
 from upscaler.formats.image import ImageFile, ImageReadError, read_image, write_image
 from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
 from upscaler.texture.maps import kind_from_name
@@ -109,7 +110,7 @@ def judge(path: Path, options: PrepareOptions) -> Verdict:
         return Verdict(path, reason=f"unreadable: {exc.reason}")
     pixels = image.pixels
     if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
+        pixels = to_8bit(pixels)
     h, w = pixels.shape[:2]
     th, tw = _target_size(h, w, image.format == "JPEG", options)
     if min(th, tw) < options.min_size:
@@ -187,7 +188,7 @@ def _write(verdict: Verdict, target: Path, options: PrepareOptions) -> tuple[int
     image = read_image(verdict.path)
     pixels = image.pixels
     if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
+        pixels = to_8bit(pixels)
     if pixels.shape[2] < 3:
         pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
     pixels = pixels[:, :, :4] if verdict.kind == "alpha" else pixels[:, :, :3]

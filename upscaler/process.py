@@ -23,11 +23,13 @@ import torch
 
 from upscaler import options
 from upscaler.engine.pipeline import Upscaler
+from upscaler.formats.dds import DdsWrite, wants_mips
 from upscaler.formats.image import ImageFile
 from upscaler.texture import alpha as alpha_
 from upscaler.texture import maps
 from upscaler.texture.levels import quantize, to_levels, to_tensor
 from upscaler.texture.maps import MapInfo
+from upscaler.texture.mips import build_chain, chain_sizes
 from upscaler.texture.resample import RowResampler, resize_axis
 from upscaler.texture.seamless import detect_wrap
 
@@ -230,14 +232,22 @@ def _finish(
         pixels[:, :, -1] = info.constant_alpha
     elif alpha16 is not None and info.coverage is not None:
         pixels[:, :, -1] = alpha_.keep_coverage(alpha16, info.coverage, image.bits, info.soft)
-    save_options = dict(image.save_options)
-    palette = image.palette
+    palette, keep_palette = image.palette, False
     if options.palette == "keep" and palette is not None and palette.shape[1] == pixels.shape[2]:
         from upscaler.texture.palette import snap
 
-        pixels = snap(pixels, palette)
-        save_options["palette"] = "keep"
-    if options.dds_format != "auto":
-        save_options["dds_format"] = options.dds_format
+        pixels, keep_palette = snap(pixels, palette), True
+    dds_write = DdsWrite(options.dds_format, info.kind == "color", info.two_channel)
     result = image.with_pixels(np.ascontiguousarray(pixels))
-    return replace(result, map_info=info, save_options=save_options)
+    return replace(result, write_palette=keep_palette, dds_write=dds_write)
+
+
+def for_output(image: ImageFile, info: MapInfo, fmt: str) -> ImageFile:
+    """``image`` ready for the encoder of ``fmt``: a DDS that wants mips gets its chain here,
+    filtered per map type (``texture.mips``); the encoder only packs what it is given."""
+    write = image.dds_write
+    if fmt != "DDS" or not wants_mips(image.info.get("dds"), write.format):
+        return image
+    levels = len(chain_sizes(*image.size))
+    chain = build_chain(image.pixels, image.bits, info, levels)
+    return replace(image, dds_write=replace(write, mips=tuple(chain[1:])))

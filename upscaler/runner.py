@@ -27,7 +27,14 @@ from upscaler.formats.image import (
     verify_image,
     write_image,
 )
-from upscaler.process import TextureOptions, batch_key, output_size, plan_texture, upscale_images
+from upscaler.process import (
+    TextureOptions,
+    batch_key,
+    for_output,
+    output_size,
+    plan_texture,
+    upscale_images,
+)
 from upscaler.rules import Rules
 from upscaler.texture.maps import MapInfo
 from upscaler.worklist import Job
@@ -291,6 +298,7 @@ class Runner:
             if not self._inside_root(target.parent):
                 raise ImageWriteError(target, "output folder resolves outside the output root")
             target.parent.mkdir(parents=True, exist_ok=True)
+            image = for_output(image, info, item.job.format)
             notes = write_image(target, image, item.job.format, png_level=self.options.png_level)
             result.notes += notes
             self.manifest.record(target)

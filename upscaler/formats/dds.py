@@ -9,12 +9,13 @@ that can, with a note naming both.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from upscaler.formats import bcn
+from upscaler.formats.bits import full_scale, to_8bit
 from upscaler.formats.ddsheader import (
     M8,
     RGBA8,
@@ -29,10 +30,6 @@ from upscaler.formats.ddsheader import (
     surface_bytes,
 )
 from upscaler.options import DDS_FORMATS
-from upscaler.texture.levels import full_scale
-
-if TYPE_CHECKING:
-    from upscaler.formats.image import ImageFile
 
 __all__ = [
     "DdsError",
@@ -124,41 +121,56 @@ def _decode_masks(data: bytes, fmt: DdsFormat, h: int, w: int) -> np.ndarray:
 # -- writing --------------------------------------------------------------------------------------
 
 
-def encode(image: ImageFile) -> tuple[bytes, list[str]]:
-    """The DDS file for ``image``, and notes about anything not kept as it was."""
-    from upscaler.texture.mips import build_chain, chain_sizes
+def wants_mips(source: DdsInfo | None, requested: str) -> bool:
+    """Whether a DDS output gets a full mip chain: a source that had mips, a file converted to
+    DDS, or a format asked for (a game-ready texture); a single-level DDS stays single."""
+    return source is None or source.mip_count > 1 or requested != "auto"
 
-    source: DdsInfo | None = image.info.get("dds")
-    requested = str(image.save_options.get("dds_format", "auto"))
-    fmt, notes = _writable(_choose(source, image, requested))
-    with_mips = source is None or source.mip_count > 1 or requested != "auto"
-    h, w = image.size
-    levels = len(chain_sizes(h, w)) if with_mips else 1
-    chain = build_chain(image.pixels, image.bits, image.map_info, levels)
-    surfaces = [_encode_surface(_fit(level, image.bits, fmt), fmt) for level in chain]
+
+@dataclass(frozen=True)
+class DdsWrite:
+    """How the texture stage wants a DDS written; the encoder only packs. ``format``: a family
+    (``options.DDS_FORMATS``), or auto: the source's, or one picked for the content; ``colour``:
+    sRGB data (for a format picked here); ``two_channel``: an RG normal map; ``mips``: the
+    finished levels below the top, made by the texture stage (none: the top level only)."""
+
+    format: str = "auto"
+    colour: bool = True
+    two_channel: bool = False
+    mips: tuple[np.ndarray, ...] = ()
+
+
+def encode(
+    pixels: np.ndarray, bits: int, source: DdsInfo | None, write: DdsWrite
+) -> tuple[bytes, list[str]]:
+    """The DDS file for ``(H, W, C)`` ``pixels`` and ``write.mips`` (read from ``source`` when
+    it was a DDS), and notes about anything not kept as it was."""
+    fmt, notes = _writable(_choose(source, pixels, bits, write))
+    h, w = pixels.shape[:2]
+    chain = [pixels, *write.mips]
+    surfaces = [_encode_surface(_fit(level, bits, fmt), fmt) for level in chain]
     alpha_mode = source.alpha_mode if source is not None else 0
     return pack_header(fmt, h, w, len(chain), alpha_mode) + b"".join(surfaces), notes
 
 
-def _choose(source: DdsInfo | None, image: ImageFile, requested: str) -> DdsFormat:
+def _choose(source: DdsInfo | None, pixels: np.ndarray, bits: int, write: DdsWrite) -> DdsFormat:
     """The format asked for: the source's, a named family, or one picked for the content."""
+    requested = write.format
     if requested not in DDS_FORMATS:
         raise ValueError(f"DDS format must be one of {DDS_FORMATS}, got {requested!r}")
     if requested == "auto" and source is not None:
         return source.format
-    info = image.map_info
-    colour = info is None or info.kind == "color"
-    srgb = source.format.srgb if source is not None else colour
+    srgb = source.format.srgb if source is not None else write.colour
     dx10 = source is None or source.format.dxgi != 0
     if requested == "auto":
-        if image.channels == 1:
-            requested = "rgba" if image.bits == 16 else "bc4"
-        elif info is not None and info.two_channel:
+        if pixels.shape[2] == 1:
+            requested = "rgba" if bits == 16 else "bc4"
+        elif write.two_channel:
             requested = "bc5"
         else:
             requested = "bc7"
     if requested == "rgba":
-        if image.channels == 1 and image.bits == 16:
+        if pixels.shape[2] == 1 and bits == 16:
             return dx10_format(56)
         if dx10:
             return dx10_format(29 if srgb else 28)
@@ -193,7 +205,7 @@ def _writable(fmt: DdsFormat) -> tuple[DdsFormat, list[str]]:
 def _fit(pixels: np.ndarray, bits: int, fmt: DdsFormat) -> np.ndarray:
     """Pixels in the channel layout and depth ``fmt`` stores."""
     if bits == 16 and pixel_bits(fmt) == 8:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        pixels = to_8bit(pixels)
     c = pixels.shape[2]
     if fmt.block == 4:
         return pixels[:, :, :1]

@@ -22,10 +22,10 @@ from PIL import ImageFile as PILImageFile
 
 from upscaler.atomic import atomic_write
 from upscaler.formats import dds
+from upscaler.formats.bits import to_8bit
 
 if TYPE_CHECKING:
     from upscaler.formats.dds import DdsInfo
-    from upscaler.texture.maps import MapInfo
 
 MAX_PIXELS = 16384 * 16384
 MAX_SIDE = 65536
@@ -78,7 +78,10 @@ class ImageFile:
     palette: np.ndarray | None = None  # (N, 3|4) uint8 for palette sources
     save_options: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. "dds": DdsInfo, "pixel_format"
-    map_info: MapInfo | None = None  # how the texture stage treated it (for DDS mips)
+    # What the texture stage asks of the encoder (the encoder only packs): a palette image where
+    # the format holds one (the pixels were snapped to ``palette``), and how to write a DDS.
+    write_palette: bool = False
+    dds_write: dds.DdsWrite = field(default_factory=dds.DdsWrite)
 
     @property
     def channels(self) -> int:
@@ -292,7 +295,7 @@ def encode_image(image: ImageFile, fmt: str | None = None, *, png_level: int = 3
 def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str]]:
     """The encoded file and notes about anything not kept as it was."""
     if fmt == "DDS":
-        return dds.encode(image)
+        return dds.encode(image.pixels, image.bits, image.info.get("dds"), image.dds_write)
     pixels = image.pixels
     if fmt == "PNG" and image.bits == 16:
         import imagecodecs
@@ -300,7 +303,7 @@ def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str
         data = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
         return bytes(imagecodecs.png_encode(np.ascontiguousarray(data), level=png_level)), []
     if image.bits == 16:  # only PNG keeps 16 bits; other formats get the nearest 8-bit value
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        pixels = to_8bit(pixels)
     mode = MODES[pixels.shape[2]]
     im = _paletted(image, pixels, fmt) or Image.fromarray(
         np.ascontiguousarray(pixels[:, :, 0] if mode == "L" else pixels), mode=mode
@@ -333,7 +336,7 @@ def _paletted(image: ImageFile, pixels: np.ndarray, fmt: str) -> Image.Image | N
     """A palette ("P") image when the pixels were snapped to the source palette (``--palette
     keep``) and ``fmt`` can hold that palette; None otherwise."""
     palette = image.palette
-    if image.save_options.get("palette") != "keep" or palette is None or pixels.dtype != np.uint8:
+    if not image.write_palette or palette is None or pixels.dtype != np.uint8:
         return None
     alpha = palette.shape[1] == 4
     if fmt not in ("PNG", "TGA", "BMP") or (alpha and fmt != "PNG"):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from upscaler.formats.bits import full_scale
 
-def full_scale(bits: int) -> int:
-    """The largest level: 255 for 8-bit pixels, 65535 for 16-bit."""
-    return 65535 if bits == 16 else 255
+__all__ = ["full_scale", "quantize", "round_to_levels", "to_levels", "to_tensor"]
 
 
 def to_tensor(pixels: np.ndarray, bits: int) -> torch.Tensor:
