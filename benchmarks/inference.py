@@ -134,9 +134,10 @@ def worker_ours(args: argparse.Namespace) -> dict[str, float]:
 def worker_model(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
+    from upscaler.engine.load import pick_device, pick_dtype
     from upscaler.engine.pipeline import Upscaler
     from upscaler.formats.image import read_image
-    from upscaler.models.loader import pick_device, pick_dtype, read_model
+    from upscaler.models.loader import read_model
 
     module, info = read_model(args.weights)
     device = pick_device(args.device)

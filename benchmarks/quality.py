@@ -1,24 +1,32 @@
-"""Model quality on the validation textures: every number of the model cards, from one command.
+"""Model quality on the validation textures, next to bicubic, Lanczos and Real-ESRGAN's x4plus.
 
-    PYTHONPATH=. python benchmarks/quality.py                       # the shipped models
-    PYTHONPATH=. python benchmarks/quality.py --models my.safetensors --limit 8
+    PYTHONPATH=. python benchmarks/quality.py                          # shipped x4 models + peers
+    PYTHONPATH=. python benchmarks/quality.py --models my.safetensors --limit 8 --no-peers
+    PYTHONPATH=. python benchmarks/quality.py --scale 2                # the x2 models
 
-For each model (scale s) and each colour texture of ``../shared/data/textures/val/color``
-(cropped to a multiple of 4 px, at most ``--max-side``):
-- ground truth GT; low-res inputs: *clean* = bicubic shrink by s (the usual SR benchmark), and
-  *bc1* = the clean input after a BC1 (DXT1) round trip, the usual damage of game textures;
-- upscaled by the model (the product's path: seamless detection, tiling), by bicubic and by
-  Lanczos-3 at the same scale;
-- PSNR-Y and SSIM-Y (BT.601 luma, s-pixel border cropped, BasicSR's convention), LPIPS (AlexNet)
-  only when its ImageNet weights are in the torch hub cache (never with a random backbone), and
-  *detail*: the high-frequency energy of the result relative to GT's (std of luma minus its
-  Gaussian blur, sigma 1). 1.0 means as much fine detail as the truth; bicubic lands well below;
-  amplified artefacts (blocks, ringing, noise) also raise it, so read it with PSNR.
-- native mode, the "old game" test: N = BC1(point-sample GT down by s), the reference R =
-  GT shrunk by s with Lanczos-3 in linear light. Reported as PSNR-Y against R of N itself
-  (before), of a Lanczos round trip (up s, down s: the baseline to beat) and of ``upscale
-  --native`` (the model, then Lanczos-3 down in linear light).
-Results: a printed table per model, JSON (``--out``) and Markdown (``--markdown``).
+For each colour texture of ``../shared/data/textures/val/color`` (centre crop of at most
+``--max-side``, a multiple of 4): the ground truth GT, and low-res inputs *clean* (bicubic shrink
+by the scale, the usual SR benchmark) and *bc1* (the clean input after a BC1 round trip, the usual
+damage of game textures). Each method upscales them (models through the product's own path:
+seamless detection, tiling, precision), and is scored per image:
+
+- **PSNR-Y** (BT.601 luma, scale-pixel border cropped) and **GMSD** (gradient magnitude
+  similarity deviation, Xue et al. 2014; lower is better);
+- **detail**: high-frequency energy (luma minus its sigma-1 Gaussian blur, squared) over GT's;
+  the median over images. 1.0 = as much fine detail as the truth; blur lowers it, invented
+  grain, blocks and ringing raise it;
+- **grid** (clean inputs): mean luma step across every ``scale``-th pixel boundary over the mean
+  step elsewhere: the input's texel grid showing through (GT: about 1);
+- **blocks** (bc1 inputs): the same at every ``4 * scale``-th boundary: BC1's 4x4 blocks carried
+  into the output;
+- **calm detail**: the detail ratio on the textures that are flat, soft or noisy (the quarter of
+  the set with the least GT detail, and skies, water, sand, snow, grass, fire, clouds by name):
+  above ~1.2 the method invents structure where there is none;
+- **native** ("old game" test): N = BC1(point-sample GT down by the scale), reference R = GT
+  shrunk with Lanczos-3 in linear light; PSNR-Y against R of N itself (before), of a Lanczos
+  round trip, and of ``upscale --native``.
+
+Results: a table per scale, JSON (``--out``) and Markdown (``--markdown``).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +46,23 @@ sys.path.insert(0, str(ROOT))
 
 from training.codecs import bc_roundtrip  # noqa: E402
 from training.degradations import point_sample, resize_down  # noqa: E402
-from training.metrics import psnr_y, rgb_to_y, ssim_y  # noqa: E402
-from upscaler import load_model  # noqa: E402
+from training.metrics import gmsd, grid_ratio, high_frequency_energy, psnr_y  # noqa: E402
+from upscaler.engine.load import pick_device, pick_dtype  # noqa: E402
+from upscaler.engine.pipeline import Upscaler  # noqa: E402
 from upscaler.formats.image import ImageFile, read_image  # noqa: E402
+from upscaler.models.loader import read_model  # noqa: E402
 from upscaler.process import TextureOptions, upscale_images  # noqa: E402
 from upscaler.texture.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
+from upscaler.texture.levels import round_to_levels  # noqa: E402
 from upscaler.texture.resample import resize  # noqa: E402
 
-VAL = ROOT.parent / "shared" / "data" / "textures" / "val" / "color"
-DEFAULT_MODELS = "texture-x4,texture-x4-fidelity,texture-x2,texture-x2-fidelity"
+SHARED = ROOT.parent / "shared"
+VAL = SHARED / "data" / "textures" / "val" / "color"
+PEERS = {"x4plus": SHARED / "peers" / "RealESRGAN_x4plus.safetensors"}
+CALM_WORDS = ("sky", "cloud", "water", "sand", "snow", "grass", "fire", "lava", "noise")
+DEFAULT_MODELS = {4: "texture-x4,texture-x4-fidelity", 2: "texture-x2,texture-x2-fidelity"}
+
+Method = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
 def load_val(folder: Path, limit: int, max_side: int) -> list[tuple[str, torch.Tensor]]:
@@ -60,254 +77,161 @@ def load_val(folder: Path, limit: int, max_side: int) -> list[tuple[str, torch.T
     return images
 
 
-def quantize8(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round() / 255
-
-
-def detail(x: torch.Tensor) -> float:
-    """Std of the luma's high frequencies (luma minus its Gaussian blur, sigma 1)."""
-    from training.degradations import gaussian_blur
-
-    y = rgb_to_y(x)
-    return float((y - gaussian_blur(y, torch.tensor([1.0]))).std())
-
-
-def through_product(model, lq: torch.Tensor, native: bool = False) -> torch.Tensor:  # noqa: ANN001
-    """Upscale like ``upscale`` does (seamless detection, tiling, --native filtering)."""
-    pixels = (lq[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    out = upscale_images(model, [ImageFile(pixels, "PNG")], TextureOptions(native=native))[0]
-    return torch.from_numpy(out.pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
-
-
 def shrink_linear(x: torch.Tensor, factor: int) -> torch.Tensor:
     h, w = x.shape[-2] // factor, x.shape[-1] // factor
     return linear_to_srgb(resize(srgb_to_linear(x), (h, w), "lanczos3"))
 
 
-def lpips_model():  # noqa: ANN201
-    from training.perceptual import ALEXNET_FILE, build_lpips, weights_available
+def model_method(name: str, precision: str) -> tuple[Method, int, str]:
+    """Upscale like ``upscale`` does: seamless detection, tiling, ``--native`` filtering."""
+    module, info = read_model(name)
+    device = pick_device("cpu")
+    up = Upscaler(module, info, device=device, dtype=pick_dtype(precision, device, info))
 
-    return build_lpips(pretrained=True) if weights_available(ALEXNET_FILE) else None
+    def run(lq: torch.Tensor, native: bool) -> torch.Tensor:
+        pixels = (lq[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        image = ImageFile(pixels, "PNG")
+        out = upscale_images(up, [image], TextureOptions(native=native))[0]
+        return torch.from_numpy(out.pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
 
-
-def score(sr: torch.Tensor, gt: torch.Tensor, border: int, lpips) -> dict[str, float]:  # noqa: ANN001
-    sr = quantize8(sr)
-    result = {
-        "psnr_y": float(psnr_y(sr, gt, border)),
-        "ssim_y": float(ssim_y(sr, gt, border)),
-        "detail": detail(sr) / max(detail(gt), 1e-8),
-    }
-    if lpips is not None:
-        with torch.no_grad():
-            result["lpips"] = float(lpips(sr * 2 - 1, gt * 2 - 1).mean())
-    return result
+    return run, info.scale, str(up.dtype).removeprefix("torch.")
 
 
-def evaluate(name: str, images: list[tuple[str, torch.Tensor]], lpips) -> dict[str, object]:  # noqa: ANN001
-    model = load_model(name)
-    s = model.scale
-    sums: dict[str, dict[str, list[float]]] = {}
+def kernel_method(kernel: str, scale: int) -> Method:
+    def run(lq: torch.Tensor, native: bool) -> torch.Tensor:
+        size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
+        up = resize(lq, size, kernel).clamp(0, 1)
+        return shrink_linear(up, scale).clamp(0, 1) if native else up
+
+    return run
+
+
+def is_calm(name: str, gt_energy: float, threshold: float) -> bool:
+    return gt_energy <= threshold or any(word in name.lower() for word in CALM_WORDS)
+
+
+def evaluate(
+    name: str, method: Method, scale: int, images: list[tuple[str, torch.Tensor]]
+) -> dict[str, object]:
+    rows: dict[str, list[float]] = {}
     started = time.perf_counter()
-
-    def add(key: str, values: dict[str, float]) -> None:
-        for metric, value in values.items():
-            sums.setdefault(key, {}).setdefault(metric, []).append(value)
-
-    for _, gt in images:
-        clean = quantize8(resize_down(gt, s, "bicubic"))
-        inputs = {"clean": clean, "bc1": bc_roundtrip(clean[0], "bc1")[None]}
-        for kind, lq in inputs.items():
-            add(f"{kind}/model", score(through_product(model, lq), gt, s, lpips))
-            for kernel in ("bicubic", "lanczos3"):
-                up = resize(lq, tuple(gt.shape[-2:]), kernel)
-                add(f"{kind}/{kernel}", score(up, gt, s, lpips))
-        old = quantize8(bc_roundtrip(point_sample(gt, s)[0], "bc1")[None])
-        reference = quantize8(shrink_linear(gt, s))
-        round_trip = shrink_linear(resize(old, tuple(gt.shape[-2:]), "lanczos3").clamp(0, 1), s)
-        ours = through_product(model, old, native=True)
-        for key, value in (("before", old), ("lanczos_round_trip", round_trip), ("model", ours)):
-            add(f"native/{key}", {"psnr_y": float(psnr_y(quantize8(value), reference, 0))})
-    means = {
-        key: {metric: float(np.mean(values)) for metric, values in metrics.items()}
-        for key, metrics in sums.items()
+    energies = [float(high_frequency_energy(gt)) for _, gt in images]
+    threshold = float(np.quantile(energies, 0.25))
+    for (image_name, gt), energy in zip(images, energies, strict=True):
+        clean = round_to_levels(resize_down(gt, scale, "bicubic"))
+        bc1 = bc_roundtrip(clean[0], "bc1")[None]
+        for kind, lq in (("clean", clean), ("bc1", bc1)):
+            sr = round_to_levels(method(lq, False))
+            rows.setdefault(f"{kind}_psnr", []).append(float(psnr_y(sr, gt, scale)))
+            rows.setdefault(f"{kind}_gmsd", []).append(float(gmsd(sr, gt)))
+            ratio = float(high_frequency_energy(sr)) / max(energy, 1e-12)
+            rows.setdefault(f"{kind}_detail", []).append(ratio)
+            period = scale if kind == "clean" else 4 * scale
+            rows.setdefault(f"{kind}_grid", []).append(float(grid_ratio(sr, period)))
+            if kind == "clean" and is_calm(image_name, energy, threshold):
+                rows.setdefault("calm_detail", []).append(ratio)
+        old = round_to_levels(bc_roundtrip(point_sample(gt, scale)[0], "bc1")[None])
+        reference = round_to_levels(shrink_linear(gt, scale))
+        native = round_to_levels(method(old, True))
+        rows.setdefault("native_before", []).append(float(psnr_y(old, reference)))
+        rows.setdefault("native", []).append(float(psnr_y(native, reference)))
+    results = {
+        key: float(np.median(values) if key.endswith("detail") else np.mean(values))
+        for key, values in rows.items()
     }
+    results["calm_detail_max"] = float(np.max(rows["calm_detail"]))
     return {
-        "model": name,
-        "scale": s,
-        "arch": model.info.arch,
-        "params": model.info.num_params,
+        "method": name,
+        "scale": scale,
         "images": len(images),
+        "calm_images": len(rows["calm_detail"]),
         "seconds": time.perf_counter() - started,
-        "results": means,
+        "results": results,
     }
 
 
-def print_table(report: dict[str, object]) -> None:
-    results = report["results"]
-    assert isinstance(results, dict)
-    print(f"\n{report['model']} (x{report['scale']}, {report['images']} val textures)")
-    print(f"{'input':<7}{'method':<10}{'PSNR-Y':>8}{'SSIM-Y':>8}{'detail':>8}{'LPIPS':>8}")
-    for key, metrics in results.items():
-        kind, method = key.split("/")
-        if kind == "native":
-            continue
-        lp = f"{metrics['lpips']:.4f}" if "lpips" in metrics else "n/a"
-        print(
-            f"{kind:<7}{method:<10}{metrics['psnr_y']:>8.2f}{metrics['ssim_y']:>8.4f}"
-            f"{metrics['detail']:>8.2f}{lp:>8}"
-        )
-    native = {k.split("/")[1]: v["psnr_y"] for k, v in results.items() if k.startswith("native/")}
-    print(
-        f"native (point-sampled + BC1 -> --native), PSNR-Y vs Lanczos-shrunk GT: before "
-        f"{native['before']:.2f}, Lanczos round trip {native['lanczos_round_trip']:.2f}, "
-        f"model {native['model']:.2f}"
-    )
+COLUMNS = (
+    ("clean_psnr", "PSNR-Y", ".2f"),
+    ("clean_gmsd", "GMSD", ".4f"),
+    ("clean_detail", "detail", ".2f"),
+    ("clean_grid", "grid", ".2f"),
+    ("bc1_psnr", "BC1 PSNR-Y", ".2f"),
+    ("bc1_gmsd", "BC1 GMSD", ".4f"),
+    ("bc1_grid", "BC1 blocks", ".2f"),
+    ("calm_detail", "calm detail", ".2f"),
+    ("native", "--native", ".2f"),
+)
 
 
-def markdown(reports: list[dict[str, object]]) -> str:
+def markdown(reports: list[dict[str, object]], truth: dict[str, float]) -> str:
+    head = "| x{} | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [
-        "| model | input | method | PSNR-Y | SSIM-Y | detail | LPIPS |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for report in reports:
-        results = report["results"]
-        assert isinstance(results, dict)
-        for key, m in results.items():
-            kind, method = key.split("/")
-            if kind == "native":
-                continue
-            method = {"model": f"**{report['model']}**"}.get(method, method)
-            lp = f"{m['lpips']:.4f}" if "lpips" in m else "n/a"
-            lines.append(
-                f"| x{report['scale']} | {kind} | {method} | {m['psnr_y']:.2f} | "
-                f"{m['ssim_y']:.4f} | {m['detail']:.2f} | {lp} |"
-            )
-    lines += [
-        "",
-        "| model | native input (before) | Lanczos round trip | `--native` |",
-        "| --- | ---: | ---: | ---: |",
+        head.format(reports[0]["scale"]),
+        "| --- |" + " ---: |" * len(COLUMNS),
+        "| ground truth | - | 0 | 1.00 | "
+        f"{truth['grid']:.2f} | - | 0 | {truth['blocks']:.2f} | 1.00 | - |",
     ]
     for report in reports:
         r = report["results"]
         assert isinstance(r, dict)
-        lines.append(
-            f"| {report['model']} | {r['native/before']['psnr_y']:.2f} | "
-            f"{r['native/lanczos_round_trip']['psnr_y']:.2f} | "
-            f"{r['native/model']['psnr_y']:.2f} |"
-        )
+        cells = [format(r[key], fmt) for key, _, fmt in COLUMNS]
+        lines.append(f"| {report['method']} | " + " | ".join(cells) + " |")
+    before = reports[0]["results"]
+    assert isinstance(before, dict)
+    lines.append(
+        f"\n*--native*: PSNR-Y against the clean map at the input's size; the old-game input "
+        f"itself scores {before['native_before']:.2f}."
+    )
     return "\n".join(lines) + "\n"
-
-
-# How each shipped model was made, as recorded while training it (wall time from metrics.jsonl).
-TRAINED = {
-    "texture-x4-fidelity": "texture-x4-psnr-cpu.toml`: {steps} steps, batch 16 of 128 px crops",
-    "texture-x2-fidelity": "texture-x2-psnr-cpu.toml` (from the x4 fidelity trunk): {steps} "
-    "steps, batch 16 of 64 px crops",
-    "texture-x4": "texture-x4-gan-cpu.toml` (from texture-x4-fidelity): {steps} steps, "
-    "batch 16 of 128 px crops",
-    "texture-x2": "texture-x2-gan-cpu.toml` (from texture-x2-fidelity): {steps} steps, "
-    "batch 16 of 64 px crops",
-}
-HARDWARE = "a 2-core CPU (no GPU was available; shared with other jobs), bf16 autocast"
-
-
-def card(report: dict[str, object], wall: dict[str, str], max_side: int) -> str:
-    """A model card for a shipped model: what it is, how it was trained, what it scores."""
-    from safetensors import safe_open
-
-    from upscaler.models.zoo import SHIPPED
-
-    name = str(report["model"])
-    shipped = SHIPPED[name]
-    with safe_open(str(shipped.path), "pt") as f:
-        meta = f.metadata() or {}
-        dtype = str(f.get_slice(next(iter(f.keys()))).get_dtype())
-    config = json.loads(meta.get("upscaler.config", "{}"))
-    training = json.loads(meta.get("upscaler.training", "{}"))
-    degrade = training.get("degrade", {})
-    loss = {k: v for k, v in training.get("loss", {}).items() if v and k.endswith("weight")}
-    gan = bool(loss.get("gan_weight"))
-    if not (gan and training["loss"].get("gan_type") == "wgan-gp"):
-        loss.pop("gp_weight", None)
-    names, weights = degrade.get("down_kernels", []), degrade.get("down_weights", [])
-    kernels = ", ".join(f"{k} {w:g}" for k, w in zip(names, weights, strict=True))
-    lines = [
-        f"# {name}",
-        "",
-        f"{shipped.summary}. Architecture: {report['arch']} (SRVGGNetCompact layout) "
-        f"x{config.get('scale')}, {config.get('num_features')} features, "
-        f"{config.get('num_blocks')} blocks, {int(report['params']):,} parameters, "  # type: ignore[call-overload]
-        f"stored as {dtype}.",
-        "",
-        "## Training",
-        "",
-        f"- Recipe: `training/configs/{TRAINED[name].format(steps=training.get('steps'))}; "
-        f"the {training.get('weights', 'ema')} weights are shipped.",
-        f"- Hardware: {HARDWARE}; wall time {wall.get(name, 'not recorded')}.",
-        "- Data: `../shared/data/textures/train` (real game textures, see its licences), "
-        "prepared with `upscale-train prepare` and packed as 192 px crops.",
-        "- Losses: "
-        + ", ".join(f"{k.removesuffix('_weight')} {v:g}" for k, v in loss.items())
-        + (
-            f" ({training['loss']['gan_type']} GAN, PatchGAN discriminator). No pretrained "
-            "network (no ImageNet weights could be downloaded here): feature matching on the "
-            "discriminator is the perceptual term."
-            if gan
-            else " (pixel loss only)."
-        ),
-        f"- Degradations (low-res made on the fly): shrink kernels {kernels}; "
-        f"blur p={degrade.get('blur_prob')}, JPEG p={degrade.get('jpeg_prob')} "
-        f"(q {degrade.get('jpeg_quality')}), BC1/BC3 round trip p={degrade.get('bc_prob')}, "
-        f"palette p={degrade.get('palette_prob')}; no camera noise.",
-        "",
-        f"## Measured: `python benchmarks/quality.py --max-side {max_side}`",
-        "",
-        f"{report['images']} colour textures of `../shared/data/textures/val/color`, centre crops "
-        f"of at most {max_side} px; see the script's docstring for the protocol.",
-        "",
-        markdown([report]),
-    ]
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--models", default=None, help="comma-separated names or files")
+    parser.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    parser.add_argument("--no-peers", action="store_true", help="skip Real-ESRGAN's x4plus")
+    parser.add_argument("--precision", default="auto", help="for the models (auto: as upscale)")
     parser.add_argument("--val", type=Path, default=VAL)
     parser.add_argument("--limit", type=int, default=1000, help="at most this many textures")
     parser.add_argument("--max-side", type=int, default=256, help="centre crop (speed)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quality.json")
     parser.add_argument("--markdown", type=Path, default=None)
-    parser.add_argument(
-        "--cards",
-        type=Path,
-        default=None,
-        help="write upscaler/models/weights/<model>.md cards from this JSON of wall times",
-    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     images = load_val(args.val, args.limit, args.max_side)
-    lpips = lpips_model()
-    if lpips is None:
-        print("LPIPS: n/a (no AlexNet weights in the torch hub cache; see training/perceptual.py)")
+    s = args.scale
+    methods: list[tuple[str, Method, str]] = [
+        ("bicubic", kernel_method("bicubic", s), ""),
+        ("Lanczos-3", kernel_method("lanczos3", s), ""),
+    ]
+    names = (args.models or DEFAULT_MODELS[s]).split(",")
+    peers = {} if args.no_peers or s != 4 else PEERS
+    for label, name in [*((n, n) for n in names), *((k, str(v)) for k, v in peers.items())]:
+        run, scale, dtype = model_method(name, args.precision)
+        if scale != s:
+            raise SystemExit(f"{name} is x{scale}, not x{s}")
+        methods.append((label, run, dtype))
+    truth = {
+        "grid": float(np.mean([float(grid_ratio(gt, s)) for _, gt in images])),
+        "blocks": float(np.mean([float(grid_ratio(gt, 4 * s)) for _, gt in images])),
+    }
     reports = []
-    for name in args.models.split(","):
-        report = evaluate(name, images, lpips)
-        print_table(report)
+    for label, run, dtype in methods:
+        report = evaluate(label, run, s, images)
+        report["precision"] = dtype
         reports.append(report)
+        r = report["results"]
+        assert isinstance(r, dict)
+        cells = "  ".join(f"{label_}={format(r[key], fmt)}" for key, label_, fmt in COLUMNS)
+        print(f"{label} ({dtype or 'filter'}, {report['seconds']:.0f}s): {cells}", flush=True)
+    table = markdown(reports, truth)
+    print(f"\n{len(images)} textures of {args.val} (centre crops <= {args.max_side} px)\n")
+    print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"val": str(args.val), "max_side": args.max_side, "reports": reports}, indent=2)
-    )
+    record = {"val": str(args.val), "max_side": args.max_side, "truth": truth, "reports": reports}
+    args.out.write_text(json.dumps(record, indent=2))
     if args.markdown:
-        args.markdown.write_text(markdown(reports))
-    if args.cards:
-        from upscaler.models.zoo import SHIPPED
-
-        wall = json.loads(args.cards.read_text())
-        for report in reports:
-            if report["model"] in SHIPPED:
-                SHIPPED[str(report["model"])].card.write_text(card(report, wall, args.max_side))
+        args.markdown.write_text(table)
 
 
 if __name__ == "__main__":

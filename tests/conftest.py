@@ -14,6 +14,14 @@ from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _contract_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Measured model contracts go to a temporary cache, never the user's (subprocesses too)."""
+    import os
+
+    os.environ["UPSCALE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def make_pixels(h: int = 17, w: int = 11, c: int = 3, seed: int = 0, bits: int = 8) -> np.ndarray:
     """Smooth-ish random texture ``(H, W, C)``: odd and non-square by default (H/W swaps show)."""
     rng = np.random.default_rng(seed)

@@ -75,7 +75,7 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
 ) -> None:
     """An exception no decoder should raise (injected) still only fails its own file."""
     from upscaler import runner
-    from upscaler.models.loader import load_model
+    from upscaler.engine.load import load_model
     from upscaler.process import TextureOptions
     from upscaler.worklist import build_worklist
 

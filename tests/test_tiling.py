@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upscaler.engine.pipeline import ModelInfo, NotEnoughMemoryError, Upscaler
+from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
 from upscaler.engine.tiling import plan_tiles, split_tile, tile_weights
 from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
+from upscaler.models.contract import ModelInfo
 
 torch.manual_seed(0)
 COMPACT = {

@@ -102,7 +102,7 @@ def eval_command(
     checkpoint: Path, data: Path, crop_size: int, max_images: int, device: str, as_json: bool
 ) -> None:
     """Measure CHECKPOINT (checkpoint, run folder or .safetensors) on the images in DATA."""
-    from upscaler.models.loader import pick_device
+    from upscaler.engine.load import pick_device
 
     from .evaluate import evaluate
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from upscaler.models.loader import pick_device
+from upscaler.engine.load import pick_device
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,47 @@ def normal_angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
     b = F.normalize(target[:, :3].double() * 2 - 1, dim=1, eps=1e-8)
     cosine = (a * b).sum(dim=1).clamp(-1, 1)
     return (torch.acos(cosine) * (180 / math.pi)).flatten(1).mean(dim=1).float()
+
+
+def gmsd(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude similarity deviation (Xue et al. 2014), per image; 0 for identical
+    images, larger for worse edges. As in the paper and piq: luma averaged 2x2, Prewitt gradients,
+    c = 170 / 255^2 on ``[0, 1]`` values, the standard deviation of the similarity map."""
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    prewitt = torch.tensor([[1.0, 0.0, -1.0]] * 3, dtype=torch.float64, device=pred.device) / 3
+    kernels = torch.stack([prewitt, prewitt.t()])[:, None]
+
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        y = F.avg_pool2d(rgb_to_y(x.double()), 2)
+        return F.conv2d(y, kernels).pow(2).sum(dim=1).sqrt()
+
+    a, b = magnitude(pred), magnitude(target)
+    c = 170 / 255**2
+    similarity = (2 * a * b + c) / (a * a + b * b + c)
+    return similarity.flatten(1).std(dim=1).float()
+
+
+def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean square of the luma's high frequencies (luma minus its Gaussian blur, sigma 1), per
+    image: the fine detail an image carries (blur lowers it; noise, ringing and blocks raise it)."""
+    from .degradations import gaussian_blur
+
+    y = rgb_to_y(x.float())
+    sigma = torch.ones(x.shape[0], device=x.device)
+    return (y - gaussian_blur(y, sigma)).pow(2).flatten(1).mean(dim=1)
+
+
+def grid_ratio(x: torch.Tensor, period: int) -> torch.Tensor:
+    """Mean |step| of luma across every ``period``-th pixel boundary (both axes) over the mean
+    |step| across the others, per image. 1 for content that does not know the grid; above 1
+    when a low-res grid shows through: ``period`` = scale for the input's texels, 4 x scale for
+    the 4x4 blocks of block compression."""
+    y = rgb_to_y(x.float())[:, 0]
+    dx = (y[:, :, 1:] - y[:, :, :-1]).abs()
+    dy = (y[:, 1:, :] - y[:, :-1, :]).abs()
+    on_x = (torch.arange(dx.shape[2], device=x.device) % period) == period - 1
+    on_y = (torch.arange(dy.shape[1], device=x.device) % period) == period - 1
+    on = torch.cat([dx[:, :, on_x].flatten(1), dy[:, on_y, :].flatten(1)], dim=1).mean(dim=1)
+    off = torch.cat([dx[:, :, ~on_x].flatten(1), dy[:, ~on_y, :].flatten(1)], dim=1).mean(dim=1)
+    return on / off.clamp(min=1e-12)

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upscaler.engine.pipeline import ModelInfo, Upscaler
+from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile, ImageReadError, write_image
+from upscaler.models.contract import ModelInfo
+from upscaler.models.loader import describe
 from upscaler.texture.seamless import detect_wrap, seam_error
 
 from .config import Config
@@ -73,14 +75,27 @@ def load_val_set(config: Config) -> tuple[list[ValImage], list[ValImage]]:
     return images, seams
 
 
+_CONTRACTS: dict[tuple[str, int, int], ModelInfo] = {}
+
+
 def _info(module: nn.Module, arch: str, scale: int) -> ModelInfo:
-    return ModelInfo(
-        name="validation",
-        arch=arch,
-        scale=scale,
-        receptive_field=int(getattr(module, "receptive_field", 16)),
-        size_multiple=int(getattr(module, "size_multiple", 1)),
-    )
+    """The contract ``upscale`` would use for this generator (``upscaler.models.loader.describe``),
+    measured once per architecture and size in a run: validation tiles as ``upscale`` does."""
+    config = getattr(module, "config", None)
+    channels = (getattr(config, "in_channels", 3), getattr(config, "out_channels", 3))
+    key = (arch, scale, sum(p.numel() for p in module.parameters()))
+    if key not in _CONTRACTS:
+        _CONTRACTS[key] = describe(
+            module,
+            name="validation",
+            arch=arch,
+            scale=scale,
+            channels=channels,
+            size=(int(getattr(module, "size_multiple", 1)), 1),
+            theoretical_field=int(getattr(module, "receptive_field", 0)) or None,
+            float_input=arch == "compact",
+        )
+    return _CONTRACTS[key]
 
 
 @torch.no_grad()

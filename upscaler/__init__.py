@@ -14,18 +14,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from upscaler.engine.pipeline import ModelInfo, NotEnoughMemoryError, Upscaler
+    from upscaler.engine.load import load_model
+    from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
     from upscaler.models.checkpoint import ModelFileError, read_weights, save_weights
-    from upscaler.models.loader import load_model, read_model
+    from upscaler.models.contract import ModelInfo
+    from upscaler.models.loader import read_model
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
     "ModelFileError": "upscaler.models.checkpoint",
-    "ModelInfo": "upscaler.engine.pipeline",
+    "ModelInfo": "upscaler.models.contract",
     "NotEnoughMemoryError": "upscaler.engine.pipeline",
     "Upscaler": "upscaler.engine.pipeline",
-    "load_model": "upscaler.models.loader",
+    "load_model": "upscaler.engine.load",
     "read_model": "upscaler.models.loader",
     "read_weights": "upscaler.models.checkpoint",
     "save_weights": "upscaler.models.checkpoint",

@@ -315,8 +315,9 @@ def main(
 
 
 def _load(name: str, device: str, precision: str, max_memory: int | None) -> Upscaler:
+    from upscaler.engine.load import pick_device, pick_dtype
     from upscaler.engine.pipeline import Upscaler
-    from upscaler.models.loader import pick_device, pick_dtype, read_model
+    from upscaler.models.loader import read_model
 
     module, info = read_model(name)
     torch_device = pick_device(_device(device))

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from upscaler.engine.load import load_model
 from upscaler.formats.image import ImageFile, read_image
-from upscaler.models.loader import load_model
 from upscaler.process import TextureOptions, upscale_images
 
 from .corpus import VALID, load_patches, source_textures
@@ -110,7 +110,9 @@ def fidelity(work: Path, model: Path) -> dict[str, Any]:
     )
     (tree / "palette.png").write_bytes(VALID["png-palette"](patch, rng))
     out = work / "fidelity-out"
-    cli = run_upscale(tree, "-o", out, "--model", model, "-q", "--seamless", "off")
+    cli = run_upscale(
+        tree, "-o", out, "--model", model, "-q", "--seamless", "off", "--precision", "fp32"
+    )
     h16 = read_image(out / "height16.png")
     cut, tga = read_image(out / "cutout.png"), read_image(out / "cutout_bl.tga")
     with Image.open(out / "cutout_bl.tga") as im:

@@ -165,7 +165,7 @@ def unreadable(work: Path, model: Path) -> dict[str, Any]:
 
 def changed_mid_run(work: Path, model: Path) -> dict[str, Any]:
     """In process: the first finished file triggers deleting one input and resizing another."""
-    from upscaler.models.loader import load_model
+    from upscaler.engine.load import load_model
     from upscaler.process import TextureOptions
     from upscaler.runner import Runner, RunOptions
     from upscaler.worklist import build_worklist

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,37 +20,18 @@ from torch import nn
 from upscaler.engine import budget as budget_
 from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
 from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
+from upscaler.models.contract import ModelInfo
 from upscaler.texture.seamless import wrap_index
 
 __all__ = ["ModelInfo", "NotEnoughMemoryError", "Upscaler", "is_out_of_memory", "memory_budget"]
 
 DEFAULT_BLEND = 4  # input pixels of cross-fade beyond the receptive field at tile seams
 MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest core
-MAX_OVERLAP = 32  # deep models (RRDB) have huge theoretical fields; blend instead of exact tiles
+MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see models.contract)
 
 
 class NotEnoughMemoryError(RuntimeError):
     """The image could not be processed within memory, even at the smallest tile allowed."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the pipeline needs to know about a generator (spandrel's descriptor, reduced)."""
-
-    name: str
-    arch: str
-    scale: int
-    in_channels: int = 3
-    out_channels: int = 3
-    receptive_field: int = 16  # radius in input pixels
-    size_multiple: int = 1
-    min_size: int = 1
-    supports_bf16: bool = True
-    supports_fp16: bool = True
-    bytes_per_pixel: int = 2048  # fp32 activation bytes per input pixel per item, estimated
-    num_params: int = 0
-    source: str = ""
-    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,15 +129,26 @@ class Upscaler:
         overlap = -(-overlap // m) * m
         user_tile = tile is not None
 
-        # Wrap padding covers the receptive field so the result tiles; size padding meets the
-        # model's multiple and minimum. Both are cropped away from the output.
-        pad_y = -(-rf // m) * m if wrap[0] else 0
-        pad_x = -(-rf // m) * m if wrap[1] else 0
+        # A texture that wraps both ways and takes one forward pass is run with circular padding
+        # in every convolution: exactly the middle of an endless tiling, at no extra cost.
+        # Otherwise wrap padding covers the receptive field (at most the image itself), and size
+        # padding meets the model's multiple and minimum; both are cropped from the output.
         groups = _channel_groups(c, info.in_channels)
+        costs = self._costs()
+        circular = False
+        if wrap == (True, True) and info.circular and h % m == 0 and w % m == 0:
+            one = Shape(h, w, len(groups) * b, overlap)
+            fits = (
+                tile >= max(h, w)
+                if tile is not None
+                else (budget_.auto_tile(one, costs, self.budget) >= max(h, w))
+            )
+            circular = fits and min(h, w) >= info.min_size
+        pad_y = min(-(-rf // m) * m, -(-h // m) * m) if wrap[0] and not circular else 0
+        pad_x = min(-(-rf // m) * m, -(-w // m) * m) if wrap[1] and not circular else 0
         source = _ModelInput(x, groups, info.in_channels, (pad_y, pad_x), m, info.min_size)
         hp, wp = source.size
         shape = Shape(hp, wp, source.items, overlap)
-        costs = self._costs()
         if tile is None:
             tile = budget_.auto_tile(shape, costs, self.budget)
         tile = max(m, tile // m * m)
@@ -186,7 +179,7 @@ class Upscaler:
                 del finished  # the band's rows are reused by ``reserve``
             merger.reserve(row[0].in_y1)
             for shape_tiles in _by_shape(row):
-                self._run_tiles(source, shape_tiles, merger, overlap, margin, user_tile)
+                self._run_tiles(source, shape_tiles, merger, (overlap, margin), user_tile, circular)
         finished = merger.finish()
         if finished is not None:
             yield from emit(*finished)
@@ -196,7 +189,7 @@ class Upscaler:
     def _costs(self) -> Costs:
         """Planned bytes per input pixel: one item in a forward pass (activations plus the float
         output, kept up to three times), one item's merged band; weights and chunks."""
-        activations = self.info.bytes_per_pixel * (1.0 if self.dtype == torch.float32 else 0.5)
+        activations = self.info.activation_bytes(self.dtype)
         out = 4 * self.info.out_channels * self.scale**2
         chunks = budget_.CHUNK_PARTS * budget_.chunk_bytes(self.budget)
         return Costs(activations + 3 * out, out, self.weight_bytes + chunks)
@@ -216,13 +209,15 @@ class Upscaler:
         source: _ModelInput,
         tiles: list[Tile],
         merger: BandMerger,
-        overlap: int,
-        margin: int,
+        seams: tuple[int, int],
         user_tile: bool,
+        circular: bool,
     ) -> None:
         """Run same-shaped tiles, as many items per forward pass as memory allows, merging each
-        pass as it finishes. Out of memory halves the pass, then splits the tile."""
+        pass as it finishes. Out of memory halves the pass, then splits the tile (not a circular
+        pass: it needs the whole image). ``seams``: (overlap, margin) of ``tile_weights``."""
         hp, wp = source.size
+        overlap, margin = seams
         queue = deque((t, 0, source.items) for t in tiles)  # (tile, first item, end item)
         while queue:
             units, count = [], 0
@@ -234,7 +229,8 @@ class Upscaler:
                     queue.appendleft((t, first + take, end))
                 count += take
             try:
-                result = self._forward(torch.cat([source.crop(t, a, z) for t, a, z in units]))
+                batch = torch.cat([source.crop(t, a, z) for t, a, z in units])
+                result = self._forward(batch, circular)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -245,6 +241,11 @@ class Upscaler:
                     self._max_items = max(1, count // 2)
                     continue
                 t, first, end = queue.popleft()
+                if circular:
+                    raise NotEnoughMemoryError(
+                        f"out of memory on the whole {hp}x{wp} texture in one wrapped pass; "
+                        "set --tile to tile it"
+                    ) from None
                 for sub in reversed(self._split(t, hp, wp, overlap, user_tile)):
                     queue.appendleft((sub, first, end))
                 continue
@@ -271,13 +272,15 @@ class Upscaler:
             ) from None
         return subs
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _forward(self, batch: torch.Tensor, circular: bool = False) -> torch.Tensor:
         """The model on ``(N, Cm, h, w)`` model items: float32 ``(N, Cm, h*s, w*s)``."""
         data = batch.to(self.device, non_blocking=True)
         if not data.is_floating_point():  # integers are scaled on the device: 4x less to copy
             data = data.float().div_(_max_value(batch))
-        data = data.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        if not self.info.float_input:  # else the model casts, and keeps its residual base exact
+            data = data.to(self.dtype)
+        data = data.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), circular_padding(self.module, circular):
             out = self.module(data)
         expected = (batch.shape[2] * self.scale, batch.shape[3] * self.scale)
         if tuple(out.shape[2:]) != expected:
@@ -286,6 +289,25 @@ class Upscaler:
                 f"expected x{self.scale}"
             )
         return out.float()
+
+
+@contextmanager
+def circular_padding(module: nn.Module, on: bool = True) -> Iterator[None]:
+    """Make every padded convolution of ``module`` pad circularly (wrap around the image) while
+    active: for a network of convolutions and per-pixel or upsampling layers, the output is then
+    that of the image tiled endlessly."""
+    convs = [c for c in module.modules() if isinstance(c, nn.Conv2d) and any(c.padding)]
+    if not on or not convs:
+        yield
+        return
+    before = [c.padding_mode for c in convs]
+    for conv in convs:
+        conv.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for conv, mode in zip(convs, before, strict=True):
+            conv.padding_mode = mode
 
 
 class _ModelInput:

@@ -65,10 +65,16 @@ class Compact(nn.Module):
         return self.config.num_blocks + 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
+        """The body runs at the weights' dtype; the input's own dtype carries the residual base,
+        so float32 input to bf16 weights adds the learned detail to an exact upsample (bf16
+        rounds 8-bit levels above 0.5 by up to half a level) and returns float32."""
+        first = self.body[0]
+        assert isinstance(first, nn.Conv2d)
+        dtype = first.weight.dtype
+        out = x.to(dtype)
         for layer in self.body:
             out = layer(out)
-        out = self.upsampler(out)
+        out = self.upsampler(out).to(x.dtype)
         base = F.interpolate(x, scale_factor=self.config.scale, mode="nearest")
         if base.shape[1] != out.shape[1]:
             base = base.mean(dim=1, keepdim=True).expand_as(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -11,23 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from upscaler.engine.pipeline import ModelInfo, Upscaler
-from upscaler.models import ARCHITECTURES, build_generator, make_config, recognise, zoo
+from upscaler.models import ARCHITECTURES, build_generator, contract, make_config, recognise, zoo
 from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
+from upscaler.models.contract import ModelInfo
 
 MAX_SCALE = 16
-
-
-def _bytes_per_pixel(arch: str, config: Any) -> int:
-    """fp32 activation bytes per input pixel for one image, estimated from the architecture."""
-    if arch == "compact":
-        return 4 * (3 * config.num_features + 3 * config.out_channels * config.scale**2)
-    if arch == "rrdb":
-        nf, gc, s = config.num_features, config.growth_channels, config.scale
-        unshuffle = 4 // s
-        trunk = 3 * (2 * nf + 4 * gc) / unshuffle**2  # dense-block concatenations
-        return int(4 * (trunk + 3 * nf * s * s))  # the upsampled stages hold a few nf-wide maps
-    return 2048
 
 
 def _native(
@@ -63,18 +50,17 @@ def _native(
         raise ModelFileError(
             path, f"weights do not fit the {arch} architecture: {detail}"
         ) from None
-    info = ModelInfo(
+    info = describe(
+        module,
         name=path.stem,
         arch=arch,
         scale=config.scale,
-        in_channels=config.in_channels,
-        out_channels=config.out_channels,
-        receptive_field=int(getattr(module, "receptive_field", 16)),
-        size_multiple=int(getattr(module, "size_multiple", 1)),
-        bytes_per_pixel=_bytes_per_pixel(arch, config),
-        num_params=sum(p.numel() for p in module.parameters()),
-        source=str(path),
-        metadata=tuple(sorted(metadata.items())),
+        channels=(config.in_channels, config.out_channels),
+        size=(int(getattr(module, "size_multiple", 1)), 1),
+        theoretical_field=int(getattr(module, "receptive_field", 0)) or None,
+        float_input=arch == "compact",
+        source=path,
+        metadata=metadata,
     )
     return module, info
 
@@ -156,22 +142,70 @@ def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Modu
     if not 1 <= descriptor.scale <= MAX_SCALE:
         raise ModelFileError(path, f"implausible scale x{descriptor.scale}")
     req = descriptor.size_requirements
-    info = ModelInfo(
+    info = describe(
+        descriptor.model,
         name=path.stem,
         arch=str(descriptor.architecture.id),
         scale=descriptor.scale,
-        in_channels=descriptor.input_channels,
-        out_channels=descriptor.output_channels,
-        receptive_field=32,
-        size_multiple=max(1, req.multiple_of),
-        min_size=max(1, req.minimum),
-        supports_bf16=bool(descriptor.supports_bfloat16),
-        supports_fp16=bool(descriptor.supports_half),
-        bytes_per_pixel=4096,
-        num_params=sum(p.numel() for p in descriptor.model.parameters()),
-        source=str(path),
+        channels=(descriptor.input_channels, descriptor.output_channels),
+        size=(max(1, req.multiple_of), max(1, req.minimum)),
+        precisions=(bool(descriptor.supports_bfloat16), bool(descriptor.supports_half)),
+        source=path,
     )
     return descriptor.model, info
+
+
+def describe(
+    module: nn.Module,
+    *,
+    name: str,
+    arch: str,
+    scale: int,
+    channels: tuple[int, int],
+    size: tuple[int, int] = (1, 1),
+    precisions: tuple[bool, bool] = (True, True),
+    theoretical_field: int | None = None,
+    float_input: bool = False,
+    source: Path | None = None,
+    metadata: dict[str, str] | None = None,
+) -> ModelInfo:
+    """The one place a ``ModelInfo`` is made, for our architectures and spandrel's alike: the
+    static part from the architecture (``size``: multiple and minimum; ``precisions``: bf16 and
+    fp16 support), the measured part (``contract.measure``) cached by the model file's hash, or
+    measured afresh for a module with no file (training's validation)."""
+
+    def run() -> contract.Measured:
+        return contract.measure(
+            module,
+            in_channels=channels[0],
+            scale=scale,
+            size_multiple=size[0],
+            theoretical_field=theoretical_field,
+            bf16=precisions[0],
+            float_input=float_input,
+        )
+
+    measured = contract.cached(contract.contract_key(source), run) if source else run()
+    return ModelInfo(
+        name=name,
+        arch=arch,
+        scale=scale,
+        in_channels=channels[0],
+        out_channels=channels[1],
+        receptive_field=measured.receptive_field,
+        size_multiple=size[0],
+        min_size=size[1],
+        supports_bf16=precisions[0],
+        supports_fp16=precisions[1],
+        bytes_per_pixel=measured.bytes_per_pixel,
+        bf16_bytes_per_pixel=measured.bf16_bytes_per_pixel,
+        bf16_agreement=measured.bf16_agreement,
+        float_input=float_input,
+        circular=arch in contract.CONV_ONLY,
+        num_params=sum(p.numel() for p in module.parameters()),
+        source=str(source or ""),
+        metadata=tuple(sorted((metadata or {}).items())),
+    )
 
 
 def read_model(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
@@ -187,58 +221,4 @@ def read_model(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
     return module, info
 
 
-def pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was asked for but no CUDA device is available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("MPS was asked for but is not available on this machine")
-    return device
-
-
-def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.dtype:
-    """``auto``: bf16 on CUDA where the model supports it (and the GPU does), else fp32."""
-    if precision == "auto":
-        if device.type == "cuda" and info.supports_bf16 and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    dtype = dtypes[precision]
-    if dtype == torch.bfloat16 and not info.supports_bf16:
-        raise ValueError(f"{info.name} does not support bf16")
-    if dtype == torch.float16 and not info.supports_fp16:
-        raise ValueError(
-            f"{info.name} does not support fp16 (it would produce NaN or black output)"
-        )
-    return dtype
-
-
-def load_model(
-    name_or_path: str | Path,
-    *,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> Upscaler:
-    """Load a shipped model by name (``texture-x4``), our ``.safetensors`` or a community model.
-
-    Returns an ``Upscaler``: ``.scale``, and ``upscaler(x)`` maps ``(B, C, H, W)`` in ``[0, 1]`` to
-    ``(B, C, H*scale, W*scale)``. Loads on CPU in float32 unless ``device``/``dtype`` say otherwise.
-    """
-    module, info = read_model(name_or_path)
-    return Upscaler(module, info, device=pick_device(device or "cpu"), dtype=dtype or torch.float32)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = contract.file_sha256

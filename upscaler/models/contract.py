@@ -1,0 +1,274 @@
+"""What a generator promises the engine, for our architectures and community ones alike.
+
+A ``ModelInfo`` is spandrel's descriptor reduced to what tiling, padding, memory planning and the
+choice of precision need: scale, channels, size multiple and minimum, the supported precisions,
+the receptive field and the activation memory per pixel. The last two are *measured*, not
+guessed, once per model file (``measure``) and cached by the file's SHA-256:
+
+* **effective receptive field**: the radius, in input pixels, beyond which changing one input
+  pixel moves no output value by 1/255 or more (probed on a real texture). Shallow architectures
+  whose theoretical radius is small (compact: one pixel per conv) use that exact radius instead,
+  so tiles stay bit-exact; deep ones (RRDB's theoretical radius is hundreds of pixels) use the
+  measured one, which is what a 1/255-exact tile seam needs.
+* **activation bytes per input pixel**, fp32 and bf16: the peak of live tensor bytes during a
+  forward pass, tracked op by op at two sizes (the slope, so weights and fixed buffers drop out).
+* **bf16 agreement**: the share of 8-bit output pixels of a bf16 forward within one level of
+  fp32's (every channel) on the bundled probe textures; bf16 becomes the default on CPUs with
+  native bf16 instructions when it is >= 99.9%.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from upscaler.atomic import write_bytes_atomic
+
+# Architectures (ours, and spandrel's ids) in which only convolutions look at neighbouring
+# pixels (no attention windows, no image-wide statistics), so circular padding wraps them.
+CONV_ONLY = frozenset({"compact", "rrdb", "Compact", "ESRGAN", "SPAN"})
+EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit-exact tiles)
+PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influence is capped)
+MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
+BF16_AGREEMENT = 0.999  # share of outputs within 1/255 of fp32 for bf16 to be the CPU default
+CACHE_VERSION = 1
+PROBE_FILE = Path(__file__).parent / "probe.png"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pipeline needs to know about a generator (spandrel's descriptor, reduced)."""
+
+    name: str
+    arch: str
+    scale: int
+    in_channels: int = 3
+    out_channels: int = 3
+    receptive_field: int = 16  # effective radius in input pixels (see the module docstring)
+    size_multiple: int = 1
+    min_size: int = 1
+    supports_bf16: bool = True
+    supports_fp16: bool = True
+    bytes_per_pixel: int = 2048  # fp32 activation bytes per input pixel per item
+    bf16_bytes_per_pixel: int = 0  # the same in bf16 (0: half the fp32 figure)
+    bf16_agreement: float = 0.0  # share of bf16 output pixels within 1/255 of fp32 (0: unknown)
+    float_input: bool = False  # takes float32 input at any weight dtype (keeps the base exact)
+    circular: bool = False  # only convolutions see neighbours: circular padding wraps it exactly
+    num_params: int = 0
+    source: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def activation_bytes(self, dtype: torch.dtype) -> float:
+        """Activation bytes per input pixel per item at ``dtype``."""
+        if dtype == torch.float32:
+            return float(self.bytes_per_pixel)
+        return float(self.bf16_bytes_per_pixel or self.bytes_per_pixel / 2)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The measured part of a contract, as cached per model file."""
+
+    receptive_field: int
+    bytes_per_pixel: int
+    bf16_bytes_per_pixel: int
+    bf16_agreement: float
+    probed_field: bool = field(default=False)  # True: the radius was probed, not derived
+
+
+def measure(
+    module: nn.Module,
+    *,
+    in_channels: int,
+    scale: int,
+    size_multiple: int = 1,
+    theoretical_field: int | None = None,
+    bf16: bool = True,
+    float_input: bool = False,
+) -> Measured:
+    """Measure ``module`` (on CPU, fp32; left unchanged) as the module docstring says."""
+    module = module.eval()
+    exact = theoretical_field is not None and theoretical_field <= EXACT_FIELD_LIMIT
+    field_ = (
+        theoretical_field
+        if exact
+        else probe_receptive_field(module, in_channels, scale, size_multiple)
+    )
+    fp32 = activation_bytes(module, in_channels, size_multiple, torch.float32)
+    if bf16:
+        half = copy.deepcopy(module).to(torch.bfloat16)
+        bf16_bytes = activation_bytes(half, in_channels, size_multiple, torch.bfloat16)
+        agreement = bf16_agreement(module, half, in_channels, size_multiple, float_input)
+    else:
+        bf16_bytes, agreement = 0, 0.0
+    return Measured(int(field_ or 0), fp32, bf16_bytes, agreement, not exact)
+
+
+def _forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return module(x.contiguous(memory_format=torch.channels_last)).float()
+
+
+def probe_texture(in_channels: int, side: int, multiple: int = 1) -> torch.Tensor:
+    """``(1, C, side', side')`` float crop of the bundled probe texture (real game texture
+    detail), ``side'`` rounded up to ``multiple``; gray or RGBA models get gray or opaque alpha."""
+    from PIL import Image
+
+    side = -(-side // multiple) * multiple
+    with Image.open(PROBE_FILE) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+    reps = (-(-side // rgb.shape[0]), -(-side // rgb.shape[1]), 1)
+    tiled = np.tile(rgb, reps)[:side, :side]  # the probe tiles seamlessly
+    x = torch.from_numpy(np.ascontiguousarray(tiled)).permute(2, 0, 1)[None]
+    if in_channels == 1:
+        return x.mean(dim=1, keepdim=True)
+    if in_channels == 4:
+        return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+    return x
+
+
+def probe_receptive_field(
+    module: nn.Module, in_channels: int, scale: int, multiple: int = 1
+) -> int:
+    """The effective radius: the farthest input pixel (Chebyshev distance, in input pixels) from
+    which a change of one pixel moves an output value by at least 1/255, probed at two spots of a
+    real texture by flipping the pixel (``v -> 1 - v``). Capped at ``PROBE_RADIUS``."""
+    base = probe_texture(in_channels, 2 * PROBE_RADIUS + 1, multiple)
+    out = _forward(module, base)
+    radius = 0
+    for cy, cx in ((PROBE_RADIUS, PROBE_RADIUS), (PROBE_RADIUS - 7, PROBE_RADIUS + 5)):
+        changed = base.clone()
+        changed[:, :, cy, cx] = 1 - changed[:, :, cy, cx]
+        delta = (_forward(module, changed) - out).abs().amax(dim=(0, 1))
+        ys, xs = torch.nonzero(delta >= 1 / 255, as_tuple=True)
+        if len(ys):
+            dist = torch.maximum((ys // scale - cy).abs(), (xs // scale - cx).abs())
+            radius = max(radius, int(dist.max()))
+    return min(radius, PROBE_RADIUS)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Peak bytes of tensors created by ops while active (views share their storage's bytes;
+    storages held by ``external`` tensors, the input and the weights, are not counted)."""
+
+    def __init__(self, external: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.external = {t.untyped_storage().data_ptr() for t in external}
+        self.refs: dict[int, int] = {}  # storage -> live tracked tensors
+        self.sizes: dict[int, int] = {}
+        self.tracked: set[int] = set()  # ids of live tracked tensor objects
+        self.now = self.peak = 0
+
+    def _release(self, ident: int, key: int) -> None:
+        self.tracked.discard(ident)
+        self.refs[key] -= 1
+        if not self.refs[key]:
+            del self.refs[key]
+            self.now -= self.sizes.pop(key)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or id(t) in self.tracked:
+                continue
+            storage = t.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if key in self.external or not size:
+                continue
+            if key not in self.refs:
+                self.refs[key], self.sizes[key] = 0, size
+                self.now += size
+                self.peak = max(self.peak, self.now)
+            self.refs[key] += 1
+            self.tracked.add(id(t))
+            weakref.finalize(t, self._release, id(t), key)
+        return out
+
+
+def _peak_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    x = x.contiguous(memory_format=torch.channels_last)
+    tracker = _LiveBytes([x, *module.parameters(), *module.buffers()])
+    with torch.inference_mode(), tracker:
+        y = module(x)
+    del y
+    return tracker.peak
+
+
+def activation_bytes(module: nn.Module, in_channels: int, multiple: int, dtype: torch.dtype) -> int:
+    """Peak activation bytes per input pixel of one item at ``dtype`` (the module's dtype)."""
+    module = module.to(memory_format=torch.channels_last)
+    sides = [-(-s // multiple) * multiple for s in MEMORY_SIDES]
+    peaks = [_peak_bytes(module, probe_texture(in_channels, s, multiple).to(dtype)) for s in sides]
+    slope = (peaks[1] - peaks[0]) / (sides[1] ** 2 - sides[0] ** 2)
+    return max(1, round(max(slope, peaks[1] / sides[1] ** 2)))
+
+
+def bf16_agreement(
+    module: nn.Module, half: nn.Module, in_channels: int, multiple: int, float_input: bool = False
+) -> float:
+    """Share of 8-bit output pixels of ``half`` (the bf16 copy) within one level of
+    ``module``'s (fp32), every channel, on the probe texture (two bundled samples)."""
+    x = probe_texture(in_channels, 128, multiple)
+    ours = _forward(module.to(memory_format=torch.channels_last), x)
+    theirs = _forward(
+        half.to(memory_format=torch.channels_last), x if float_input else x.bfloat16()
+    )
+    levels = [(y.clamp(0, 1) * 255).round() for y in (ours, theirs)]
+    return float(((levels[0] - levels[1]).abs() <= 1).all(dim=1).float().mean())
+
+
+# -- the cache ------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where measured contracts are kept: ``$UPSCALE_CACHE_DIR``, else the user's cache dir."""
+    explicit = os.environ.get("UPSCALE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "texture-upscaler"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached(key: str, compute: Callable[[], Measured]) -> Measured:
+    """The measurement stored under ``key`` (a file hash and the torch version), or ``compute``
+    it and store it. An unreadable or unwritable cache only costs the measurement."""
+    path = cache_dir() / f"contract-{key[:32]}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("version") == CACHE_VERSION and stored.get("key") == key:
+            return Measured(**stored["measured"])
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    measured = compute()
+    record = {"version": CACHE_VERSION, "key": key, "measured": asdict(measured)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, json.dumps(record).encode(), fsync=False)
+    except OSError:
+        pass
+    return measured
+
+
+def contract_key(path: Path) -> str:
+    return f"{file_sha256(path)}-torch{torch.__version__}"
