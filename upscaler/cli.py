@@ -82,12 +82,32 @@ def _device(value: str) -> str:
 def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
+    from upscaler.models import known
     from upscaler.models.zoo import SHIPPED
 
-    click.echo(f"{'name':<22} {'scale':>5} {'size':>9}  description")
+    click.echo("shipped (inside the package):")
     for model in SHIPPED.values():
         size = f"{model.path.stat().st_size / 1e6:.1f} MB" if model.installed else "missing"
-        click.echo(f"{model.name:<22} {'x' + str(model.scale):>5} {size:>9}  {model.summary}")
+        click.echo(f"  {model.name:<26} {'x' + str(model.scale):>3} {size:>9}  {model.summary}")
+    cache = known.cache_dir()
+    try:
+        registry = known.known_models()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"known (fetched by name into {cache}; SHA-256 checked):")
+    for entry in registry.values():
+        found = known.presence(entry, cache)
+        if found.path is not None:
+            state = "present" if found.path.name == entry.file else "present (a copy)"
+        elif found.mismatched:
+            state = "WRONG FILE in cache"
+        else:
+            how = "download" if entry.url else "by hand"
+            state = f"{how}, {entry.size / 1e6:.0f} MB"
+        click.echo(
+            f"  {entry.name:<26} {'x' + str(entry.scale):>3}  {entry.licence:<15} {state:<19} "
+            f"{entry.summary}"
+        )
     ctx.exit(EXIT_OK)
 
 
@@ -112,7 +132,14 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     "--model",
     "model_name",
     default=None,
-    help="Shipped model name, our .safetensors, or a community .pth/.safetensors.",
+    help="Shipped or known model name (--list-models), our .safetensors, or a community "
+    ".pth/.safetensors.",
+)
+@click.option(
+    "--no-download",
+    is_flag=True,
+    help="Never download a known model; say where to put its file instead "
+    "(also UPSCALE_NO_DOWNLOAD=1).",
 )
 @click.option("--native", is_flag=True, help="Upscale, then filter back to the input's size.")
 @click.option(
@@ -225,7 +252,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     is_eager=True,
     expose_value=False,
     callback=_list_models,
-    help="Show the shipped models and exit.",
+    help="Show the shipped and known models (licence, whether present) and exit.",
 )
 @click.version_option(package_name="texture-upscaler")
 def main(
@@ -233,6 +260,7 @@ def main(
     output: Path,
     scale: int | None,
     model_name: str | None,
+    no_download: bool,
     native: bool,
     output_scale: float | None,
     fmt: str | None,
@@ -258,6 +286,7 @@ def main(
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
     from upscaler.models import zoo
     from upscaler.models.checkpoint import ModelFileError
+    from upscaler.models.known import ModelUnavailableError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
     from upscaler.worklist import PlanError, build_worklist
@@ -293,7 +322,11 @@ def main(
 
     try:
         name = model_name or zoo.default_model(scale or 4)
-        upscaler = _load(name, device, precision, max_memory)
+        source = _fetch_known(name, scale, no_download, quiet)
+        upscaler = _load(source, device, precision, max_memory)
+    except ModelUnavailableError as exc:
+        _fatal(str(exc))
+        return
     except (ModelFileError, ValueError, RuntimeError) as exc:
         _fatal(f"model refused: {exc}")
         return
@@ -312,6 +345,41 @@ def main(
         jobs, upscaler, texture, rules, options, quiet, report, shard_spec, worklist.problems
     )
     sys.exit(code)
+
+
+def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -> str:
+    """A known model's cached file (downloading it, with a progress bar), or ``name`` as is."""
+    from upscaler.models import known
+
+    model = known.find(name)
+    if model is None or Path(name).exists():
+        return name
+    if scale is not None and model.scale != scale:
+        raise click.UsageError(f"--scale {scale} but model {model.name} is x{model.scale}")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            click.echo(
+                f"downloading {model.name} ({total / 1e6:.1f} MB, {model.licence}) from "
+                f"{known.download_url(model)}",
+                err=True,
+            )
+            bar = click.progressbar(length=total, label=model.name, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        path = known.fetch(
+            model, download=False if no_download else None, progress=None if quiet else progress
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if bar is not None:
+        click.echo(f"saved {path}", err=True)
+    return str(path)
 
 
 def _load(name: str, device: str, precision: str, max_memory: int | None) -> Upscaler:

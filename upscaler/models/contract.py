@@ -20,7 +20,6 @@ guessed, once per model file (``measure``) and cached by the file's SHA-256:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import weakref
@@ -36,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from upscaler.atomic import write_bytes_atomic
+from upscaler.models.known import file_sha256
 
 # Architectures (ours, and spandrel's ids) in which only convolutions look at neighbouring
 # pixels (no attention windows, no image-wide statistics), so circular padding wraps them.
@@ -240,14 +240,6 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "texture-upscaler"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached(key: str, compute: Callable[[], Measured]) -> Measured:

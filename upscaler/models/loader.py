@@ -219,6 +219,3 @@ def read_model(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
             path, f"{info.in_channels}->{info.out_channels} channel models are not supported"
         )
     return module, info
-
-
-file_sha256 = contract.file_sha256

@@ -1,4 +1,5 @@
-"""The models shipped inside the package, by name."""
+"""Models by name: the ones shipped inside the package, then the known community models
+(``upscaler.models.known``, fetched into the torch hub cache)."""
 
 from __future__ import annotations
 
@@ -52,8 +53,11 @@ def default_model(scale: int) -> str:
     )
 
 
-def resolve(name_or_path: str | Path) -> Path:
-    """A shipped model's file, or the path itself."""
+def resolve(name_or_path: str | Path, *, download: bool | None = None) -> Path:
+    """A shipped model's file, a known model's cached file (downloaded if needed and allowed,
+    see ``known.fetch``), or the path itself."""
+    from upscaler.models import known
+
     key = str(name_or_path)
     if key in SHIPPED:
         model = SHIPPED[key]
@@ -61,7 +65,20 @@ def resolve(name_or_path: str | Path) -> Path:
             raise ModelFileError(key, "this shipped model is not installed in this package")
         return model.path
     path = Path(name_or_path).expanduser()
-    if not path.exists() and path.suffix == "":
-        names = ", ".join(m.name for m in SHIPPED.values() if m.installed) or "none installed"
-        raise ModelFileError(key, f"no such model file or shipped model (shipped: {names})")
+    community = known.find(key)
+    if community is not None and not path.exists():
+        return known.fetch(community, download=download)
+    if not path.exists():
+        named = known.find(path.stem)
+        if named is not None:
+            raise ModelFileError(
+                key, f"no such file; to fetch the known model: --model {named.name}"
+            )
+        if path.suffix == "":
+            names = ", ".join(m.name for m in SHIPPED.values() if m.installed) or "none installed"
+            raise ModelFileError(
+                key,
+                f"no such model file, shipped model (shipped: {names}) or known model "
+                "(upscale --list-models)",
+            )
     return path
