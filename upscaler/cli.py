@@ -455,7 +455,7 @@ def _run(
             write_report(files.report, results, summary)
         except OSError as exc:
             fatal = fatal or f"cannot write the report {files.report}: {exc.strerror or exc}"
-    if files.review is not None:
+    if files.review is not None:  # not after a fatal error: the disk is full or unwritable
         fatal = fatal or _review(files.review, results, summary, options.workers, quiet)
     click.echo(
         f"{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
