@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from upscaler import options as choices
 if TYPE_CHECKING:
     from upscaler.engine.pipeline import Upscaler
     from upscaler.process import TextureOptions
+    from upscaler.review import ReviewPaths
     from upscaler.rules import Rules
     from upscaler.runner import FileResult, RunOptions
     from upscaler.worklist import Job
@@ -216,6 +218,13 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     default=None,
     help="Write per-file results as JSON.",
 )
+@click.option(
+    "--review",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write a page to review the batch by eye (pictures in a folder beside it, named "
+    "PAGE_files); never inside the output or an input folder.",
+)
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
     "--precision",
@@ -275,6 +284,7 @@ def main(
     skip_existing: bool,
     dry_run: bool,
     report: Path | None,
+    review: Path | None,
     device: str,
     precision: str,
     shard: str | None,
@@ -309,6 +319,16 @@ def main(
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
+    review_paths = None
+    if review is not None:
+        from upscaler.review import ReviewError, check_paths
+
+        if dry_run:
+            raise click.UsageError("--review needs a run; --dry-run writes nothing")
+        try:
+            review_paths = check_paths(_shard_name(review, shard_spec), output, inputs)
+        except ReviewError as exc:
+            raise click.UsageError(str(exc)) from None
     texture = TextureOptions(
         tile=tile,
         seamless=seamless,
@@ -341,10 +361,26 @@ def main(
     from upscaler.runner import RunOptions
 
     options = RunOptions(output, skip_existing, png_level, max_batch, workers)
-    code = _run(
-        jobs, upscaler, texture, rules, options, quiet, report, shard_spec, worklist.problems
-    )
-    sys.exit(code)
+    where: dict[str, object] = {"cwd": os.getcwd(), "output": str(output.resolve())}
+    where["inputs"] = [str(p.resolve()) for p in inputs]
+    files = _Files(_shard_name(report, shard_spec) if report else None, review_paths, where)
+    sys.exit(_run(jobs, upscaler, texture, rules, options, quiet, files, worklist.problems))
+
+
+def _shard_name(path: Path, shard_spec: tuple[int, int] | None) -> Path:
+    """``run.json`` -> ``run-shard1of2.json``: each shard writes its own report and page."""
+    if shard_spec is None:
+        return path
+    return path.with_name(f"{path.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{path.suffix}")
+
+
+@dataclass(frozen=True)
+class _Files:
+    """What the run writes besides its outputs."""
+
+    report: Path | None
+    review: ReviewPaths | None
+    where: dict[str, object]  # cwd, output and inputs, for the report's readers
 
 
 def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -> str:
@@ -436,8 +472,7 @@ def _run(
     rules: Rules,
     options: RunOptions,
     quiet: bool,
-    report: Path | None,
-    shard_spec: tuple[int, int] | None,
+    files: _Files,
     problems: list[tuple[Path, str]],
 ) -> int:
     from upscaler.runner import FatalError, FileResult, Runner, write_report
@@ -482,16 +517,15 @@ def _run(
         "scale": upscaler.scale,
         "device": str(upscaler.device),
         "fatal": fatal,
+        **files.where,
     }
-    if report is not None:
-        if shard_spec is not None:
-            report = report.with_name(
-                f"{report.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{report.suffix}"
-            )
+    if files.report is not None:
         try:
-            write_report(report, results, summary)
+            write_report(files.report, results, summary)
         except OSError as exc:
-            fatal = fatal or f"cannot write the report {report}: {exc.strerror or exc}"
+            fatal = fatal or f"cannot write the report {files.report}: {exc.strerror or exc}"
+    if files.review is not None:  # not after a fatal error: the disk is full or unwritable
+        fatal = fatal or _review(files.review, results, summary, options.workers, quiet)
     click.echo(
         f"{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
         f"of {total} in {seconds:.1f} s",
@@ -506,3 +540,36 @@ def _run(
         click.echo(f"error: {fatal}", err=True)
         return EXIT_FATAL
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _review(
+    paths: ReviewPaths,
+    results: list[FileResult],
+    summary: dict[str, object],
+    workers: int,
+    quiet: bool,
+) -> str | None:
+    """Write the review page; a reason when it cannot be written."""
+    from dataclasses import asdict
+
+    from upscaler.review import write_review
+
+    bar = None
+    if not quiet and results:
+        bar = click.progressbar(length=len(results), label="review page", file=sys.stderr)
+        bar.__enter__()
+    try:
+        count = write_review(
+            paths,
+            [asdict(r) for r in results],
+            summary,
+            workers=workers,
+            on_picture=(lambda: bar.update(1)) if bar is not None else None,
+        )
+    except OSError as exc:
+        return f"cannot write the review page {paths.page}: {exc.strerror or exc}"
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"review page: {paths.page} ({count} textures)", err=True)
+    return None

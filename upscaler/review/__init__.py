@@ -1,0 +1,260 @@
+"""A review page for a whole batch: one offline HTML file and a sibling folder of pictures.
+
+``upscale ... --review review.html`` builds it after a run, ``upscale-review run.json -o
+review.html`` from an earlier run's ``--report``. The page is ``review.html``; its pictures go in
+``review_files/`` beside it (the page names the folder). Neither may land inside the output tree
+or an input folder: the next run would walk the pictures as textures.
+
+The page's data travels as JSON inside it and is rendered by a small script with ``textContent``,
+so file names never need HTML escaping; ``string.Template`` fills the three slots of the shell.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import quote
+
+MARKER = ".upscale-review"  # in the pictures folder: we made it, stale pictures may go
+_PICTURE = re.compile(r"^\d{5,}-[a-z-]+\.(jpg|png)$")
+
+
+class ReviewError(Exception):
+    """The page cannot go where asked (a usage error), or its report cannot be read."""
+
+
+@dataclass(frozen=True)
+class ReviewPaths:
+    page: Path
+    folder: Path  # the pictures, beside the page
+
+    @classmethod
+    def beside(cls, page: Path) -> ReviewPaths:
+        page = Path(os.path.abspath(page))
+        return cls(page, page.with_name(f"{page.stem}_files"))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_paths(page: Path, output_root: Path | None, inputs: Iterable[Path] = ()) -> ReviewPaths:
+    """Where the page and its pictures go; ``ReviewError`` if that is inside the output folder,
+    inside an input folder, on an input file, or a folder not made by a review."""
+    paths = ReviewPaths.beside(page)
+    real_page = paths.page.parent.resolve() / paths.page.name
+    real_folder = paths.folder.parent.resolve() / paths.folder.name
+    if paths.page.is_dir():
+        raise ReviewError(f"review page {page} is a folder; give a file name such as review.html")
+    roots = [("output folder", Path(output_root).resolve())] if output_root is not None else []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            roots.append(("input folder", item.resolve()))
+        elif item.resolve() == real_page:
+            raise ReviewError(f"review page {page} would overwrite the input {item}")
+    for what, root in roots:
+        for path, real in ((paths.page, real_page), (paths.folder, real_folder)):
+            if _inside(real, root):
+                raise ReviewError(
+                    f"review {'page' if path == paths.page else 'pictures'} {path} would land "
+                    f"inside the {what} {root}; put the page outside it"
+                )
+    folder = paths.folder
+    if folder.exists() or folder.is_symlink():
+        if not folder.is_dir() or folder.is_symlink():
+            raise ReviewError(f"{folder} (the page's pictures folder) exists and is not a folder")
+        if not (folder / MARKER).is_file() and any(folder.iterdir()):
+            raise ReviewError(
+                f"{folder} exists and was not made by a review; choose another page name"
+            )
+    return paths
+
+
+# -- entries: one per texture, from a run's results or a report -----------------------------------
+
+
+def _relative_name(entry: Mapping[str, Any], output_root: Path | None) -> str:
+    target = entry.get("target") or ""
+    if target and output_root is not None:
+        try:
+            return Path(os.path.abspath(target)).relative_to(output_root).as_posix()
+        except ValueError:
+            pass
+    return Path(target or entry.get("source") or "?").as_posix()
+
+
+def _absolute(path: object) -> str:
+    return os.path.abspath(str(path)) if path else ""
+
+
+def entries(files: Sequence[Mapping[str, Any]], output_root: Path | None) -> list[dict[str, Any]]:
+    """The page's rows from report records (``FileResult`` as dicts), paths made absolute."""
+    rows = []
+    for index, f in enumerate(files):
+        status = str(f.get("status", ""))
+        rows.append(
+            {
+                "id": index,
+                "name": _relative_name(f, output_root),
+                "source": _absolute(f.get("source")),
+                "target": _absolute(f.get("target")) if status in ("done", "skipped") else "",
+                "status": status,
+                "reason": str(f.get("reason") or ""),
+                "map": str(f.get("map") or ""),
+                "alpha": str(f.get("alpha") or ""),
+                "wrap": [bool(w) for w in (f.get("wrap") or [])][:2],
+                "notes": [str(n) for n in f.get("notes") or []],
+                "seconds": float(f.get("seconds") or 0.0),
+                "model": str(f.get("model") or ""),  # set when merged reports differ
+                "in": [int(v) for v in f.get("input_size") or []][:2],
+                "out": [int(v) for v in f.get("output_size") or []][:2],
+            }
+        )
+    return rows
+
+
+# -- the page --------------------------------------------------------------------------------------
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _json_for_script(data: object) -> str:
+    """JSON that cannot close its ``<script>`` element or open a comment."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(rows: list[dict[str, Any]], summary: Mapping[str, Any], folder: str) -> str:
+    """The page's HTML: ``rows`` from ``entries`` with their pictures, pictures in ``folder``."""
+    data = {"summary": dict(summary), "folder": folder, "base": quote(folder) + "/", "rows": rows}
+    title = f"Review: {len(rows)} textures"
+    return Template(_asset("page.html")).substitute(
+        title=html.escape(title),
+        style=_asset("page.css"),
+        script=_asset("page.js"),
+        data=_json_for_script(data),
+    )
+
+
+def _picture_job(row: dict[str, Any], folder: Path) -> None:
+    from upscaler.review.pictures import Pictures, make_pictures
+
+    wrap = (row["wrap"] + [False, False])[:2]
+    try:
+        pictures = make_pictures(
+            row["source"],
+            row["target"],
+            folder,
+            f"{row['id']:05d}",
+            map_kind=row["map"],
+            alpha_mode=row["alpha"],
+            wrap=(wrap[0], wrap[1]),
+        )
+    except OSError:
+        raise  # the pictures folder cannot be written (disk full...): the page fails
+    except Exception as exc:  # one texture's pictures fail alone, never the page
+        pictures = Pictures(problems=[f"no pictures: {type(exc).__name__}: {exc}"[:300]])
+    row["img"] = pictures.files
+    row["crop"] = pictures.crop
+    row["view"], row["thumb"] = pictures.view, pictures.thumb
+    problems = pictures.problems
+    if row["status"] == "failed":  # its reason already says why the input did not read
+        problems = [p for p in problems if not p.startswith("input cannot")]
+    row["problems"] = problems
+
+
+def write_review(
+    paths: ReviewPaths,
+    files: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    *,
+    workers: int = 2,
+    on_picture: Callable[[], None] | None = None,
+) -> int:
+    """Make every texture's pictures, then write the page (atomically, last). Returns the
+    number of textures on it. Raises ``OSError`` when the page or folder cannot be written."""
+    from upscaler.atomic import write_bytes_atomic
+
+    output = summary.get("output")
+    rows = entries(files, Path(str(output)) if output else None)
+    paths.folder.mkdir(parents=True, exist_ok=True)
+    (paths.folder / MARKER).write_text("pictures of the review page beside this folder\n")
+    with ThreadPoolExecutor(max(1, workers), "review") as pool:
+        futures = [pool.submit(_picture_job, row, paths.folder) for row in rows]
+        for future in futures:
+            future.result()
+            if on_picture is not None:
+                on_picture()
+    _remove_stale(paths.folder, {name for row in rows for name in row["img"].values()})
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+    page = render(rows, {**summary, "reviewed": stamp}, paths.folder.name)
+    write_bytes_atomic(paths.page, page.encode("utf-8"))
+    return len(rows)
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    """Pictures of an earlier, larger page in the same folder (ours by name only)."""
+    for path in folder.iterdir():
+        if _PICTURE.match(path.name) and path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+# -- reports of earlier runs -----------------------------------------------------------------------
+
+
+def load_reports(reports: Sequence[Path], outputs: Path | None = None) -> tuple[list, dict]:
+    """(files, summary) of one or more ``--report`` files (shards merge), paths made absolute:
+    relative ones against the folder the run was started in. ``outputs``: the run's output
+    folder, where it has moved since."""
+    files: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for report in reports:
+        try:
+            data = json.loads(Path(report).read_text(encoding="utf-8"))
+            part, records = data["summary"], data["files"]
+            if not isinstance(part, dict) or not isinstance(records, list):
+                raise TypeError
+            if not all(isinstance(r, dict) for r in records):
+                raise TypeError
+        except OSError as exc:
+            raise ReviewError(f"{report}: cannot read: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, TypeError):
+            raise ReviewError(f"{report}: not a report written by upscale --report") from None
+        base = Path(part.get("cwd") or Path(report).resolve().parent)
+        old_root = Path(part["output"]) if part.get("output") else None
+        for record in records:
+            record = dict(record)
+            record.setdefault("model", part.get("model"))
+            for key in ("source", "target"):
+                if record.get(key):
+                    record[key] = os.path.abspath(base / record[key])
+            if outputs is not None and old_root is not None and record.get("target"):
+                try:
+                    inside = Path(record["target"]).relative_to(old_root)
+                    record["target"] = str(Path(os.path.abspath(outputs)) / inside)
+                except ValueError:
+                    pass
+            files.append(record)
+        for key, value in part.items():
+            if key in ("done", "skipped", "failed", "total", "seconds") and key in summary:
+                summary[key] = summary[key] + value
+            elif key == "model" and summary.get("model") not in (None, value):
+                summary["model"] = f"{summary['model']}, {value}"
+            else:
+                summary.setdefault(key, value)
+    if outputs is not None:
+        summary["output"] = os.path.abspath(outputs)
+    return files, summary
