@@ -58,17 +58,22 @@ def encode(pixels: np.ndarray, block: int, *, signed: bool = False) -> bytes:
     encoders = _encoders()
     if block not in encoders:
         raise BlockCodecError(f"no BC{block} encoder installed")
-    rgba = _padded_rgba(pixels)
+    rgba = _padded_rgba(pixels, two_channel=block == 5)
     data = encoders[block](rgba)
     return _flip_endpoints(data, block) if signed else data
 
 
-def _padded_rgba(pixels: np.ndarray) -> np.ndarray:
+def _padded_rgba(pixels: np.ndarray, *, two_channel: bool = False) -> np.ndarray:
     """RGBA uint8 with height and width padded to multiples of 4 by repeating the last row and
-    column (partial blocks then encode only real texels' colours)."""
+    column (partial blocks then encode only real texels' colours). Two channels are gray and
+    alpha, or with ``two_channel`` (BC5) red and green."""
     h, w, c = pixels.shape
     if c == 1:
         rgba = np.concatenate([np.repeat(pixels, 3, axis=2), np.full_like(pixels, 255)], axis=2)
+    elif c == 2 and two_channel:
+        blue_alpha = np.zeros_like(pixels)
+        blue_alpha[:, :, 1] = 255
+        rgba = np.concatenate([pixels, blue_alpha], axis=2)
     elif c == 2:
         rgba = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
     elif c == 3:
