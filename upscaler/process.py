@@ -45,6 +45,7 @@ class TextureOptions:
     alpha: str = "auto"
     palette: str = "rgb"
     dds_format: str = "auto"
+    dds_quality: str = "balanced"
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -53,6 +54,7 @@ class TextureOptions:
             ("alpha", options.ALPHA_CHOICES),
             ("palette", options.PALETTE_MODES),
             ("dds_format", options.DDS_FORMATS),
+            ("dds_quality", options.DDS_QUALITIES),
             ("resample", options.RESAMPLE_KERNELS),
         ):
             if getattr(self, name) not in choices:
@@ -239,5 +241,7 @@ def _finish(
         save_options["palette"] = "keep"
     if options.dds_format != "auto":
         save_options["dds_format"] = options.dds_format
+    if options.dds_quality != "balanced":
+        save_options["dds_quality"] = options.dds_quality
     result = image.with_pixels(np.ascontiguousarray(pixels))
     return replace(result, map_info=info, save_options=save_options)

@@ -135,7 +135,13 @@ def encode(image: ImageFile) -> tuple[bytes, list[str]]:
     h, w = image.size
     levels = len(chain_sizes(h, w)) if with_mips else 1
     chain = build_chain(image.pixels, image.bits, image.map_info, levels)
-    surfaces = [_encode_surface(_fit(level, image.bits, fmt), fmt) for level in chain]
+    encoder = None
+    if fmt.block:
+        quality = str(image.save_options.get("dds_quality", bcn.DEFAULT_QUALITY))
+        colour = image.map_info is None or image.map_info.kind == "color"
+        encoder, more = bcn.choose(fmt.block, quality, colour=colour, label=fmt.name)
+        notes += more
+    surfaces = [_encode_surface(_fit(level, image.bits, fmt), fmt, encoder) for level in chain]
     alpha_mode = source.alpha_mode if source is not None else 0
     return pack_header(fmt, h, w, len(chain), alpha_mode) + b"".join(surfaces), notes
 
@@ -206,11 +212,11 @@ def _fit(pixels: np.ndarray, bits: int, fmt: DdsFormat) -> np.ndarray:
     return pixels
 
 
-def _encode_surface(pixels: np.ndarray, fmt: DdsFormat) -> bytes:
+def _encode_surface(pixels: np.ndarray, fmt: DdsFormat, encoder: bcn.Encoder | None) -> bytes:
     if fmt.block:
         if fmt.signed:
             pixels = _to_signed(pixels)
-        return bcn.encode(pixels, fmt.block, signed=fmt.signed)
+        return bcn.encode(pixels, fmt.block, signed=fmt.signed, encoder=encoder)
     return _encode_masks(pixels, fmt)
 
 
