@@ -175,15 +175,8 @@ def _ispc(block: int, profile: str = "") -> Blocks:
 
 
 def _all() -> list[Encoder]:
-    pil, etc, qt, isp = (
-        ("Pillow", "PIL"),
-        ("etcpak", "etcpak"),
-        ("quicktex",) * 2,
-        (
-            "ispc-texcomp",
-            "ispc_texcomp",
-        ),
-    )
+    # (package, module) of each
+    pil, etc, qt, isp = ("Pillow", "PIL"), ("etcpak",) * 2, ("quicktex",) * 2, ISPC_PACKAGE
     found = [
         Encoder("Pillow", *pil, 1, _pillow("DXT1")),
         Encoder("Pillow", *pil, 3, _pillow("DXT5")),
@@ -211,6 +204,7 @@ def _all() -> list[Encoder]:
     return found
 
 
+ISPC_PACKAGE = ("ispc-texcomp", "ispc_texcomp")
 # The settings the benchmark compares (the slow ends only where they were worth measuring).
 QUICKTEX_LEVELS = (3, 5, 8, 9, 10, 18)
 ETCPAK_BC7 = ((0, 0), (4, 0), (16, 0), (64, 0), (64, 2), (64, 4))  # (partitions, uber level)
