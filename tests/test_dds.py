@@ -14,7 +14,7 @@ from conftest import DATA
 from PIL import Image
 
 from upscaler.cli import main
-from upscaler.formats import bcn, dds, ddsheader
+from upscaler.formats import bcn, blockencoders, dds, ddsheader
 from upscaler.formats.image import ImageFile, ImageReadError, probe, read_image, write_image
 from upscaler.texture import alpha, normals
 from upscaler.texture.maps import MapInfo
@@ -159,7 +159,9 @@ def test_upscaled_dds_keeps_format_and_gets_a_full_mip_chain(
     again = read_image(out)
     assert again.channels == channels and again.info["dds"].format.name == fmt
     entry = json.loads(report.read_text())["files"][0]
-    assert entry["status"] == "done" and entry["notes"] == []
+    assert entry["status"] == "done"
+    # Nothing changed; without the dds extra, only which encoder wrote the blocks is noted.
+    assert [note for note in entry["notes"] if " encoded with " not in note] == []
 
 
 def _expected_bytes(info: dds.DdsInfo, h: int, w: int, mips: int) -> int:
@@ -212,19 +214,47 @@ def test_colour_mips_are_filtered_in_linear_light() -> None:
 def test_format_without_encoder_falls_back_with_a_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    encoders = {k: v for k, v in bcn._encoders().items() if k != 7}
-    monkeypatch.setattr(bcn, "_encoders", lambda: encoders)
+    monkeypatch.setattr(blockencoders, "installed", lambda module: module == "PIL")  # no etcpak
     image = read_image(DATA / "redrock01_bc7_srgb.dds")
     notes = write_image(tmp_path / "out.dds", image)
+    preferred = bcn.choices(3, "balanced")[0]
     assert notes == [
         "BC7_UNORM_SRGB cannot be written: no encoder for it is installed (pip install etcpak); "
-        "written as BC3_UNORM_SRGB"
+        "written as BC3_UNORM_SRGB",
+        f"BC3_UNORM_SRGB encoded with Pillow, not {preferred.name}: {preferred.package} is not "
+        f"installed (pip install {preferred.package})",
     ]
     assert read_image(tmp_path / "out.dds").info["dds"].format.name == "BC3_UNORM_SRGB"
 
 
+def test_dds_quality_option_picks_the_encoders(tmp_path: Path, tiny_x2: Path) -> None:
+    """The same run at each quality: valid BC1 files, each at least as close to the run's PNG
+    output as the faster one's (and different bytes where the dds extra gives a choice)."""
+    shutil.copy(DATA / "redrock01_dxt1.dds", tmp_path)
+    flags = ("--model", tiny_x2, "-q")
+    png = _run(tmp_path / "redrock01_dxt1.dds", "-o", tmp_path / "png", "--format", "png", *flags)
+    assert png.exit_code == 0, png.output
+    reference = read_image(tmp_path / "png" / "redrock01_dxt1.png").pixels[:, :, :3]
+    scores, files = [], []
+    for quality in ("fast", "balanced", "best"):
+        out = tmp_path / quality
+        result = _run(tmp_path / "redrock01_dxt1.dds", "-o", out, "--dds-quality", quality, *flags)
+        assert result.exit_code == 0, result.output
+        again = read_image(out / "redrock01_dxt1.dds")
+        assert again.info["dds"].format.name == "DXT1" and again.size == reference.shape[:2]
+        error = np.mean((again.pixels[:, :, :3].astype(float) - reference) ** 2)
+        scores.append(10 * np.log10(255**2 / error))
+        files.append((out / "redrock01_dxt1.dds").read_bytes())
+    assert scores[0] <= scores[1] + 0.05 and scores[1] <= scores[2] + 0.05, scores
+    if blockencoders.installed(bcn.choices(1, "fast")[0].module):
+        assert files[0] != files[2]
+    assert _run(tmp_path, "-o", tmp_path / "x", "--dds-quality", "ultra", *flags).exit_code == 2
+
+
 def test_signed_bc5_round_trip(tmp_path: Path) -> None:
-    """BC5_SNORM is written and read back as well as BC5_UNORM: the sign handling costs nothing."""
+    """BC5_SNORM is written and read back as well as BC5_UNORM: the sign handling costs nothing,
+    and both channels survive (a two-channel surface once reached the encoders as gray and
+    alpha, and every BC5 file was written with red in both channels)."""
     source = read_image(DATA / "grass01_ati2_n.dds")
     errors = {}
     for dxgi in (83, 84):  # BC5_UNORM, BC5_SNORM
@@ -234,6 +264,7 @@ def test_signed_bc5_round_trip(tmp_path: Path) -> None:
         again = read_image(tmp_path / "s.dds")
         assert again.info["dds"].format.dxgi == dxgi
         diff = np.abs(again.pixels[:, :, :2].astype(int) - source.pixels[:, :, :2].astype(int))
+        assert diff.mean(axis=(0, 1)).max() < 2  # red and green both kept
         errors[dxgi] = diff.mean()
     assert errors[84] <= errors[83] + 0.5
 

@@ -53,15 +53,17 @@ def test_later_rules_win_and_options_apply() -> None:
         map = "normal"
         format = "dds"
         dds_format = "bc5"
+        dds_quality = "best"
         """
     )
     base = TextureOptions(seamless="off")
     rock = rules.options_for("env/rock/a_n.png", base)
-    assert (rock.map, rock.native, rock.output_scale, rock.dds_format) == (
+    assert (rock.map, rock.native, rock.output_scale, rock.dds_format, rock.dds_quality) == (
         "normal",
         False,
         2.0,
         "bc5",
+        "best",
     )
     assert rock.seamless == "off"  # untouched options keep the command line's value
     assert rules.options_for("ui/a.png", base).native
@@ -76,6 +78,7 @@ def test_later_rules_win_and_options_apply() -> None:
         ('["*.png"]\nnative = "yes"', "native must be a bool"),
         ('["*.png"]\noutput_scale = 100', "output scale must be in"),
         ('["*.png"]\nformat = "gif"', "format must be one of"),
+        ('["*.png"]\ndds_quality = "ultra"', "dds_quality must be one of"),
         ('["*.png"]\nalpha = 1', "alpha must be a str"),
         ('"*.png" = "data"', "must be a table of options"),
         ('["*.png"\nmap = "data"', "not valid TOML"),

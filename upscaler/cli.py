@@ -204,6 +204,13 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     help="DDS outputs: auto keeps the source's format (BC7 for other sources).",
 )
 @click.option(
+    "--dds-quality",
+    type=click.Choice(choices.DDS_QUALITIES),
+    default="balanced",
+    show_default=True,
+    help="DDS block encoders: fast, balanced (encoding ~15% of a CPU run), or best (slowest).",
+)
+@click.option(
     "--rules",
     "rules_file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -280,6 +287,7 @@ def main(
     alpha_mode: str,
     palette: str,
     dds_format: str,
+    dds_quality: str,
     rules_file: Path | None,
     skip_existing: bool,
     dry_run: bool,
@@ -338,6 +346,7 @@ def main(
         alpha=alpha_mode,
         palette=palette,
         dds_format=dds_format,
+        dds_quality=dds_quality,
     )
 
     try:

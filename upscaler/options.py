@@ -33,6 +33,7 @@ ALPHA_CHOICES = ("auto", "cutout", "blended", "data")
 SEAMLESS_MODES = ("auto", "on", "off", "x", "y")  # x: left/right edges meet; y: top/bottom
 PALETTE_MODES = ("rgb", "keep")
 DDS_FORMATS = ("auto", "bc1", "bc2", "bc3", "bc4", "bc5", "bc7", "rgba")
+DDS_QUALITIES = ("fast", "balanced", "best")  # block encoders' speed/quality point (formats.bcn)
 FILTER_KERNELS = ("lanczos3", "bicubic", "catmull-rom", "bilinear", "box")  # texture.resample
 RESAMPLE_KERNELS = (*FILTER_KERNELS, "nearest")  # --native / --output-scale filters
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -47,6 +47,7 @@ class TextureOptions:
     alpha: str = "auto"
     palette: str = "rgb"
     dds_format: str = "auto"
+    dds_quality: str = "balanced"
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -55,6 +56,7 @@ class TextureOptions:
             ("alpha", options.ALPHA_CHOICES),
             ("palette", options.PALETTE_MODES),
             ("dds_format", options.DDS_FORMATS),
+            ("dds_quality", options.DDS_QUALITIES),
             ("resample", options.RESAMPLE_KERNELS),
         ):
             if getattr(self, name) not in choices:
@@ -237,7 +239,9 @@ def _finish(
         from upscaler.texture.palette import snap
 
         pixels, keep_palette = snap(pixels, palette), True
-    dds_write = DdsWrite(options.dds_format, info.kind == "color", info.two_channel)
+    dds_write = DdsWrite(
+        options.dds_format, info.kind == "color", info.two_channel, quality=options.dds_quality
+    )
     result = image.with_pixels(np.ascontiguousarray(pixels))
     return replace(result, write_palette=keep_palette, dds_write=dds_write)
 

@@ -28,7 +28,17 @@ from typing import Any
 from upscaler.options import FORMATS, OUTPUT_FORMATS
 from upscaler.process import TextureOptions
 
-OPTIONS = ("map", "alpha", "seamless", "native", "output_scale", "format", "palette", "dds_format")
+OPTIONS = (
+    "map",
+    "alpha",
+    "seamless",
+    "native",
+    "output_scale",
+    "format",
+    "palette",
+    "dds_format",
+    "dds_quality",
+)
 _TYPES: dict[str, tuple[type, ...]] = {
     "native": (bool,),
     "output_scale": (int, float),

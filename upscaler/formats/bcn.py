@@ -1,21 +1,54 @@
-"""Block compression (BC1-BC7) of one surface: maintained codecs behind one small interface.
+"""Block compression (BC1-BC7) of one surface: decoding, and the measured choice of encoder.
 
-Decoding is bcdec (through imagecodecs, already a dependency): BC1-BC5 and BC7. Encoding uses,
-per format, the better maintained encoder as measured by ``benchmarks/bcn.py`` on 18 validation
-textures: Pillow for BC1 (29.4 dB against etcpak's 26.5: etcpak drops BC1's 1-bit alpha) and BC2,
-etcpak for BC3 (34.5 against 33.5 dB), BC5 (43.2 against 36.2 dB), BC4 and BC7 (Pillow has no
-BC4/BC7 encoder). etcpak is also 2-6x faster.
+Decoding is bcdec (through imagecodecs, already a dependency): BC1-BC5 and BC7. Encoding picks,
+per format and ``--dds-quality``, the encoder that ``benchmarks/bcn.py`` measured best at that
+speed on real textures and on our own x4 outputs of them (``CHOICES``; the README has the
+table). The adapters are in ``blockencoders``. Each choice ends with an encoder that is always
+installed (Pillow or etcpak, the encoders used before the ``dds`` extra); ``choose`` falls back
+along it with a note naming both encoders.
+
 Signed BC4/BC5 are stored as the unsigned blocks with their endpoints' top bit flipped: the
 palette is linear in the endpoints and the mode test compares them, so both survive the offset.
 """
 
 from __future__ import annotations
 
-import functools
-import io as _io
-from collections.abc import Callable
-
 import numpy as np
+
+from upscaler.formats import blockencoders
+from upscaler.formats.blockencoders import Encoder
+from upscaler.options import DDS_QUALITIES as QUALITIES
+
+DEFAULT_QUALITY = "balanced"
+
+# Encoder names (``blockencoders``) per format and quality, preferred first, then the fallbacks:
+# the dependencies' encoders (etcpak, then Pillow where it has the format). BC2 uses BC3's (its
+# colour blocks). "BC7 colour" is for colour maps (perceptual weights), "BC7" for normal and
+# data maps (errors weighed evenly). Measured: the README's table (benchmarks/bcn.py).
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "BC1": {
+        "fast": ("ISPC", "Pillow"),
+        "balanced": ("quicktex level 9", "Pillow"),
+        "best": ("quicktex level 18", "Pillow"),
+    },
+    "BC3": {
+        "fast": ("ISPC", "etcpak", "Pillow"),
+        "balanced": ("quicktex level 9", "etcpak", "Pillow"),
+        "best": ("quicktex level 18", "etcpak", "Pillow"),
+    },
+    "BC4": dict.fromkeys(QUALITIES, ("quicktex", "etcpak")),
+    "BC5": dict.fromkeys(QUALITIES, ("quicktex", "etcpak", "Pillow")),
+    "BC7 colour": {
+        "fast": ("etcpak perceptual p0", "ISPC ultrafast"),
+        "balanced": ("etcpak perceptual p4", "ISPC veryfast"),
+        "best": ("etcpak perceptual p64 u4", "ISPC basic"),
+    },
+    "BC7": {
+        "fast": ("ISPC ultrafast", "etcpak uniform p0"),
+        "balanced": ("ISPC veryfast", "etcpak uniform p16"),
+        "best": ("ISPC basic", "etcpak uniform p64 u4"),
+    },
+}
 
 # Bytes per 4x4 block.
 BLOCK_BYTES = {1: 8, 2: 16, 3: 16, 4: 8, 5: 16, 7: 16}
@@ -48,27 +81,100 @@ def decode(data: bytes, block: int, height: int, width: int, *, signed: bool = F
     return np.ascontiguousarray(pixels[:height, :width])
 
 
+def choices(block: int, quality: str = DEFAULT_QUALITY, *, colour: bool = True) -> list[Encoder]:
+    """The encoders for ``block`` at ``quality``, preferred first (installed or not)."""
+    if quality not in QUALITIES:
+        raise ValueError(f"DDS quality must be one of {QUALITIES}, got {quality!r}")
+    key = "BC7 colour" if block == 7 and colour else f"BC{3 if block == 2 else block}"
+    table = blockencoders.registry()
+    return [table[(3 if block == 2 else block, name)] for name in CHOICES[key][quality]]
+
+
+def choose(
+    block: int, quality: str = DEFAULT_QUALITY, *, colour: bool = True, label: str = ""
+) -> tuple[Encoder, list[str]]:
+    """The first installed encoder of ``choices``, and a note naming both when it is not the
+    preferred one. Raises ``BlockCodecError`` when none is installed."""
+    ranked = choices(block, quality, colour=colour)
+    for encoder in ranked:
+        if blockencoders.installed(encoder.module):
+            if encoder is ranked[0]:
+                return encoder, []
+            best = ranked[0]
+            return encoder, [
+                f"{label or f'BC{block}'} encoded with {encoder.name}, not {best.name}: "
+                f"{best.package} is not installed (pip install {best.package})"
+            ]
+    raise BlockCodecError(f"no BC{block} encoder installed")
+
+
 def can_encode(block: int) -> bool:
-    return block in _encoders()
+    try:
+        choose(block)
+    except (BlockCodecError, KeyError):
+        return False
+    return True
 
 
-def encode(pixels: np.ndarray, block: int, *, signed: bool = False) -> bytes:
+def encode(
+    pixels: np.ndarray, block: int, *, signed: bool = False, encoder: Encoder | None = None
+) -> bytes:
     """``(H, W, C)`` uint8 (C = 1..4; missing channels are filled: gray to RGB, opaque alpha) to
-    blocks. Signed formats take offset-binary values (value + 128)."""
-    encoders = _encoders()
-    if block not in encoders:
-        raise BlockCodecError(f"no BC{block} encoder installed")
-    rgba = _padded_rgba(pixels)
-    data = encoders[block](rgba)
+    blocks, with ``encoder`` (from ``choose``; default: the balanced choice for colour). Signed
+    formats take offset-binary values (value + 128)."""
+    if encoder is None:
+        encoder = choose(block)[0]
+    rgba = _padded_rgba(pixels, two_channel=block == 5)
+    if block == 2:
+        data = _bc2(rgba, encoder)
+    elif block == 1 and encoder.module != "PIL":
+        data = _bc1(rgba, encoder)
+    else:
+        data = encoder.run(rgba)
     return _flip_endpoints(data, block) if signed else data
 
 
-def _padded_rgba(pixels: np.ndarray) -> np.ndarray:
+def _bc1(rgba: np.ndarray, encoder: Encoder) -> bytes:
+    """Colour from ``encoder``; blocks with a transparent texel (alpha below half) from Pillow,
+    the one encoder here that writes BC1's 1-bit alpha."""
+    data = encoder.run(rgba)
+    transparent = _per_block(rgba[:, :, 3] < 128).any(axis=2)
+    if not transparent.any():
+        return data
+    pillow = blockencoders.registry()[(1, "Pillow")].run(rgba)
+    blocks = np.frombuffer(data, np.uint8).reshape(-1, 8).copy()
+    blocks[transparent.ravel()] = np.frombuffer(pillow, np.uint8).reshape(-1, 8)[
+        transparent.ravel()
+    ]
+    return blocks.tobytes()
+
+
+def _bc2(rgba: np.ndarray, encoder: Encoder) -> bytes:
+    """BC2: 4-bit alpha per texel (rounded), then the colour half of ``encoder``'s BC3 blocks
+    (BC2 and BC3 colour blocks are both 4-colour BC1 blocks)."""
+    colour = np.frombuffer(encoder.run(rgba), np.uint8).reshape(-1, 16)[:, 8:]
+    a4 = (_per_block(rgba[:, :, 3]).reshape(-1, 16).astype(np.uint32) * 15 + 127) // 255
+    pairs = a4[:, 0::2] | (a4[:, 1::2] << 4)  # texel 2i in the low nibble of byte i
+    return np.concatenate([pairs.astype(np.uint8), colour], axis=1).tobytes()
+
+
+def _per_block(plane: np.ndarray) -> np.ndarray:
+    """``(H, W)`` -> ``(H/4, W/4, 16)``: each block's texels in row order."""
+    h, w = plane.shape
+    return plane.reshape(h // 4, 4, w // 4, 4).transpose(0, 2, 1, 3).reshape(h // 4, w // 4, 16)
+
+
+def _padded_rgba(pixels: np.ndarray, *, two_channel: bool = False) -> np.ndarray:
     """RGBA uint8 with height and width padded to multiples of 4 by repeating the last row and
-    column (partial blocks then encode only real texels' colours)."""
+    column (partial blocks then encode only real texels' colours). Two channels are gray and
+    alpha, or with ``two_channel`` (BC5) red and green."""
     h, w, c = pixels.shape
     if c == 1:
         rgba = np.concatenate([np.repeat(pixels, 3, axis=2), np.full_like(pixels, 255)], axis=2)
+    elif c == 2 and two_channel:
+        blue_alpha = np.zeros_like(pixels)
+        blue_alpha[:, :, 1] = 255
+        rgba = np.concatenate([pixels, blue_alpha], axis=2)
     elif c == 2:
         rgba = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
     elif c == 3:
@@ -88,41 +194,3 @@ def _flip_endpoints(data: bytes, block: int) -> bytes:
     array = np.frombuffer(data, dtype=np.uint8).copy().reshape(-1, 8)
     array[:, :2] ^= 0x80
     return array.tobytes()
-
-
-def _pillow(pixel_format: str, mode: str = "RGBA") -> Callable[[np.ndarray], bytes]:
-    def run(rgba: np.ndarray) -> bytes:
-        from PIL import Image
-
-        buffer = _io.BytesIO()
-        image = Image.fromarray(np.ascontiguousarray(rgba[:, :, : len(mode)]), mode)
-        image.save(buffer, format="DDS", pixel_format=pixel_format)
-        data = buffer.getvalue()
-        offset = 148 if data[84:88] == b"DX10" else 128
-        return data[offset:]
-
-    return run
-
-
-def _etcpak(name: str) -> Callable[[np.ndarray], bytes]:
-    def run(rgba: np.ndarray) -> bytes:
-        import etcpak
-
-        h, w = rgba.shape[:2]
-        function = getattr(etcpak, f"compress_{name}")
-        if name == "bc7":
-            return bytes(function(rgba.tobytes(), w, h, None))
-        return bytes(function(rgba.tobytes(), w, h))
-
-    return run
-
-
-@functools.cache
-def _encoders() -> dict[int, Callable[[np.ndarray], bytes]]:
-    found = {1: _pillow("DXT1"), 2: _pillow("DXT3"), 3: _pillow("DXT5"), 5: _pillow("BC5", "RGB")}
-    try:
-        import etcpak  # noqa: F401
-    except ImportError:
-        return found  # BC4 and BC7 then fall back to the closest format we can write
-    found.update({3: _etcpak("bc3"), 4: _etcpak("bc4"), 5: _etcpak("bc5"), 7: _etcpak("bc7")})
-    return found

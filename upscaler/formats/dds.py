@@ -138,6 +138,7 @@ class DdsWrite:
     colour: bool = True
     two_channel: bool = False
     mips: tuple[np.ndarray, ...] = ()
+    quality: str = bcn.DEFAULT_QUALITY  # the encoders' speed/quality point (options.DDS_QUALITIES)
 
 
 def encode(
@@ -148,7 +149,11 @@ def encode(
     fmt, notes = _writable(_choose(source, pixels, bits, write))
     h, w = pixels.shape[:2]
     chain = [pixels, *write.mips]
-    surfaces = [_encode_surface(_fit(level, bits, fmt), fmt) for level in chain]
+    encoder = None
+    if fmt.block:
+        encoder, more = bcn.choose(fmt.block, write.quality, colour=write.colour, label=fmt.name)
+        notes += more
+    surfaces = [_encode_surface(_fit(level, bits, fmt), fmt, encoder) for level in chain]
     alpha_mode = source.alpha_mode if source is not None else 0
     return pack_header(fmt, h, w, len(chain), alpha_mode) + b"".join(surfaces), notes
 
@@ -218,11 +223,11 @@ def _fit(pixels: np.ndarray, bits: int, fmt: DdsFormat) -> np.ndarray:
     return pixels
 
 
-def _encode_surface(pixels: np.ndarray, fmt: DdsFormat) -> bytes:
+def _encode_surface(pixels: np.ndarray, fmt: DdsFormat, encoder: bcn.Encoder | None) -> bytes:
     if fmt.block:
         if fmt.signed:
             pixels = _to_signed(pixels)
-        return bcn.encode(pixels, fmt.block, signed=fmt.signed)
+        return bcn.encode(pixels, fmt.block, signed=fmt.signed, encoder=encoder)
     return _encode_masks(pixels, fmt)
 
 
