@@ -23,11 +23,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import ddp
-from .checkpoint import checkpoint_dir, save_checkpoint
+from .checkpoint import checkpoint_dir, latest_checkpoint, save_checkpoint
 from .config import Config, to_dict
 from .data import build_loader, check_paths
-from .discriminator import build_discriminator
-from .generator import ModelEMA, build
 from .losses import (
     clip_weights_,
     colour_consistency_loss,
@@ -50,7 +48,8 @@ from .perceptual import (
 )
 from .recipe import degrade
 from .schedule import lr_factor
-from .state import capture, restore, resume_or_init
+from .state import TrainState, autocast_dtype, changed_keys
+from .transfer import initialise
 from .validate import load_val_set, validate, write_sample_grid
 
 
@@ -62,14 +61,9 @@ class FitResult:
     message: str = ""
 
 
-def _autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
-    precision = config.run.precision
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 class Trainer:
+    """One run: its ``TrainState``, the losses, and the loop (``fit``)."""
+
     def __init__(
         self, config: Config, dist: ddp.Dist | None = None, log: Callable[[str], None] = print
     ) -> None:
@@ -82,77 +76,49 @@ class Trainer:
         if run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
         torch.manual_seed(run.seed)  # for library code that draws from the global generator
-        self.amp_dtype = _autocast_dtype(config, device)
-        self.adversarial = config.loss.adversarial
-        self.global_batch = config.data.batch_size * self.dist.world
-
-        # Models. G from upscaler's architectures; D only for the GAN stage.
-        self.g, self.arch_config = build(config.model, run.seed)
-        self.d: nn.Module | None = None
-        if self.adversarial:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(run.seed + 1)
-                self.d = build_discriminator(config.discriminator)
-        self.step, self.bad_in_row, self.bad_total = 0, 0, 0
-        self.position = 0  # global index of the next training sample
-        self.rng = torch.Generator().manual_seed(run.seed + 2)  # gradient-penalty mixing
-        resumed = resume_or_init(self)
-        memory = (
-            torch.channels_last
-            if run.channels_last and device.type == "cuda"
-            else torch.preserve_format
+        self.amp_dtype = autocast_dtype(config, device)
+        self.state = TrainState(
+            config, device, global_batch=config.data.batch_size * self.dist.world
         )
-        self.memory_format = memory
-        self.g.to(device, memory_format=memory)
-        self.ema = ModelEMA(self.g, config.optim.ema_decay)
-        self.opt_g = torch.optim.AdamW(
-            self.g.parameters(),
-            lr=config.optim.learning_rate,
-            betas=config.optim.betas,
-            weight_decay=config.optim.weight_decay,
-        )
-        self.opt_d = None
-        if self.d is not None:
-            self.d.to(device, memory_format=memory)
-            self.opt_d = torch.optim.AdamW(
-                self.d.parameters(),
-                lr=config.optim.d_learning_rate,
-                betas=config.optim.betas,
-                weight_decay=config.optim.weight_decay,
-            )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # The newest good checkpoint: the one resumed from, then each one this run saves.
         self.checkpoint: str | None = None
+        resumed = latest_checkpoint(checkpoint_dir(config.run_dir))
         if resumed is not None:
-            restore(self, resumed)
+            self.log(f"resuming from {resumed['path']} (step {resumed['step']})")
+            changed = changed_keys(resumed.get("config", {}), to_dict(config))
+            if changed:
+                self.log(f"note: config differs from the checkpoint's in {', '.join(changed)}")
+            self.state.load_state_dict(resumed)
             self.checkpoint = resumed["path"]
+        else:
+            initialise(self.state, self.log)
         # DDP wrappers sync gradients; the G step calls the bare D (no gradients of its own).
-        self.g_train: nn.Module = self.g
-        self.d_train: nn.Module | None = self.d
+        self.g_train: nn.Module = self.state.g
+        self.d_train: nn.Module | None = self.state.d
         if self.dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.g_train = DistributedDataParallel(self.g, device_ids=ids)
-            if self.d is not None:
-                self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+            self.g_train = DistributedDataParallel(self.state.g, device_ids=ids)
+            if self.state.d is not None:
+                self.d_train = DistributedDataParallel(self.state.d, device_ids=ids)
         if run.compile:
             self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
-        self._perceptual(device)
-
-    # -- setup helpers ----------------------------------------------------------------------------
-
-    def _perceptual(self, device: torch.device) -> None:
-        loss = self.config.loss
+        loss = config.loss
         self.lpips = build_lpips().to(device) if loss.lpips_weight > 0 else None
         self.vgg = VGGFeatures().to(device) if loss.vgg_weight > 0 else None
         self.val_lpips = self.lpips
-        if self.val_lpips is None and weights_available(ALEXNET_FILE) and self.config.val.folder:
+        if self.val_lpips is None and weights_available(ALEXNET_FILE) and config.val.folder:
             self.val_lpips = build_lpips().to(device)
+
+    @property
+    def step(self) -> int:
+        return self.state.counters.step
 
     def save(self) -> str | None:
         path = None
         if self.dist.main:
             folder = checkpoint_dir(self.config.run_dir)
-            path = str(save_checkpoint(folder, self.step, capture(self), self.config.run.keep_last))
+            state = self.state.state_dict()
+            path = str(save_checkpoint(folder, self.step, state, self.config.run.keep_last))
             self.checkpoint = path
         ddp.barrier(self.dist)
         return path
@@ -160,16 +126,13 @@ class Trainer:
     # -- one iteration ----------------------------------------------------------------------------
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.dist.device
+        device, memory = self.dist.device, self.state.memory_format
         gt = batch["gt"].to(device, non_blocking=True).float().div_(255)
         if "lq" in batch:
             lq = batch["lq"].to(device, non_blocking=True).float().div_(255)
         else:  # batched on the training device
             lq = degrade(gt, batch["params"], self.config.model.scale, batch["normal"])
-        return (
-            lq.contiguous(memory_format=self.memory_format),
-            gt.contiguous(memory_format=self.memory_format),
-        )
+        return lq.contiguous(memory_format=memory), gt.contiguous(memory_format=memory)
 
     def _autocast(self) -> Any:
         device = self.dist.device.type
@@ -180,7 +143,7 @@ class Trainer:
     def _generator_losses(
         self, sr: torch.Tensor, gt: torch.Tensor, lq: torch.Tensor, normal: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        loss, scale = self.config.loss, self.config.model.scale
+        loss, scale, d = self.config.loss, self.config.model.scale, self.state.d
         terms = {"pixel": loss.pixel_weight * pixel_loss(loss.pixel, sr, gt)}
         if loss.colour_weight:
             terms["colour"] = loss.colour_weight * colour_consistency_loss(sr, lq, scale)
@@ -191,9 +154,9 @@ class Trainer:
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
         if self.vgg is not None and bool(colour.any()):
             terms["vgg"] = loss.vgg_weight * vgg_perceptual_loss(sr[colour], gt[colour], self.vgg)
-        if self.d is not None:
+        if d is not None:
             with self._autocast():
-                logits, features = self.d(torch.cat([gt, sr]))
+                logits, features = d(torch.cat([gt, sr]))
             real, fake = logits.float().chunk(2)
             if loss.gan_weight:
                 terms["gan"] = loss.gan_weight * generator_loss(loss.gan_type, real, fake)
@@ -212,85 +175,107 @@ class Trainer:
         stats: dict[str, float],
     ) -> bool:
         """Backward and step unless the loss or gradients are not finite; returns success."""
+        scaler = self.state.scaler
         optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.unscale_(optimizer)
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
         clip = self.config.optim.grad_clip or math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), clip))
         stats[f"grad_norm_{name}"] = norm
-        scaler_handles_overflow = self.scaler.is_enabled() and math.isfinite(float(total.detach()))
+        scaler_handles_overflow = scaler.is_enabled() and math.isfinite(float(total.detach()))
         bad = not math.isfinite(float(total.detach())) or (
             not math.isfinite(norm) and not scaler_handles_overflow
         )
         if ddp.any_true(self.dist, bad):
             optimizer.zero_grad(set_to_none=True)
             return False
-        self.scaler.step(optimizer)
+        scaler.step(optimizer)
         return True
 
+    def g_step(
+        self,
+        lq: torch.Tensor,
+        gt: torch.Tensor,
+        normal: torch.Tensor,
+        lr_scale: float,
+        stats: dict[str, float],
+    ) -> tuple[torch.Tensor, bool]:
+        """Update G on one batch (D frozen, not detached: its gradient must reach G).
+        Returns the output and whether the step was taken (False: non-finite, skipped)."""
+        s = self.state
+        for group in s.opt_g.param_groups:
+            group["lr"] = self.config.optim.learning_rate * lr_scale
+        if s.d is not None:
+            s.d.requires_grad_(False).eval()
+        with self._autocast():
+            sr = self.g_train(lq).float()
+        terms = self._generator_losses(sr, gt, lq, normal)
+        total = torch.stack(list(terms.values())).sum()
+        stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
+        return sr, self._apply(total, s.g, s.opt_g, "g", stats)
+
+    def d_step(
+        self, gt: torch.Tensor, fake: torch.Tensor, lr_scale: float, stats: dict[str, float]
+    ) -> bool:
+        """Update D on real and (detached) generated images; returns whether it was taken."""
+        s, loss = self.state, self.config.loss
+        assert s.d is not None and self.d_train is not None and s.opt_d is not None
+        s.d.requires_grad_(True).train()
+        for group in s.opt_d.param_groups:
+            group["lr"] = self.config.optim.d_learning_rate * lr_scale
+        parts = [gt, fake.detach()]
+        if loss.gan_type == "wgan-gp":
+            parts.append(mix_real_fake(gt, fake, s.rng))
+        with self._autocast():
+            logits = self.d_train(torch.cat(parts))[0].float()
+        n = len(gt)
+        real, fake_logits = logits[:n], logits[n : 2 * n]
+        d_loss = discriminator_loss(loss.gan_type, real, fake_logits)
+        if loss.gan_type == "wgan-gp":
+            d_loss = d_loss + loss.gp_weight * gradient_penalty(logits[2 * n :], parts[2])
+        stats.update(
+            loss_d=float(d_loss.detach()),
+            d_real=float(real.detach().mean()),
+            d_fake=float(fake_logits.detach().mean()),
+        )
+        ok = self._apply(d_loss, s.d, s.opt_d, "d", stats)
+        if ok and loss.clip_value:
+            clip_weights_(s.d, loss.clip_value)
+        return ok
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One batch: G step (and/or) D step per the d_steps/g_steps cycle, then EMA."""
-        optim, loss = self.config.optim, self.config.loss
-        factor = lr_factor(self.step, self.config.run.max_steps, optim)
-        for group in self.opt_g.param_groups:
-            group["lr"] = optim.learning_rate * factor
-        phase = self.step % max(optim.d_steps, optim.g_steps)
+        """One batch: a G step and/or a D step (per the d_steps/g_steps cycle), then the EMA."""
+        s, optim = self.state, self.config.optim
+        counters = s.counters
+        factor = lr_factor(counters.step, self.config.run.max_steps, optim)
+        phase = counters.step % max(optim.d_steps, optim.g_steps)
         update_g = phase < optim.g_steps
-        update_d = self.d is not None and phase < optim.d_steps
+        update_d = s.d is not None and phase < optim.d_steps
         lq, gt = self._inputs(batch)
-        normal = batch["normal"]
         stats: dict[str, float] = {"lr": optim.learning_rate * factor}
-        g_ok = d_ok = True
-
-        if self.d is not None:  # frozen, not detached: gradients pass through D to G
-            self.d.requires_grad_(False).eval()
-        with self._autocast(), torch.set_grad_enabled(update_g):
-            sr = (self.g_train if update_g else self.g)(lq).float()
         if update_g:
-            terms = self._generator_losses(sr, gt, lq, normal)
-            total = torch.stack(list(terms.values())).sum()
-            stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
-            g_ok = self._apply(total, self.g, self.opt_g, "g", stats)
-
-        if update_d and g_ok:
-            assert self.d is not None and self.d_train is not None and self.opt_d is not None
-            self.d.requires_grad_(True).train()
-            for group in self.opt_d.param_groups:
-                group["lr"] = optim.d_learning_rate * factor
-            parts = [gt, sr.detach()]
-            if loss.gan_type == "wgan-gp":
-                parts.append(mix_real_fake(gt, sr, self.rng))
-            with self._autocast():
-                logits = self.d_train(torch.cat(parts))[0].float()
-            real, fake = logits[: len(gt)], logits[len(gt) : 2 * len(gt)]
-            d_loss = discriminator_loss(loss.gan_type, real, fake)
-            if loss.gan_type == "wgan-gp":
-                d_loss = d_loss + loss.gp_weight * gradient_penalty(logits[2 * len(gt) :], parts[2])
-            stats.update(
-                loss_d=float(d_loss.detach()),
-                d_real=float(real.detach().mean()),
-                d_fake=float(fake.detach().mean()),
-            )
-            d_ok = self._apply(d_loss, self.d, self.opt_d, "d", stats)
-            if d_ok and loss.clip_value:
-                clip_weights_(self.d, loss.clip_value)
-        self.scaler.update()
-
-        if g_ok:  # every step in which G did not have to be skipped, as BasicSR does
-            self.ema.update(self.g)
-        if g_ok and d_ok:
-            self.bad_in_row = 0
+            sr, g_ok = self.g_step(lq, gt, batch["normal"], factor, stats)
         else:
-            self.bad_in_row += 1
-            self.bad_total += 1
+            with torch.no_grad(), self._autocast():
+                sr = s.g(lq).float()
+            g_ok = True
+        d_ok = self.d_step(gt, sr, factor, stats) if update_d and g_ok else True
+        s.scaler.update()
+        if g_ok:  # every step in which G did not have to be skipped, as BasicSR does
+            s.ema.update(s.g)
+        if g_ok and d_ok:
+            counters.bad_in_row = 0
+        else:
+            counters.bad_in_row += 1
+            counters.bad_total += 1
         with torch.no_grad():
             spread = (gt - gt.mean(0)).abs().mean().clamp(min=1e-6)
             stats["diversity"] = (
                 float((sr - sr.mean(0)).abs().mean() / spread) if len(gt) > 1 else 1.0
             )
-        stats["skipped_total"] = float(self.bad_total)
-        self.step += 1
-        self.position += self.global_batch
+        stats["skipped_total"] = float(counters.bad_total)
+        counters.step += 1
+        counters.position += s.global_batch
         return stats
 
     # -- the run ----------------------------------------------------------------------------------
@@ -298,7 +283,7 @@ class Trainer:
     def run_validation(self, metrics: MetricsLog, val: tuple[list[Any], list[Any]]) -> None:
         if self.dist.main and (val[0] or val[1]):
             values, triples = validate(
-                self.ema.module,
+                self.state.ema.module,
                 val[0],
                 val[1],
                 arch=self.config.model.arch,
@@ -328,24 +313,28 @@ class Trainer:
         val = load_val_set(config) if self.dist.main else ([], [])
         health = Health()
         progress = Progress(
-            run.max_steps, self.step, self.global_batch, enabled=run.progress and self.dist.main
+            run.max_steps,
+            self.step,
+            self.state.global_batch,
+            enabled=run.progress and self.dist.main,
         )
         log = self.log
         self.log = lambda message: (progress.newline(), log(message))[-1]
         stop = {"flag": False}
         previous = _install_interrupt(stop)
         last_path, status, message, save_due = None, "done", "", False
-        loader = iter(build_loader(self.config, self.dist, self.position, self.log))
+        loader = iter(build_loader(config, self.dist, self.state.counters.position, self.log))
         try:
             while self.step < run.max_steps:
                 waited = time.perf_counter()
                 batch = next(loader)
                 progress.data_wait += time.perf_counter() - waited
                 stats = self.train_step(batch)
-                if self.bad_in_row >= run.max_bad_steps:
+                bad_in_row = self.state.counters.bad_in_row
+                if bad_in_row >= run.max_bad_steps:
                     status, last_path = "diverged", self.checkpoint
                     message = (
-                        f"stopped: {self.bad_in_row} non-finite steps in a row at step {self.step};"
+                        f"stopped: {bad_in_row} non-finite steps in a row at step {self.step};"
                         + (
                             " the last good checkpoint is intact"
                             if last_path
@@ -367,7 +356,7 @@ class Trainer:
                 # should be one taken while training was healthy.
                 save_due = save_due or self.step % run.save_every == 0
                 interrupted = ddp.any_true(self.dist, stop["flag"])
-                if (save_due and not self.bad_in_row) or self.step == run.max_steps or interrupted:
+                if (save_due and not bad_in_row) or self.step == run.max_steps or interrupted:
                     last_path, save_due = self.save(), False
                     if interrupted:
                         status, message = "interrupted", f"saved at step {self.step}"

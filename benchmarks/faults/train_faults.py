@@ -84,7 +84,7 @@ def _install_step_hooks(records: bool) -> dict[str, int]:
     real = Trainer.train_step
 
     def weights(trainer: Trainer) -> dict[str, list[torch.Tensor]]:
-        parts = {"g": trainer.g, "ema": trainer.ema.module, "d": trainer.d}
+        parts = {"g": trainer.state.g, "ema": trainer.state.ema.module, "d": trainer.state.d}
         return {
             name: [p.detach().clone() for p in module.parameters()]
             for name, module in parts.items()
