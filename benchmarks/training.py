@@ -95,7 +95,7 @@ def main() -> None:
         "discriminator": config.discriminator.arch if config.loss.adversarial else "none",
         "device": str(dist.device),
         "threads": torch.get_num_threads(),
-        "workers": config.data.num_workers,
+        "workers": config.data.workers(),
         "batch": config.data.batch_size,
         "crop": config.data.crop_size,
         "steps": args.steps,

@@ -107,3 +107,56 @@ def test_fit_names_missing_data_paths_before_building_anything(tmp_path: Path) -
         main, ["fit", "compact-x4-psnr", "--set", f"data.train=[{str(tmp_path / 't')!r}]"]
     )
     assert "val.folder: data/val is not a folder" in no_val.output
+
+
+def test_a_recipe_inherits_its_base_and_replaces_only_the_keys_it_sets(tmp_path: Path) -> None:
+    (tmp_path / "parent.toml").write_text(
+        'base = "compact-x4-psnr"\n[run]\nname = "parent"\n[degrade]\nbc_prob = 0.9\n'
+    )
+    (tmp_path / "child.toml").write_text(
+        'base = "parent"\n[run]\nname = "child"\n[optim]\nmilestones = [7]\n'
+    )
+    shipped, child = load_config("compact-x4-psnr"), load_config(tmp_path / "child.toml")
+    assert child.run.name == "child" and child.optim.milestones == (7,)
+    assert child.degrade.bc_prob == 0.9  # from the parent, which sits beside the child
+    assert child.degrade.down_kernels == shipped.degrade.down_kernels  # from the grandparent
+    assert child.optim.learning_rate == shipped.optim.learning_rate
+    overridden = load_config(tmp_path / "child.toml", ["degrade.bc_prob=0.1"])
+    assert overridden.degrade.bc_prob == 0.1  # --set still has the last word
+
+
+def test_inheritance_errors_name_the_files(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('base = "b"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match=r"circle \(a.toml -> b.toml -> a.toml\)"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('base = "no-such-recipe"\n')
+    with pytest.raises(ConfigError, match=r"c.toml: base 'no-such-recipe': .*recipes: compact"):
+        load_config(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="d.toml: base must name a recipe"):
+        load_config(tmp_path / "d.toml")
+
+
+def test_shipped_recipes_inherit_instead_of_copying_the_degradation_mix() -> None:
+    from training.config import RECIPES, recipe_names
+
+    roots = [n for n in recipe_names() if "base" not in (RECIPES / f"{n}.toml").read_text()]
+    assert roots == ["compact-x4-psnr"]
+    copies = [n for n in recipe_names() if "down_kernels" in (RECIPES / f"{n}.toml").read_text()]
+    assert copies == ["compact-x4-psnr"]  # the [degrade] block lives in one file
+    assert load_config("compact-x2-gan").degrade == load_config("compact-x4-psnr").degrade
+
+
+def test_num_workers_default_from_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    data = load_config("compact-x4-psnr").data
+    assert data.num_workers == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert data.workers() == 8 and data.workers(world=4) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert data.workers() == 1
+    assert load_config("compact-x4-psnr", ["data.num_workers=3"]).data.workers() == 3
+    with pytest.raises(ConfigError, match="data.num_workers must be >= 0 or auto"):
+        load_config("compact-x4-psnr", ["data.num_workers=many"])

@@ -10,6 +10,7 @@ saved, as a plain dict, with every checkpoint and run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -30,6 +31,10 @@ NORMAL_CONVENTIONS = ("opengl", "directx")
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+def int_or(value: int | str, default: int) -> int:
+    return value if isinstance(value, int) else default
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -94,7 +99,7 @@ class DataConfig:
     train_lq: str = ""  # paired mode: folder of LR images matching ``train`` by relative name
     crop_size: int = 256  # GT crop side; the LR crop is crop_size / scale
     batch_size: int = 16  # per process
-    num_workers: int = 4
+    num_workers: int | str = "auto"  # loader processes; auto: from the CPU count (see workers())
     wrap_prob: float = 0.5  # share of crops from tileable images taken across the wrap seam
     flip: bool = True
     rotate: bool = True
@@ -103,8 +108,21 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.normal_convention", self.normal_convention, NORMAL_CONVENTIONS)
-        if self.crop_size < 4 or self.batch_size < 1 or self.num_workers < 0:
+        if isinstance(self.num_workers, str) and self.num_workers != "auto":
+            raise ConfigError(f"data.num_workers must be >= 0 or auto; got {self.num_workers!r}")
+        if self.crop_size < 4 or self.batch_size < 1 or int_or(self.num_workers, 0) < 0:
             raise ConfigError("data.crop_size >= 4, data.batch_size >= 1, num_workers >= 0")
+
+    def workers(self, world: int = 1) -> int:
+        """Loader processes per training process: ``num_workers``, or for ``auto`` one per CPU
+        core this process can use, less one for the training loop itself, at most 8."""
+        if isinstance(self.num_workers, int):
+            return self.num_workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(0, min(8, cores // max(1, world) - 1))
         if not 0 <= self.wrap_prob <= 1:
             raise ConfigError("data.wrap_prob must be in [0, 1]")
 
@@ -341,32 +359,69 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML recipe (a path, or a recipe name from ``training/configs``) plus overrides."""
+    """Read a TOML recipe (a path, or a recipe name from ``training/configs``) plus overrides.
+
+    A recipe may start from another: ``base = "compact-x4-psnr"`` (a recipe name, or a path
+    relative to the file) takes every table of the base and replaces the keys this file sets.
+    """
     path = resolve_recipe(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    data = read_recipe(path)
     try:
         return config_from_dict(data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def read_recipe(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The plain tables of the recipe at ``path``, its ``base`` chain merged in."""
+    if path.resolve() in _chain:
+        names = " -> ".join(p.name for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: recipes inherit in a circle ({names})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must name a recipe or a .toml file, got {base!r}")
+    try:
+        parent = read_recipe(resolve_recipe(base, path.parent), (*_chain, path.resolve()))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: base {base!r}: {exc}") from None
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in parent.items()}
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 RECIPES = Path(__file__).parent / "configs"
 
 
-def resolve_recipe(name: str | Path) -> Path:
+def resolve_recipe(name: str | Path, folder: Path | None = None) -> Path:
+    """A recipe file: ``name`` itself, ``name`` in ``folder`` (the including file's), or a
+    recipe by name from ``training/configs``."""
     path = Path(name)
     if path.is_file():
         return path
+    for candidate in (folder / path, folder / f"{name}.toml") if folder else ():
+        if candidate.is_file():
+            return candidate
     recipe = RECIPES / f"{name}.toml"
     if recipe.is_file():
         return recipe
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+    known = ", ".join(recipe_names())
     raise ConfigError(f"{name}: no such config file or recipe (recipes: {known})")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -314,7 +314,7 @@ def build_loader(
         start=position,
         rank=dist.rank,
         world=dist.world,
-        num_workers=config.data.num_workers,
+        num_workers=config.data.workers(dist.world),
         pin_memory=dist.device.type == "cuda",
     )
 
