@@ -50,7 +50,7 @@ def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path: Path) -> None:
     [
         ("optim.learning_rate=1e-4", 1e-4),
         ("optim.milestones=[10, 20]", (10, 20)),
-        ("model.arch=rrdb", "rrdb"),
+        ("run.name=other", "other"),
         ("run.deterministic=true", True),
         ("optim.learning_rate=1", 1.0),
     ],

@@ -120,6 +120,15 @@ def eval_command(
         click.echo(f"{key:>18}: {shown}")
 
 
+WEIGHTS = click.option(
+    "--weights",
+    type=click.Choice(["ema", "live"]),
+    default="ema",
+    show_default=True,
+    help="A checkpoint's EMA (averaged) or live (last trained) generator weights.",
+)
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
@@ -130,20 +139,28 @@ def eval_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write an ONNX model here.",
 )
-def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None) -> None:
-    """Write the EMA generator of CHECKPOINT as OUT.safetensors (loads in ``upscale --model``)."""
+@WEIGHTS
+def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weights: str) -> None:
+    """Write the generator of CHECKPOINT as OUT.safetensors (loads in ``upscale --model``).
+
+    Our architectures are written in this project's format; spandrel's (span) as a plain state
+    dict that spandrel, and so ``upscale``, chaiNNer and ComfyUI, load by themselves.
+    """
     from .export import export_model, export_onnx, load_generator
 
     if out.suffix != ".safetensors":
         _fail(f"{out}: the model file must end in .safetensors")
     try:
-        info = export_model(checkpoint, out, fp16=fp16)
+        info = export_model(checkpoint, out, fp16=fp16, weights=weights)
         if onnx_path is not None:
-            export_onnx(load_generator(checkpoint)[0], onnx_path)
+            channels = int(info["arch_config"].get("in_channels", 3))
+            export_onnx(load_generator(checkpoint, weights)[0], onnx_path, in_channels=channels)
     except (CheckpointError, RuntimeError) as exc:
         _fail(str(exc))
     scale = info["arch_config"]["scale"]
-    click.echo(f"wrote {out} ({info['arch']} x{scale}, step {info.get('step', '?')})")
+    click.echo(
+        f"wrote {out} ({info['arch']} x{scale}, step {info.get('step', '?')}, {weights} weights)"
+    )
 
 
 @main.command()

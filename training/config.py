@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+GENERATORS = ("compact", "rrdb", "span")  # training.archs.NAMES (kept here: no torch import)
 PIXEL_LOSSES = ("l1", "charbonnier")
 GAN_TYPES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge", "ragan")
 DISCRIMINATORS = ("patchgan", "unet")
@@ -76,21 +77,31 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "compact"
+    arch: str = "compact"  # compact, rrdb (ours) or span (spandrel's SPAN)
     scale: int = 4
     num_features: int | None = None  # None: the architecture's default
     num_blocks: int | None = None
     growth_channels: int | None = None  # rrdb only
     activation: str | None = None  # compact only
+    options: dict[str, Any] = field(default_factory=dict)  # other hyper-parameters, by name
     icnr: bool = True  # ICNR init of the pixel-shuffle conv (compact): no checkerboard at step 0
     interp_init: bool = False  # compact: start as a bicubic-like upscaler, learn the residual
-    init_from: str = ""  # checkpoint, run folder or .safetensors to start from (the PSNR stage)
+    # Weights to start from: a checkpoint, a run folder, or any generator file spandrel can load
+    # (.safetensors, .pth). Strict: every tensor must fit (a scale change keeps the upsampler);
+    # false: load what fits by name and shape, and report what is missing or left over.
+    init_from: str = ""
+    init_strict: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("model.arch", self.arch, GENERATORS)
+        if self.interp_init and self.arch != "compact":
+            raise ConfigError("model.interp_init is for the compact architecture only")
 
     def arch_config(self) -> dict[str, Any]:
-        """The fields ``upscaler.models.make_config`` takes, leaving out unset ones."""
+        """The fields the architecture's config takes, leaving out unset ones."""
         names = ("num_features", "num_blocks", "growth_channels", "activation")
         values = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-        return {"scale": self.scale, **values}
+        return {"scale": self.scale, **values, **self.options}
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,10 @@ class DiscriminatorConfig:
     arch: str = "unet"
     num_features: int = 64
     num_layers: int = 3  # patchgan: stride-2 layers
+    # Weights to start from: a checkpoint or run folder (its discriminator) or a state dict file
+    # (.safetensors, .pth; Real-ESRGAN's UNetDiscriminatorSN names are mapped). Strict as above.
+    init_from: str = ""
+    init_strict: bool = True
 
     def __post_init__(self) -> None:
         _choice("discriminator.arch", self.arch, DISCRIMINATORS)
@@ -284,6 +299,12 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in value.values()
+        ):
+            raise ConfigError(f"{key} must be a table of plain values, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")

@@ -11,24 +11,23 @@ import copy
 import torch
 from torch import nn
 
-from upscaler.models import build_generator, make_config
-
+from .archs import arch_config, build_module
 from .config import ModelConfig
 
 
 def build(model: ModelConfig, seed: int) -> tuple[nn.Module, object]:
     """``(module, arch_config)`` on CPU in fp32, initialised from ``seed`` (global RNG kept)."""
-    arch_config = make_config(model.arch, model.arch_config())
+    config = arch_config(model.arch, model.arch_config())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_generator(model.arch, arch_config)
+        module = build_module(model.arch, config)
         if model.arch == "compact":
             kaiming_chain_(module)
         if model.icnr:
             apply_icnr(module)
         if model.interp_init:
-            interp_init_(module, arch_config.scale)  # type: ignore[attr-defined]
-    return module, arch_config
+            interp_init_(module, config.scale)
+    return module, config
 
 
 def kaiming_chain_(module: nn.Module, slope: float = 0.25) -> None:
