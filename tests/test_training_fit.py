@@ -152,7 +152,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
     whole = _final_state(tmp_path / "a" / "runs" / "compact-x4-gan")
     resumed = _final_state(tmp_path / "b" / "runs" / "compact-x4-gan")
     assert whole["step"] == resumed["step"] == 4
-    for key in ("generator", "ema", "discriminator", "optim_g", "optim_d", "scaler", "rng", "data"):
+    keys = ("generator", "ema", "ema_updates", "discriminator", "optim_g", "optim_d", "scaler")
+    for key in (*keys, "rng", "data", "counters"):
         _assert_same(whole[key], resumed[key], key)
 
 

@@ -5,14 +5,17 @@ classes, no code), written with ``torch.save`` through a temporary file + rename
 only with ``torch.load(weights_only=True)``. It holds the config, the step, generator, EMA and
 discriminator weights, optimiser and grad-scaler state, RNG states and the data position (the
 learning-rate schedule is a function of the step, so the step restores it). The newest ``keep``
-files are kept; a newest file that cannot be read (truncated by a crash, a full disk) is skipped
-with a warning in favour of the one before it.
+files are kept (and ``best.pt``, a link to the best one by ``run.best_metric``); a newest file
+that cannot be read (truncated by a crash, a full disk) is skipped with a warning in favour of
+the one before it.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 import torch
 
-from upscaler.atomic import atomic_write, remove_stale_temps
+from upscaler.atomic import atomic_write, remove_stale_temps, temp_path_for
 from upscaler.models.checkpoint import ModelFileError, read_safetensors_header
 
 FORMAT = "upscaler-train/1"
@@ -54,6 +57,22 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     for _, old in list_checkpoints(folder)[keep:]:
         old.unlink(missing_ok=True)
     return path
+
+
+BEST = "best.pt"
+
+
+def mark_best(path: Path) -> Path:
+    """Make ``checkpoints/best.pt`` the checkpoint at ``path``: a hard link (a copy where links
+    are not possible), so deleting old ``step-*.pt`` files (``keep_last``) never removes it."""
+    target = path.parent / BEST
+    temp = temp_path_for(target)
+    try:
+        os.link(path, temp)
+    except OSError:
+        shutil.copyfile(path, temp)
+    os.replace(temp, target)
+    return target
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -84,6 +84,15 @@ def fit(
         sys.exit(130)
 
 
+WEIGHTS = click.option(
+    "--weights",
+    type=click.Choice(["ema", "live"]),
+    default="ema",
+    show_default=True,
+    help="A checkpoint's EMA (averaged) or live (last trained) generator weights.",
+)
+
+
 @main.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -96,28 +105,63 @@ def fit(
     help="Evaluate centre crops of this size (0: whole images).",
 )
 @click.option("--max-images", type=int, default=0, help="At most this many images (0: all).")
+@click.option(
+    "--degrade",
+    "degrade_from",
+    metavar="RECIPE",
+    help="Make the low-res inputs with this recipe's [degrade] mix (a recipe name or .toml) "
+    "instead of the model's own: the same inputs for every model compared.",
+)
+@WEIGHTS
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_command(
-    checkpoint: Path, data: Path, crop_size: int, max_images: int, device: str, as_json: bool
+    checkpoint: Path,
+    data: Path,
+    crop_size: int,
+    max_images: int,
+    degrade_from: str | None,
+    weights: str,
+    device: str,
+    as_json: bool,
 ) -> None:
-    """Measure CHECKPOINT (checkpoint, run folder or .safetensors) on the images in DATA."""
+    """Measure CHECKPOINT (checkpoint, run folder or model file) on the images in DATA, beside
+    bicubic and Lanczos upscales of the same inputs."""
     from upscaler.models.loader import pick_device
 
     from .evaluate import evaluate
 
     try:
+        degrade = load_config(degrade_from).degrade if degrade_from else None
         metrics = evaluate(
-            checkpoint, data, crop_size=crop_size, max_images=max_images, device=pick_device(device)
+            checkpoint,
+            data,
+            crop_size=crop_size,
+            max_images=max_images,
+            device=pick_device(device),
+            degrade=degrade,
+            weights=weights,
         )
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
+    reference = metrics.pop("baselines")
+    click.echo(f"{'':>18}  {'model':>10}" + "".join(f"  {name:>10}" for name in reference))
     for key, value in metrics.items():
-        shown = "not measured (no pretrained AlexNet weights)" if value is None else f"{value:.4g}"
-        click.echo(f"{key:>18}: {shown}")
+        row = [value] + [reference[name].get(key, "") for name in reference]
+        click.echo(f"{key:>18}  " + "  ".join(_cell(v) for v in row))
+    if metrics.get("lpips", 0) is None:
+        click.echo("(lpips: not measured, no pretrained AlexNet weights in the torch hub cache)")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return f"{'-':>10}"
+    if isinstance(value, float):
+        return f"{value:>10.4g}"
+    return f"{value!s:>10}"
 
 
 WEIGHTS = click.option(

@@ -28,6 +28,16 @@ BC_FORMATS = ("bc1", "bc3")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEGRADE_WHERE = ("auto", "loader", "trainer")
 NORMAL_CONVENTIONS = ("opengl", "directx")
+# Validation metrics, and whether higher is better (for run.best_metric).
+METRICS = {
+    "psnr_y": True,
+    "ssim_y": True,
+    "lpips": False,
+    "normal_angle_deg": False,
+    "seam_error": False,
+    "fid": False,
+    "kid": False,
+}
 
 
 class ConfigError(ValueError):
@@ -58,6 +68,7 @@ class RunConfig:
     val_every: int = 5_000
     save_every: int = 5_000
     keep_last: int = 3
+    best_metric: str = "psnr_y"  # keep checkpoints/best.pt by this validation metric ("": off)
     max_bad_steps: int = 10  # non-finite losses in a row before the run stops
     deterministic: bool = False  # bit-exact resume on CPU; slower on GPU
     device: str = "auto"
@@ -69,6 +80,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _choice("run.precision", self.precision, PRECISIONS)
+        if self.best_metric:
+            _choice("run.best_metric", self.best_metric, tuple(METRICS))
         if self.max_steps < 0 or self.keep_last < 1 or self.max_bad_steps < 1:
             raise ConfigError("run.max_steps >= 0, run.keep_last >= 1, run.max_bad_steps >= 1")
         if min(self.log_every, self.val_every, self.save_every) < 1:
@@ -222,6 +235,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine: final learning rate / initial
     grad_clip: float = 0.0  # max gradient norm (0: off); the norm is logged either way
     ema_decay: float = 0.999
+    # Warm-up: the n-th update uses min(ema_decay, (1 + n) / (10 + n)) (TensorFlow's
+    # ExponentialMovingAverage with num_updates), so short runs do not average in the init.
+    ema_warmup: bool = True
     d_steps: int = 1  # per cycle of max(d_steps, g_steps) batches: D updates on the first d_steps
     g_steps: int = 1  # ... and G on the first g_steps
 

@@ -27,9 +27,46 @@ def _format_seconds(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+class IntervalMeans:
+    """Means of each statistic over the steps since the last ``take()`` that reported it.
+
+    Steps of a ``d_steps``/``g_steps`` cycle report different keys (a D-only step has no G
+    losses); each key is averaged over the steps that had it, so nothing logged depends on
+    where a log interval happens to fall in the cycle.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def peek(self) -> dict[str, float]:
+        return {key: total / self.counts[key] for key, total in self.sums.items()}
+
+    def take(self) -> dict[str, float]:
+        means = self.peek()
+        self.sums, self.counts = {}, {}
+        return means
+
+
+# What the progress line shows first: G's pixel and adversarial losses, D's loss and logits.
+SHOWN_FIRST = ("loss_pixel", "loss_gan", "loss_d", "d_real", "d_fake")
+
+
+def shown(values: dict[str, float], count: int = 6) -> dict[str, float]:
+    """The statistics worth a place on the progress line (losses, D's logits), at most ``count``."""
+    keys = [k for k in SHOWN_FIRST if k in values]
+    keys += [k for k in values if k.startswith("loss_") and k not in keys]
+    return {k.removeprefix("loss_") if k != "loss_d" else k: values[k] for k in keys[:count]}
+
+
 class Progress:
     """One self-overwriting status line: step, it/s, images/s, share of time waiting for data,
-    ETA and the latest losses. Redrawn at most twice a second."""
+    ETA and the losses (means over the current log interval). Redrawn at most twice a second."""
 
     def __init__(
         self,
@@ -66,12 +103,12 @@ class Progress:
             return
         self.last_draw = now
         r = self.rates(step)
-        shown = " ".join(f"{k}={v:.4g}" for k, v in list(losses.items())[:4])
+        shown = " ".join(f"{k}={v:.4g}" for k, v in list(losses.items())[:6])
         line = (
             f"\r{step}/{self.total} {r['it_per_s']:.2f} it/s {r['images_per_s']:.1f} img/s "
             f"data {100 * r['data_wait_share']:.0f}% ETA {_format_seconds(r['eta_s'])} {shown}"
         )
-        self.stream.write(line[:160].ljust(100))
+        self.stream.write(line[:200].ljust(100))
         self.stream.flush()
         self.drawn = True
 
@@ -112,6 +149,11 @@ class MetricsLog:
             for key, value in values.items():
                 if isinstance(value, int | float) and math.isfinite(value):
                     self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+
+    def image(self, tag: str, step: int, pixels: Any) -> None:
+        """An ``(H, W, 3)`` uint8 picture (the sample grid) for TensorBoard's image tab."""
+        if self.enabled and self.tensorboard is not None:
+            self.tensorboard.add_image(tag, pixels, step, dataformats="HWC")
 
     def close(self) -> None:
         if self.tensorboard is not None:

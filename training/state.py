@@ -63,7 +63,7 @@ class TrainState:
                 torch.manual_seed(run.seed + 1)
                 self.d = build_discriminator(config.discriminator)
             self.d.to(device, memory_format=self.memory_format)
-        self.ema = ModelEMA(self.g, optim.ema_decay)
+        self.ema = ModelEMA(self.g, optim.ema_decay, warmup=optim.ema_warmup)
         self.opt_g = torch.optim.AdamW(
             [p for p in self.g.parameters() if p.requires_grad],
             lr=optim.learning_rate,
@@ -93,6 +93,7 @@ class TrainState:
             "arch_config": dataclasses.asdict(self.arch_config),  # type: ignore[call-overload]
             "generator": self.g.state_dict(),
             "ema": self.ema.module.state_dict(),
+            "ema_updates": self.ema.updates,
             "discriminator": self.d.state_dict() if self.d is not None else {},
             "optim_g": self.opt_g.state_dict(),
             "optim_d": self.opt_d.state_dict() if self.opt_d is not None else {},
@@ -115,6 +116,8 @@ class TrainState:
         """Restore a checkpoint of this run (``state`` from ``read_checkpoint``)."""
         self.g.load_state_dict(state["generator"])
         self.ema.module.load_state_dict(state["ema"])
+        # Checkpoints from before the EMA warm-up: as if warmed up long ago.
+        self.ema.updates = int(state.get("ema_updates", 1 << 30))
         self.opt_g.load_state_dict(state["optim_g"])
         if self.d is not None:
             if not state["discriminator"]:

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import ddp
-from .checkpoint import checkpoint_dir, latest_checkpoint, save_checkpoint
-from .config import Config, to_dict
+from .checkpoint import checkpoint_dir, latest_checkpoint, mark_best, save_checkpoint
+from .config import METRICS, Config, to_dict
 from .data import build_loader, check_paths
 from .losses import (
     clip_weights_,
@@ -37,7 +37,7 @@ from .losses import (
     pixel_loss,
     spectrum_loss,
 )
-from .monitor import Health, MetricsLog, Progress
+from .monitor import Health, IntervalMeans, MetricsLog, Progress, shown
 from .perceptual import (
     ALEXNET_FILE,
     VGGFeatures,
@@ -50,7 +50,14 @@ from .recipe import degrade
 from .schedule import lr_factor
 from .state import TrainState, autocast_dtype, changed_keys
 from .transfer import initialise
-from .validate import load_val_set, validate, write_sample_grid
+from .validate import (
+    ValImage,
+    baselines,
+    describe,
+    load_val_set,
+    validate,
+    write_sample_grid,
+)
 
 
 @dataclass(frozen=True)
@@ -112,16 +119,6 @@ class Trainer:
     @property
     def step(self) -> int:
         return self.state.counters.step
-
-    def save(self) -> str | None:
-        path = None
-        if self.dist.main:
-            folder = checkpoint_dir(self.config.run_dir)
-            state = self.state.state_dict()
-            path = str(save_checkpoint(folder, self.step, state, self.config.run.keep_last))
-            self.checkpoint = path
-        ddp.barrier(self.dist)
-        return path
 
     # -- one iteration ----------------------------------------------------------------------------
 
@@ -261,7 +258,7 @@ class Trainer:
             g_ok = True
         d_ok = self.d_step(gt, sr, factor, stats) if update_d and g_ok else True
         s.scaler.update()
-        if g_ok:  # every step in which G did not have to be skipped, as BasicSR does
+        if update_g and g_ok:  # the average moves only when G did
             s.ema.update(s.g)
         if g_ok and d_ok:
             counters.bad_in_row = 0
@@ -280,29 +277,61 @@ class Trainer:
 
     # -- the run ----------------------------------------------------------------------------------
 
-    def run_validation(self, metrics: MetricsLog, val: tuple[list[Any], list[Any]]) -> None:
-        if self.dist.main and (val[0] or val[1]):
+    def run_validation(self, metrics: MetricsLog, val: Validation) -> bool:
+        """Validate the EMA generator (main process); returns whether it is the best so far by
+        ``run.best_metric`` (the same answer on every process)."""
+        best = False
+        if self.dist.main and val.images:
             values, triples = validate(
                 self.state.ema.module,
-                val[0],
-                val[1],
+                val.images,
+                val.seams,
                 arch=self.config.model.arch,
                 scale=self.config.model.scale,
                 device=self.dist.device,
                 lpips_model=self.val_lpips,
             )
             metrics.write("val", self.step, values)
-            write_sample_grid(
+            grid = write_sample_grid(
                 self.config.run_dir / "samples" / f"step-{self.step:09d}.png",
                 triples,
                 self.config.model.scale,
                 self.config.val.samples,
             )
-            self.log(
-                f"step {self.step} validation: "
-                + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-            )
+            if grid is not None:
+                metrics.image("val/samples", self.step, grid)
+            self.log(f"step {self.step} validation: {describe(values, val.baselines)}")
+            best = self._is_best(values)
+        best = ddp.any_true(self.dist, best)
         ddp.barrier(self.dist)
+        return best
+
+    def _is_best(self, values: dict[str, float]) -> bool:
+        metric, counters = self.config.run.best_metric, self.state.counters
+        if not metric or metric not in values:
+            return False
+        value, higher = values[metric], METRICS[metric]
+        old = counters.best_value
+        if old is not None and not (value > old if higher else value < old):
+            return False
+        counters.best_value, counters.best_step = value, self.step
+        return True
+
+    def save(self, best: bool = False) -> str | None:
+        """Checkpoint this step (atomically; ``best``: also as ``checkpoints/best.pt``)."""
+        path = None
+        if self.dist.main:
+            folder = checkpoint_dir(self.config.run_dir)
+            state = self.state.state_dict()
+            written = save_checkpoint(folder, self.step, state, self.config.run.keep_last)
+            path = self.checkpoint = str(written)
+            if best:
+                self.log(
+                    f"best {self.config.run.best_metric} so far "
+                    f"({self.state.counters.best_value:.4g}): {mark_best(written)}"
+                )
+        ddp.barrier(self.dist)
+        return path
 
     def fit(self) -> FitResult:
         config, run = self.config, self.config.run
@@ -310,8 +339,8 @@ class Trainer:
             return FitResult(self.step, "nothing to do", None, f"already at step {self.step}")
         metrics = MetricsLog(config.run_dir, enabled=self.dist.main)
         metrics.write("config", self.step, {"config": to_dict(config), "world": self.dist.world})
-        val = load_val_set(config) if self.dist.main else ([], [])
-        health = Health()
+        val = self._validation_set(metrics)
+        health, interval = Health(), IntervalMeans()
         progress = Progress(
             run.max_steps,
             self.step,
@@ -325,11 +354,13 @@ class Trainer:
         last_path, status, message, save_due = None, "done", "", False
         loader = iter(build_loader(config, self.dist, self.state.counters.position, self.log))
         try:
+            if self.step == 0:  # the starting point; a later step must beat it to be "best"
+                self.run_validation(metrics, val)
             while self.step < run.max_steps:
                 waited = time.perf_counter()
                 batch = next(loader)
                 progress.data_wait += time.perf_counter() - waited
-                stats = self.train_step(batch)
+                interval.add(self.train_step(batch))
                 bad_in_row = self.state.counters.bad_in_row
                 if bad_in_row >= run.max_bad_steps:
                     status, last_path = "diverged", self.checkpoint
@@ -342,31 +373,66 @@ class Trainer:
                         )
                     )
                     break
-                progress.update(
-                    self.step, {k[5:]: v for k, v in stats.items() if k.startswith("loss_")}
-                )
-                if self.step % run.log_every == 0 or self.step == run.max_steps:
-                    values = {**ddp.mean(self.dist, stats), **progress.rates(self.step)}
+                progress.update(self.step, shown(interval.peek()))
+                last = self.step == run.max_steps
+                if self.step % run.log_every == 0 or last:
+                    values = {**ddp.mean(self.dist, interval.take()), **progress.rates(self.step)}
                     metrics.write("train", self.step, values)
                     for warning in health.check(values):
                         self.log(f"warning: {warning}")
-                if self.step % run.val_every == 0 or self.step == run.max_steps:
-                    self.run_validation(metrics, val)
+                best = False
+                if self.step % run.val_every == 0 or last:
+                    best = self.run_validation(metrics, val)
                 # A periodic save waits out a run of skipped steps: the newest checkpoint
                 # should be one taken while training was healthy.
                 save_due = save_due or self.step % run.save_every == 0
                 interrupted = ddp.any_true(self.dist, stop["flag"])
-                if (save_due and not bad_in_row) or self.step == run.max_steps or interrupted:
-                    last_path, save_due = self.save(), False
+                if (save_due and not bad_in_row) or best or last or interrupted:
+                    last_path, save_due = self.save(best=best), False
                     if interrupted:
                         status, message = "interrupted", f"saved at step {self.step}"
                         break
+            if self.state.counters.best_step == 0 and self.step > 0:
+                self.log(
+                    f"note: no step beat the starting weights by {run.best_metric}; "
+                    "no best.pt was kept"
+                )
         finally:
             self.log = log
             signal.signal(signal.SIGINT, previous)
             progress.close()
             metrics.close()
         return FitResult(self.step, status, last_path, message)
+
+    def _validation_set(self, metrics: MetricsLog) -> Validation:
+        """The held-out images, and bicubic and Lanczos scores on them (logged once per fit)."""
+        if not self.dist.main:
+            return Validation([], [], {})
+        images, seams = load_val_set(self.config)
+        if not images:
+            return Validation(images, seams, {})
+        reference = baselines(
+            images,
+            seams,
+            scale=self.config.model.scale,
+            device=self.dist.device,
+            lpips_model=self.val_lpips,
+        )
+        metrics.write(
+            "baseline",
+            self.step,
+            {f"{name}_{k}": v for name, values in reference.items() for k, v in values.items()},
+        )
+        for name, values in reference.items():
+            self.log(f"{name} on {len(images)} validation images: {describe(values, {})}")
+        return Validation(images, seams, reference)
+
+
+@dataclass(frozen=True)
+class Validation:
+    images: list[ValImage]
+    seams: list[ValImage]
+    baselines: dict[str, dict[str, float]]
 
 
 def _install_interrupt(stop: dict[str, bool]) -> Any:
