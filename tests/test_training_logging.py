@@ -206,3 +206,64 @@ def test_tensorboard_gets_the_sample_grids(tmp_path: Path, folders: tuple[Path, 
     grids = events.Images("val/samples")
     assert [g.step for g in grids] == [0, 2] and grids[0].width == 3 * 16
     assert "train/loss_pixel" in events.Tags()["scalars"]
+
+
+class IgnoresInput(torch.nn.Module):
+    """A collapsed generator: one learned picture, whatever the input."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.picture = torch.nn.Parameter(torch.rand(1, 3, size, size))
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.picture.expand(len(lq), -1, -1, -1)
+
+
+def test_diversity_flags_a_generator_that_ignores_its_input(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    from training.metrics import diversity
+    from training.monitor import HEALTH_PATIENCE, Health
+    from upscaler.texture.resample import resize
+
+    config = load_config(
+        "compact-x4-psnr",
+        [*tiny_overrides("compact-x4-psnr", tmp_path, *folders), "data.batch_size=4"],
+    )
+    batch = next(iter(build_loader(config, Trainer(config, log=print).dist, 0, print)))
+    gt, lq = batch["gt"].float() / 255, batch["lq"].float() / 255
+    collapsed = diversity(IgnoresInput(16)(lq), gt)
+    follows = diversity(resize(lq, (16, 16), "bicubic"), gt)
+    assert collapsed == 0.0 and follows > 0.5
+    health = Health()
+    warned = [health.check({"diversity": collapsed}) for _ in range(HEALTH_PATIENCE)]
+    assert warned[-1] and warned[-1][0][0] == "diversity"
+
+
+def test_a_generator_exploiting_a_frozen_d_is_warned_about_in_the_log_and_metrics(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    exploit = [
+        "run.max_steps=16",
+        "run.log_every=2",
+        "val.folder=''",
+        "data.batch_size=4",
+        "data.crop_size=32",
+        "model.init_from=''",
+        "loss.pixel_weight=0",
+        "loss.colour_weight=0",
+        "loss.feature_match_weight=0",
+        "loss.gan_weight=1.0",
+        "optim.learning_rate=1e-2",
+        "optim.d_learning_rate=1e-12",  # D frozen in all but name
+        "model.num_blocks=2",
+    ]
+    result = _fit("compact-x4-gan", tmp_path, folders, *exploit)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "compact-x4-gan"
+    warnings = {r["check"]: r for r in _records(run, "warning")}
+    assert {"out_of_range", "g_fools_d"} <= set(warnings)
+    assert "fools the discriminator outright" in warnings["g_fools_d"]["message"]
+    assert f"warning: step {warnings['g_fools_d']['step']}: the generator fools" in result.output
+    train = _records(run, "train")
+    assert all("grad_adv" in r for r in train)  # measured on every logged step

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contracts import GAN_TYPES, refusals
+
 GENERATORS = ("compact", "rrdb", "span")  # training.archs.NAMES (kept here: no torch import)
 PIXEL_LOSSES = ("l1", "charbonnier")
-GAN_TYPES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge", "ragan")
 DISCRIMINATORS = ("patchgan", "unet")
 SCHEDULES = ("constant", "multistep", "cosine")
 DOWN_KERNELS = ("area", "bilinear", "bicubic", "lanczos", "nearest")
@@ -202,7 +203,8 @@ class LossConfig:
     gan_weight: float = 0.0  # 0 with feature_match_weight 0: the PSNR stage (no discriminator)
     feature_match_weight: float = 0.0
     gp_weight: float = 10.0  # wgan-gp only
-    clip_value: float = 0.0  # wgan: clip D weights to [-c, c] after each D step (0: off)
+    r1_weight: float = 0.0  # R1 (Mescheder et al. 2018): gamma of (gamma/2) E||grad D(real)||^2
+    clip_value: float = 0.0  # wgan: D's effective weights kept in [-c, c] (0: off)
 
     def __post_init__(self) -> None:
         _choice("loss.pixel", self.pixel, PIXEL_LOSSES)
@@ -214,7 +216,8 @@ class LossConfig:
             self.lpips_weight,
             self.vgg_weight,
         )
-        if min(*weights, self.gan_weight, self.feature_match_weight, self.clip_value) < 0:
+        others = (self.gan_weight, self.feature_match_weight, self.clip_value, self.r1_weight)
+        if min(*weights, *others, self.gp_weight) < 0:
             raise ConfigError("loss weights and loss.clip_value must be >= 0")
 
     @property
@@ -254,6 +257,7 @@ class DiscriminatorConfig:
     arch: str = "unet"
     num_features: int = 64
     num_layers: int = 3  # patchgan: stride-2 layers
+    spectral_norm: bool = True  # on every conv but the first and the last (Real-ESRGAN's choice)
     # Weights to start from: a checkpoint or run folder (its discriminator) or a state dict file
     # (.safetensors, .pth; Real-ESRGAN's UNetDiscriminatorSN names are mapped). Strict as above.
     init_from: str = ""
@@ -295,6 +299,15 @@ class Config:
             )
         if self.val.crop_size % self.model.scale:
             raise ConfigError("val.crop_size must be a multiple of model.scale")
+        if self.loss.adversarial:
+            problems = refusals(
+                self.loss.gan_type,
+                clip_value=self.loss.clip_value,
+                spectral_norm=self.discriminator.spectral_norm,
+                gp_weight=self.loss.gp_weight,
+            )
+            if problems:
+                raise ConfigError("; ".join(problems))
 
     @property
     def run_dir(self) -> Path:

@@ -70,3 +70,20 @@ def normal_angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tens
     b = F.normalize(target[:, :3].double() * 2 - 1, dim=1, eps=1e-8)
     cosine = (a * b).sum(dim=1).clamp(-1, 1)
     return (torch.acos(cosine) * (180 / math.pi)).flatten(1).mean(dim=1).float()
+
+
+def diversity(sr: torch.Tensor, gt: torch.Tensor) -> float:
+    """How much the outputs ``(B, C, H, W)`` differ across the batch, as a share of how much
+    the ground truths do (mean absolute deviation from the batch mean): about 1 for a generator
+    that follows its inputs, 0 for one that makes the same picture whatever it is given (mode
+    collapse). 1.0 for a batch of one."""
+    if len(gt) < 2:
+        return 1.0
+    sr, gt = sr.detach(), gt.detach()
+    spread = (gt - gt.mean(0)).abs().mean().clamp(min=1e-6)
+    return float((sr - sr.mean(0)).abs().mean() / spread)
+
+
+def out_of_range(x: torch.Tensor, margin: float = 0.02) -> float:
+    """Share of the values of ``x`` outside ``[-margin, 1 + margin]``."""
+    return float(((x < -margin) | (x > 1 + margin)).float().mean())

@@ -61,7 +61,9 @@ class TrainState:
         if config.loss.adversarial:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(run.seed + 1)
-                self.d = build_discriminator(config.discriminator)
+                self.d = build_discriminator(
+                    config.discriminator, clip_value=config.loss.clip_value
+                )
             self.d.to(device, memory_format=self.memory_format)
         self.ema = ModelEMA(self.g, optim.ema_decay, warmup=optim.ema_warmup)
         self.opt_g = torch.optim.AdamW(

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import ddp
 from .checkpoint import checkpoint_dir, latest_checkpoint, mark_best, save_checkpoint
 from .config import METRICS, Config, to_dict
+from .contracts import CONTRACTS, cautions
 from .data import build_loader, check_paths
 from .losses import (
     clip_weights_,
@@ -35,8 +36,10 @@ from .losses import (
     gradient_penalty,
     mix_real_fake,
     pixel_loss,
+    r1_penalty,
     spectrum_loss,
 )
+from .metrics import diversity, out_of_range
 from .monitor import Health, IntervalMeans, MetricsLog, Progress, shown
 from .perceptual import (
     ALEXNET_FILE,
@@ -99,6 +102,14 @@ class Trainer:
             self.checkpoint = resumed["path"]
         else:
             initialise(self.state, self.log)
+        if config.loss.adversarial:
+            for note in cautions(
+                config.loss.gan_type,
+                clip_value=config.loss.clip_value,
+                spectral_norm=config.discriminator.spectral_norm,
+                r1_weight=config.loss.r1_weight,
+            ):
+                self.log(f"warning: {note}")
         # DDP wrappers sync gradients; the G step calls the bare D (no gradients of its own).
         self.g_train: nn.Module = self.state.g
         self.d_train: nn.Module | None = self.state.d
@@ -196,6 +207,8 @@ class Trainer:
         normal: torch.Tensor,
         lr_scale: float,
         stats: dict[str, float],
+        *,
+        measure: bool = False,
     ) -> tuple[torch.Tensor, bool]:
         """Update G on one batch (D frozen, not detached: its gradient must reach G).
         Returns the output and whether the step was taken (False: non-finite, skipped)."""
@@ -209,27 +222,41 @@ class Trainer:
         terms = self._generator_losses(sr, gt, lq, normal)
         total = torch.stack(list(terms.values())).sum()
         stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
+        if measure and "gan" in terms:
+            # Per pixel: the gradient of a mean over N values is 1/N of each value's own.
+            (grad,) = torch.autograd.grad(terms["gan"], sr, retain_graph=True)
+            unweighted = grad / self.config.loss.gan_weight
+            stats["grad_adv"] = float(unweighted.norm() * math.sqrt(unweighted.numel()))
         return sr, self._apply(total, s.g, s.opt_g, "g", stats)
 
     def d_step(
         self, gt: torch.Tensor, fake: torch.Tensor, lr_scale: float, stats: dict[str, float]
     ) -> bool:
-        """Update D on real and (detached) generated images; returns whether it was taken."""
+        """Update D on real and (detached) generated images, with the penalties its loss and
+        the config ask for (``training.contracts``); returns whether the step was taken."""
         s, loss = self.state, self.config.loss
         assert s.d is not None and self.d_train is not None and s.opt_d is not None
         s.d.requires_grad_(True).train()
         for group in s.opt_d.param_groups:
             group["lr"] = self.config.optim.d_learning_rate * lr_scale
-        parts = [gt, fake.detach()]
-        if loss.gan_type == "wgan-gp":
+        gp = CONTRACTS[loss.gan_type].penalty == "gp"
+        real_in = gt.detach().requires_grad_(True) if loss.r1_weight else gt
+        parts = [real_in, fake.detach()]
+        if gp:
             parts.append(mix_real_fake(gt, fake, s.rng))
         with self._autocast():
             logits = self.d_train(torch.cat(parts))[0].float()
         n = len(gt)
         real, fake_logits = logits[:n], logits[n : 2 * n]
         d_loss = discriminator_loss(loss.gan_type, real, fake_logits)
-        if loss.gan_type == "wgan-gp":
-            d_loss = d_loss + loss.gp_weight * gradient_penalty(logits[2 * n :], parts[2])
+        if gp:
+            penalty = gradient_penalty(logits[2 * n :], parts[2])
+            d_loss = d_loss + loss.gp_weight * penalty
+            stats["gp"] = float(penalty.detach())
+        if loss.r1_weight:
+            penalty = r1_penalty(real, real_in)
+            d_loss = d_loss + 0.5 * loss.r1_weight * penalty
+            stats["r1"] = float(penalty.detach())
         stats.update(
             loss_d=float(d_loss.detach()),
             d_real=float(real.detach().mean()),
@@ -240,8 +267,9 @@ class Trainer:
             clip_weights_(s.d, loss.clip_value)
         return ok
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One batch: a G step and/or a D step (per the d_steps/g_steps cycle), then the EMA."""
+    def train_step(self, batch: dict[str, Any], *, measure: bool = False) -> dict[str, float]:
+        """One batch: a G step and/or a D step (per the d_steps/g_steps cycle), then the EMA.
+        ``measure``: also measure the adversarial gradient reaching G (costs a D backward)."""
         s, optim = self.state, self.config.optim
         counters = s.counters
         factor = lr_factor(counters.step, self.config.run.max_steps, optim)
@@ -251,7 +279,7 @@ class Trainer:
         lq, gt = self._inputs(batch)
         stats: dict[str, float] = {"lr": optim.learning_rate * factor}
         if update_g:
-            sr, g_ok = self.g_step(lq, gt, batch["normal"], factor, stats)
+            sr, g_ok = self.g_step(lq, gt, batch["normal"], factor, stats, measure=measure)
         else:
             with torch.no_grad(), self._autocast():
                 sr = s.g(lq).float()
@@ -266,10 +294,8 @@ class Trainer:
             counters.bad_in_row += 1
             counters.bad_total += 1
         with torch.no_grad():
-            spread = (gt - gt.mean(0)).abs().mean().clamp(min=1e-6)
-            stats["diversity"] = (
-                float((sr - sr.mean(0)).abs().mean() / spread) if len(gt) > 1 else 1.0
-            )
+            stats["diversity"] = diversity(sr, gt)
+            stats["out_of_range"] = out_of_range(sr)
         stats["skipped_total"] = float(counters.bad_total)
         counters.step += 1
         counters.position += s.global_batch
@@ -340,7 +366,8 @@ class Trainer:
         metrics = MetricsLog(config.run_dir, enabled=self.dist.main)
         metrics.write("config", self.step, {"config": to_dict(config), "world": self.dist.world})
         val = self._validation_set(metrics)
-        health, interval = Health(), IntervalMeans()
+        gan_type = config.loss.gan_type if config.loss.adversarial else ""
+        health, interval = Health(gan_type), IntervalMeans()
         progress = Progress(
             run.max_steps,
             self.step,
@@ -360,7 +387,9 @@ class Trainer:
                 waited = time.perf_counter()
                 batch = next(loader)
                 progress.data_wait += time.perf_counter() - waited
-                interval.add(self.train_step(batch))
+                upcoming = self.step + 1
+                measure = upcoming % run.log_every == 0 or upcoming == run.max_steps
+                interval.add(self.train_step(batch, measure=measure))
                 bad_in_row = self.state.counters.bad_in_row
                 if bad_in_row >= run.max_bad_steps:
                     status, last_path = "diverged", self.checkpoint
@@ -378,8 +407,9 @@ class Trainer:
                 if self.step % run.log_every == 0 or last:
                     values = {**ddp.mean(self.dist, interval.take()), **progress.rates(self.step)}
                     metrics.write("train", self.step, values)
-                    for warning in health.check(values):
-                        self.log(f"warning: {warning}")
+                    for check, warning in health.check(values):
+                        self.log(f"warning: step {self.step}: {warning}")
+                        metrics.write("warning", self.step, {"check": check, "message": warning})
                 best = False
                 if self.step % run.val_every == 0 or last:
                     best = self.run_validation(metrics, val)
