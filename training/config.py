@@ -154,11 +154,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    where: str = "auto"  # auto: batched on the training device when it is a GPU, else in workers
+    # Where blur, resize and noise run: "trainer" batches them on the training device (kornia);
+    # "loader" runs everything in the workers; "auto": trainer on a GPU, else loader. Samples
+    # that need a codec (palette, BC, JPEG) are always made whole in the workers, on CPU.
+    where: str = "auto"
     down_kernels: tuple[str, ...] = DOWN_KERNELS
     down_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.2, 1.5)  # in GT pixels, applied before the resize
+    blur_aniso_prob: float = 0.0  # of the blurs: an elongated, turned Gaussian (Real-ESRGAN's)
     noise_prob: float = 0.0  # camera-style Gaussian noise; off for game textures
     noise_sigma: tuple[float, float] = (1.0, 10.0)  # in 8-bit levels
     noise_gray_prob: float = 0.4
@@ -169,6 +173,12 @@ class DegradeConfig:
     palette_prob: float = 0.0
     palette_colors: tuple[float, float] = (16.0, 256.0)
     dither_prob: float = 0.5
+    # Colour augmentation of the ground truth (and so of the input made from it); not normals.
+    colour_prob: float = 0.0
+    colour_brightness: tuple[float, float] = (-0.05, 0.05)  # added
+    colour_contrast: tuple[float, float] = (0.9, 1.1)  # factor around the mean
+    colour_saturation: tuple[float, float] = (0.8, 1.2)  # factor
+    colour_hue: tuple[float, float] = (-0.03, 0.03)  # turns of the colour circle
 
     def __post_init__(self) -> None:
         _choice("degrade.where", self.where, DEGRADE_WHERE)
@@ -180,7 +190,8 @@ class DegradeConfig:
             raise ConfigError("degrade.down_weights needs one weight per entry of down_kernels")
         if not self.bc_formats:
             raise ConfigError("degrade.bc_formats must name at least one format")
-        for name in ("blur_prob", "noise_prob", "noise_gray_prob", "jpeg_prob", "bc_prob"):
+        probabilities = ("blur_prob", "blur_aniso_prob", "noise_prob", "noise_gray_prob")
+        for name in (*probabilities, "jpeg_prob", "bc_prob", "colour_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"degrade.{name} must be in [0, 1]")
         if not 0 <= self.palette_prob <= 1 or not 0 <= self.dither_prob <= 1:
@@ -189,6 +200,10 @@ class DegradeConfig:
         _range("degrade.noise_sigma", self.noise_sigma, 0.0, 255.0)
         _range("degrade.jpeg_quality", self.jpeg_quality, 1.0, 100.0)
         _range("degrade.palette_colors", self.palette_colors, 2.0, 256.0)
+        _range("degrade.colour_brightness", self.colour_brightness, -1.0, 1.0)
+        _range("degrade.colour_contrast", self.colour_contrast, 0.0, 10.0)
+        _range("degrade.colour_saturation", self.colour_saturation, 0.0, 10.0)
+        _range("degrade.colour_hue", self.colour_hue, -0.5, 0.5)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from .perceptual import (
     vgg_perceptual_loss,
     weights_available,
 )
-from .recipe import degrade
+from .recipe import finish_batch
 from .schedule import lr_factor
 from .state import TrainState, autocast_dtype, changed_keys
 from .transfer import initialise
@@ -134,12 +134,8 @@ class Trainer:
     # -- one iteration ----------------------------------------------------------------------------
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        device, memory = self.dist.device, self.state.memory_format
-        gt = batch["gt"].to(device, non_blocking=True).float().div_(255)
-        if "lq" in batch:
-            lq = batch["lq"].to(device, non_blocking=True).float().div_(255)
-        else:  # batched on the training device
-            lq = degrade(gt, batch["params"], self.config.model.scale, batch["normal"])
+        lq, gt = finish_batch(batch, self.config.model.scale, self.dist.device)
+        memory = self.state.memory_format
         return lq.contiguous(memory_format=memory), gt.contiguous(memory_format=memory)
 
     def _autocast(self) -> Any:
