@@ -113,6 +113,12 @@ WEIGHTS = click.option(
     "instead of the model's own: the same inputs for every model compared.",
 )
 @WEIGHTS
+@click.option(
+    "--fid",
+    is_flag=True,
+    help="Also FID and KID against the ground truths (Inception-v3 ImageNet weights from the "
+    "torch hub cache).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_command(
@@ -122,6 +128,7 @@ def eval_command(
     max_images: int,
     degrade_from: str | None,
     weights: str,
+    fid: bool,
     device: str,
     as_json: bool,
 ) -> None:
@@ -141,8 +148,9 @@ def eval_command(
             device=pick_device(device),
             degrade=degrade,
             weights=weights,
+            fid=fid,
         )
-    except (CheckpointError, ConfigError, ValueError) as exc:
+    except (CheckpointError, ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))

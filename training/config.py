@@ -289,6 +289,9 @@ class ValConfig:
     crop_size: int = 256  # centre crop of each image (0: whole image)
     samples: int = 4  # images shown in the PNG sample grid
     seam_images: int = 4  # whole tileable textures checked for seams after upscaling
+    # FID and KID (TF-GAN's definitions) of the outputs against the ground truths; needs
+    # Inception-v3's ImageNet weights in the torch hub cache (training.distances).
+    fid: bool = False
 
     def __post_init__(self) -> None:
         if self.max_images < 0 or self.crop_size < 0 or self.samples < 0 or self.seam_images < 0:
@@ -314,6 +317,8 @@ class Config:
             )
         if self.val.crop_size % self.model.scale:
             raise ConfigError("val.crop_size must be a multiple of model.scale")
+        if self.run.best_metric in ("fid", "kid") and not self.val.fid:
+            raise ConfigError(f"run.best_metric {self.run.best_metric} needs val.fid = true")
         if self.loss.adversarial:
             problems = refusals(
                 self.loss.gan_type,

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from .config import Config, DegradeConfig, ModelConfig, ValConfig, config_from_dict
+from .distances import InceptionFeatures
 from .export import load_generator
 from .perceptual import ALEXNET_FILE, build_lpips, weights_available
-from .validate import baselines, load_val_set, validate
+from .validate import FeatureReference, baselines, load_val_set, validate
 
 
 def recipe_degradations(info: dict[str, Any]) -> DegradeConfig:
@@ -33,13 +34,16 @@ def evaluate(
     device: torch.device | None = None,
     degrade: DegradeConfig | None = None,
     weights: str = "ema",
+    fid: bool = False,
+    inception: InceptionFeatures | None = None,
 ) -> dict[str, Any]:
     """PSNR-Y, SSIM-Y, LPIPS (when its weights are present), normal angular error and seam error
     of the model, and under ``baselines`` the same for bicubic and Lanczos.
 
     Low-res inputs are made from fixed seeds with ``degrade``, or when it is None with the
     model's own recipe (``recipe_degradations``): pass one ``degrade`` to compare several models
-    on identical inputs. ``crop_size`` 0 evaluates whole images.
+    on identical inputs. ``crop_size`` 0 evaluates whole images. ``fid``: also FID and KID,
+    with Inception's ImageNet weights from the torch hub cache (or the ``inception`` given).
     """
     device = device or torch.device("cpu")
     module, info = load_generator(source, weights)
@@ -60,6 +64,11 @@ def evaluate(
     if not images:
         raise ValueError(f"{folder}: no usable validation images")
     lpips_model = build_lpips().to(device) if weights_available(ALEXNET_FILE) else None
+    if fid and inception is None:
+        inception = InceptionFeatures()
+    reference_features = (
+        FeatureReference.of(inception.to(device), images, device) if inception else None
+    )
     metrics: dict[str, Any] = dict(
         validate(
             module.to(device).requires_grad_(False),
@@ -69,10 +78,18 @@ def evaluate(
             scale=scale,
             device=device,
             lpips_model=lpips_model,
+            inception=reference_features,
         )[0]
     )
     reference: dict[str, Any] = dict(
-        baselines(images, seams, scale=scale, device=device, lpips_model=lpips_model)
+        baselines(
+            images,
+            seams,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=reference_features,
+        )
     )
     metrics["images"] = len(images)
     metrics["seam_images"] = len(seams)

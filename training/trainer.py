@@ -27,6 +27,7 @@ from .checkpoint import checkpoint_dir, latest_checkpoint, mark_best, save_check
 from .config import METRICS, Config, to_dict
 from .contracts import CONTRACTS, cautions
 from .data import build_loader, check_paths
+from .distances import InceptionFeatures
 from .losses import (
     clip_weights_,
     colour_consistency_loss,
@@ -54,6 +55,7 @@ from .schedule import lr_factor
 from .state import TrainState, autocast_dtype, changed_keys
 from .transfer import initialise
 from .validate import (
+    FeatureReference,
     ValImage,
     baselines,
     describe,
@@ -126,6 +128,9 @@ class Trainer:
         self.val_lpips = self.lpips
         if self.val_lpips is None and weights_available(ALEXNET_FILE) and config.val.folder:
             self.val_lpips = build_lpips().to(device)
+        self.inception = (
+            InceptionFeatures().to(device) if config.val.fid and config.val.folder else None
+        )
 
     @property
     def step(self) -> int:
@@ -312,6 +317,7 @@ class Trainer:
                 scale=self.config.model.scale,
                 device=self.dist.device,
                 lpips_model=self.val_lpips,
+                inception=val.inception,
             )
             metrics.write("val", self.step, values)
             grid = write_sample_grid(
@@ -437,12 +443,15 @@ class Trainer:
         images, seams = load_val_set(self.config)
         if not images:
             return Validation(images, seams, {})
+        device = self.dist.device
+        inception = FeatureReference.of(self.inception, images, device) if self.inception else None
         reference = baselines(
             images,
             seams,
             scale=self.config.model.scale,
-            device=self.dist.device,
+            device=device,
             lpips_model=self.val_lpips,
+            inception=inception,
         )
         metrics.write(
             "baseline",
@@ -451,7 +460,7 @@ class Trainer:
         )
         for name, values in reference.items():
             self.log(f"{name} on {len(images)} validation images: {describe(values, {})}")
-        return Validation(images, seams, reference)
+        return Validation(images, seams, reference, inception)
 
 
 @dataclass(frozen=True)
@@ -459,6 +468,7 @@ class Validation:
     images: list[ValImage]
     seams: list[ValImage]
     baselines: dict[str, dict[str, float]]
+    inception: FeatureReference | None = None
 
 
 def _install_interrupt(stop: dict[str, bool]) -> Any:

@@ -22,6 +22,7 @@ from upscaler.texture.seamless import detect_wrap, seam_error
 
 from .config import Config
 from .degradations import resize_down
+from .distances import InceptionFeatures, activations, distances
 from .images import list_images, load_texture
 from .metrics import normal_angular_error, psnr_y, ssim_y
 from .recipe import degrade, sample_params, stack_params
@@ -98,9 +99,12 @@ def measure(
     scale: int,
     device: torch.device,
     lpips_model: nn.Module | None = None,
+    inception: FeatureReference | None = None,
 ) -> tuple[dict[str, float], list[Triple]]:
-    """Metrics (means over the set) of ``upscale(lq, wrap)`` and ``(lq, sr, gt)`` triples."""
+    """Metrics (means over the set) of ``upscale(lq, wrap)`` and ``(lq, sr, gt)`` triples;
+    with ``inception``, also FID and KID of the colour images against their ground truths."""
     psnr, ssim, lp, angle, triples = [], [], [], [], []
+    colour_outputs = []
     for image in images:
         sr = upscale(image.lq.to(device), False).clamp(0, 1)
         gt = image.gt.to(device)
@@ -108,6 +112,7 @@ def measure(
         if image.normal:
             angle.append(float(normal_angular_error(sr, gt)[0]))
             continue
+        colour_outputs.append(sr)
         psnr.append(float(psnr_y(sr, gt, border=scale)[0]))
         if min(gt.shape[-2:]) - 2 * scale >= 11:
             ssim.append(float(ssim_y(sr, gt, border=scale)[0]))
@@ -125,7 +130,26 @@ def measure(
     if seams:
         ratios = [max(seam_error(upscale(i.lq.to(device), True).cpu(), step=scale)) for i in seams]
         metrics["seam_error"] = float(np.mean(ratios))
+    if inception is not None and inception.real is not None:
+        fake = activations(inception.features, colour_outputs, device)
+        metrics.update(distances(inception.real, fake, pretrained=inception.features.pretrained))
     return metrics, triples
+
+
+@dataclass(frozen=True)
+class FeatureReference:
+    """Inception and its activations on a validation set's colour ground truths (once)."""
+
+    features: InceptionFeatures
+    real: torch.Tensor | None  # None: fewer than two colour images
+
+    @classmethod
+    def of(
+        cls, features: InceptionFeatures, images: list[ValImage], device: torch.device
+    ) -> FeatureReference:
+        colour = [image.gt for image in images if not image.normal]
+        real = activations(features, colour, device) if len(colour) >= 2 else None
+        return cls(features, real)
 
 
 @torch.no_grad()
@@ -138,6 +162,7 @@ def validate(
     scale: int,
     device: torch.device,
     lpips_model: nn.Module | None = None,
+    inception: FeatureReference | None = None,
 ) -> tuple[dict[str, float], list[Triple]]:
     """The model's metrics (means over the set) and ``(lq, sr, gt)`` triples for the grid."""
     was_training = module.training
@@ -151,6 +176,7 @@ def validate(
             scale=scale,
             device=device,
             lpips_model=lpips_model,
+            inception=inception,
         )
     finally:
         module.train(was_training)
@@ -163,6 +189,7 @@ def baselines(
     scale: int,
     device: torch.device,
     lpips_model: nn.Module | None = None,
+    inception: FeatureReference | None = None,
 ) -> dict[str, dict[str, float]]:
     """The same metrics for plain bicubic and Lanczos-3 upscales of the same inputs."""
 
@@ -175,7 +202,13 @@ def baselines(
 
     return {
         name: measure(
-            upscaler(kernel), images, seams, scale=scale, device=device, lpips_model=lpips_model
+            upscaler(kernel),
+            images,
+            seams,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=inception,
         )[0]
         for name, kernel in BASELINES.items()
     }
