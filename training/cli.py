@@ -218,7 +218,13 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weig
 @main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--min-size", type=int, default=256, show_default=True, help="Shortest side kept.")
+@click.option(
+    "--min-size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Shortest side kept (old games' textures are 64-128 px).",
+)
 @click.option("--max-size", type=int, default=1024, show_default=True, help="Longest side cap.")
 @click.option("--no-halve-jpeg", is_flag=True, help="Keep JPEG sources at full size.")
 @click.option(
@@ -240,7 +246,15 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weig
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also cut packed training crops from the result into this .safetensors file.",
 )
-@click.option("--crop", "crop_size", type=int, default=256, show_default=True)
+@click.option(
+    "--crop",
+    "crop_size",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Packed crop side; smaller textures are prepared but not packed (train on the folder, "
+    "or pack with --crop 64 and fit with --set data.crop_size=64).",
+)
 @click.option("--per-image", type=int, default=8, show_default=True)
 def prepare(
     src: Path,
@@ -273,9 +287,9 @@ def prepare(
     click.echo(
         ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; manifest: {out}/manifest.jsonl"
     )
-    if pack_path is not None:
+    if pack_path is not None:  # colour, normal and alpha maps (alpha's colour, bled under it)
         _pack(
-            [out / kind for kind in ("color", "normal") if (out / kind).is_dir()],
+            [out / kind for kind in ("color", "normal", "alpha") if (out / kind).is_dir()],
             pack_path,
             crop_size,
             per_image,
