@@ -160,3 +160,16 @@ def test_num_workers_default_from_the_cpu_count(monkeypatch: pytest.MonkeyPatch)
     assert load_config("compact-x4-psnr", ["data.num_workers=3"]).data.workers() == 3
     with pytest.raises(ConfigError, match="data.num_workers must be >= 0 or auto"):
         load_config("compact-x4-psnr", ["data.num_workers=many"])
+
+
+def test_readme_lists_every_recipe_and_shows_list_values_in_set() -> None:
+    from training.config import recipe_names
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Training your own model")[1].split("\n## ")[0]
+    missing = [name for name in recipe_names() if f"`{name}`" not in section]
+    assert not missing, f"recipes the README's training section does not list: {missing}"
+    shown = [line for line in section.splitlines() if "--set" in line and "=[" in line]
+    assert shown  # a list value on the command line, quoted for the shell
+    for line in shown:  # and they parse as the README writes them
+        load_config("compact-x4-psnr", [p.split('"')[0] for p in line.split('--set "')[1:]])
