@@ -42,6 +42,14 @@ class Counters:
     best_value: float | None = None  # of ``run.best_metric``, at ``best_step``
     best_step: int = -1
 
+    def record_best(self, value: float, higher_is_better: bool) -> bool:
+        """Whether ``value`` at this step beats the best so far (then it becomes the best)."""
+        old = self.best_value
+        if old is not None and not (value > old if higher_is_better else value < old):
+            return False
+        self.best_value, self.best_step = value, self.step
+        return True
+
 
 class TrainState:
     """The models, optimisers, grad scaler, EMA, RNG and counters of one run (on ``device``)."""

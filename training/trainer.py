@@ -54,15 +54,7 @@ from .recipe import finish_batch
 from .schedule import lr_factor
 from .state import TrainState, autocast_dtype, changed_keys
 from .transfer import initialise
-from .validate import (
-    FeatureReference,
-    ValImage,
-    baselines,
-    describe,
-    load_val_set,
-    validate,
-    write_sample_grid,
-)
+from .validate import Validation, describe, validate, write_sample_grid
 
 
 @dataclass(frozen=True)
@@ -335,15 +327,10 @@ class Trainer:
         return best
 
     def _is_best(self, values: dict[str, float]) -> bool:
-        metric, counters = self.config.run.best_metric, self.state.counters
+        metric = self.config.run.best_metric
         if not metric or metric not in values:
             return False
-        value, higher = values[metric], METRICS[metric]
-        old = counters.best_value
-        if old is not None and not (value > old if higher else value < old):
-            return False
-        counters.best_value, counters.best_step = value, self.step
-        return True
+        return self.state.counters.record_best(values[metric], METRICS[metric])
 
     def save(self, best: bool = False) -> str | None:
         """Checkpoint this step (atomically; ``best``: also as ``checkpoints/best.pt``)."""
@@ -361,13 +348,24 @@ class Trainer:
         ddp.barrier(self.dist)
         return path
 
+    def _load_validation(self, metrics: MetricsLog) -> Validation:
+        """Held-out images, and bicubic and Lanczos scores on them (logged once per fit)."""
+        if not self.dist.main:
+            return Validation([], [], {})
+        val = Validation.load(self.config, self.dist.device, self.val_lpips, self.inception)
+        scores = {f"{n}_{k}": v for n, values in val.baselines.items() for k, v in values.items()}
+        metrics.write("baseline", self.step, scores)
+        for name, values in val.baselines.items():
+            self.log(f"{name} on {len(val.images)} validation images: {describe(values, {})}")
+        return val
+
     def fit(self) -> FitResult:
         config, run = self.config, self.config.run
         if self.step >= run.max_steps:
             return FitResult(self.step, "nothing to do", None, f"already at step {self.step}")
         metrics = MetricsLog(config.run_dir, enabled=self.dist.main)
         metrics.write("config", self.step, {"config": to_dict(config), "world": self.dist.world})
-        val = self._validation_set(metrics)
+        val = self._load_validation(metrics)
         gan_type = config.loss.gan_type if config.loss.adversarial else ""
         health, interval = Health(gan_type), IntervalMeans()
         progress = Progress(
@@ -435,40 +433,6 @@ class Trainer:
             progress.close()
             metrics.close()
         return FitResult(self.step, status, last_path, message)
-
-    def _validation_set(self, metrics: MetricsLog) -> Validation:
-        """The held-out images, and bicubic and Lanczos scores on them (logged once per fit)."""
-        if not self.dist.main:
-            return Validation([], [], {})
-        images, seams = load_val_set(self.config)
-        if not images:
-            return Validation(images, seams, {})
-        device = self.dist.device
-        inception = FeatureReference.of(self.inception, images, device) if self.inception else None
-        reference = baselines(
-            images,
-            seams,
-            scale=self.config.model.scale,
-            device=device,
-            lpips_model=self.val_lpips,
-            inception=inception,
-        )
-        metrics.write(
-            "baseline",
-            self.step,
-            {f"{name}_{k}": v for name, values in reference.items() for k, v in values.items()},
-        )
-        for name, values in reference.items():
-            self.log(f"{name} on {len(images)} validation images: {describe(values, {})}")
-        return Validation(images, seams, reference, inception)
-
-
-@dataclass(frozen=True)
-class Validation:
-    images: list[ValImage]
-    seams: list[ValImage]
-    baselines: dict[str, dict[str, float]]
-    inception: FeatureReference | None = None
 
 
 def _install_interrupt(stop: dict[str, bool]) -> Any:

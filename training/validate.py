@@ -214,6 +214,39 @@ def baselines(
     }
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A run's validation set, its bicubic and Lanczos scores, and Inception's activations on
+    its ground truths (for FID/KID), computed once per fit."""
+
+    images: list[ValImage]
+    seams: list[ValImage]
+    baselines: dict[str, dict[str, float]]
+    inception: FeatureReference | None = None
+
+    @classmethod
+    def load(
+        cls,
+        config: Config,
+        device: torch.device,
+        lpips_model: nn.Module | None = None,
+        inception: InceptionFeatures | None = None,
+    ) -> Validation:
+        images, seams = load_val_set(config)
+        if not images:
+            return cls(images, seams, {})
+        reference = FeatureReference.of(inception, images, device) if inception else None
+        scores = baselines(
+            images,
+            seams,
+            scale=config.model.scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=reference,
+        )
+        return cls(images, seams, scores, reference)
+
+
 def describe(values: dict[str, float], reference: dict[str, dict[str, float]]) -> str:
     """``psnr_y 27.31 (bicubic 25.10, lanczos 25.42), ssim_y ...`` for a log line."""
     parts = []
