@@ -66,7 +66,7 @@ def test_overrides_read_toml_values_and_bare_words(override: str, value: object)
     [
         ("optim.learning_rate=fast", "optim.learning_rate must be float"),
         ("run.max_steps=1.5", "run.max_steps must be int"),
-        ("loss.gan_type=lsgan", "loss.gan_type must be one of"),
+        ("loss.gan_type=wgan-lp", "loss.gan_type must be one of"),
         ("data.crop_size=30", "multiple of model.scale"),
         ("degrade.down_kernels=['box']", "degrade.down_kernels must be one of"),
         ("optim.betas=[0.9]", "optim.betas must have 2 entries"),
