@@ -265,3 +265,27 @@ def test_span_hyper_parameters_come_from_the_recipe(
         Trainer(_config("span-x4-psnr", tmp_path, folders, "model.num_blocks=1"))
     with pytest.raises(ConfigError, match="model.arch must be one of compact, rrdb, span"):
         load_config("span-x4-psnr", ["model.arch=dat"])
+
+
+def test_a_spandrel_architecture_we_do_not_train_is_named_and_still_evaluates(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    from safetensors.torch import save_file
+    from spandrel.architectures.SAFMN import SAFMN
+
+    from training.evaluate import evaluate
+
+    torch.manual_seed(0)
+    path = tmp_path / "safmn-x2.safetensors"
+    save_file(
+        {
+            k: v.contiguous()
+            for k, v in SAFMN(dim=8, n_blocks=1, upscaling_factor=2).state_dict().items()
+        },
+        str(path),
+    )
+    config = _config("compact-x2-psnr", tmp_path, folders, f"model.init_from={str(path)!r}")
+    with pytest.raises(ckpt.CheckpointError, match="a spandrel:SAFMN .* cannot start a compact"):
+        Trainer(config, log=_quiet)
+    metrics = evaluate(path, folders[1])
+    assert metrics["images"] == 4 and 0 < metrics["psnr_y"] < 60

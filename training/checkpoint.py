@@ -181,6 +181,8 @@ def _model_file_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         arch, arch_config = model.arch, dataclasses.asdict(config)  # type: ignore[arg-type]
     else:
         arch, arch_config = from_spandrel(model.arch, module)
+        if not arch_config:  # an architecture we do not train: what the loader knows of it
+            arch_config = {"scale": model.scale, "in_channels": model.in_channels}
     info = {
         "arch": arch,
         "arch_config": arch_config,

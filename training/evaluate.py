@@ -47,7 +47,7 @@ def evaluate(
     """
     device = device or torch.device("cpu")
     module, info = load_generator(source, weights)
-    scale = int(info["arch_config"].get("scale") or getattr(module, "scale", 0) or 4)
+    scale = int(info["arch_config"]["scale"])
     arch = info["arch"]
     config = dataclasses.replace(
         Config(),
