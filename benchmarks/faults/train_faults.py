@@ -91,10 +91,10 @@ def _install_step_hooks(records: bool) -> dict[str, int]:
             if module is not None
         }
 
-    def train_step(self: Trainer, batch: dict[str, Any]) -> dict[str, float]:
+    def train_step(self: Trainer, batch: dict[str, Any], **options: Any) -> dict[str, float]:
         current["step"] = self.step + 1
         before = weights(self) if records else {}
-        stats = real(self, batch)
+        stats = real(self, batch, **options)
         if records:
             after = weights(self)
             changed = {
