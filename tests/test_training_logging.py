@@ -267,3 +267,14 @@ def test_a_generator_exploiting_a_frozen_d_is_warned_about_in_the_log_and_metric
     assert f"warning: step {warnings['g_fools_d']['step']}: the generator fools" in result.output
     train = _records(run, "train")
     assert all("grad_adv" in r for r in train)  # measured on every logged step
+
+
+def test_a_gan_mix_nothing_constrains_is_warned_about_at_start(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    unconstrained = ["loss.gan_type=hinge", "discriminator.spectral_norm=false", "run.max_steps=1"]
+    result = _fit("compact-x4-gan", tmp_path, folders, *unconstrained)
+    assert result.exit_code == 0, result.output
+    assert "warning: nothing constrains D (hinge without spectral norm or R1)" in result.output
+    (record,) = _records(tmp_path / "runs" / "compact-x4-gan", "warning")
+    assert record["check"] == "gan_contract" and record["step"] == 0

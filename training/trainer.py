@@ -96,14 +96,18 @@ class Trainer:
             self.checkpoint = resumed["path"]
         else:
             initialise(self.state, self.log)
-        if config.loss.adversarial:
-            for note in cautions(
+        self.cautions = (
+            cautions(
                 config.loss.gan_type,
                 clip_value=config.loss.clip_value,
                 spectral_norm=config.discriminator.spectral_norm,
                 r1_weight=config.loss.r1_weight,
-            ):
-                self.log(f"warning: {note}")
+            )
+            if config.loss.adversarial
+            else []
+        )
+        for note in self.cautions:
+            self.log(f"warning: {note}")
         # DDP wrappers sync gradients; the G step calls the bare D (no gradients of its own).
         self.g_train: nn.Module = self.state.g
         self.d_train: nn.Module | None = self.state.d
@@ -365,6 +369,8 @@ class Trainer:
             return FitResult(self.step, "nothing to do", None, f"already at step {self.step}")
         metrics = MetricsLog(config.run_dir, enabled=self.dist.main)
         metrics.write("config", self.step, {"config": to_dict(config), "world": self.dist.world})
+        for note in self.cautions:
+            metrics.write("warning", self.step, {"check": "gan_contract", "message": note})
         val = self._load_validation(metrics)
         gan_type = config.loss.gan_type if config.loss.adversarial else ""
         health, interval = Health(gan_type), IntervalMeans()
