@@ -133,13 +133,22 @@ def _assert_same(a: object, b: object, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.parametrize(
+    "gan",
+    [
+        ["loss.gan_type='wgan-gp'"],
+        # R1 on real images, lsgan, the device degradation pass with colour and noise.
+        ["loss.gan_type=lsgan", "loss.r1_weight=1.0", "degrade.where=trainer"]
+        + ["degrade.colour_prob=0.5", "degrade.noise_prob=0.5", "degrade.blur_prob=0.5"],
+    ],
+)
 def test_resume_is_bit_identical_to_an_uninterrupted_run(
-    tmp_path: Path, folders: tuple[Path, Path]
+    gan: list[str], tmp_path: Path, folders: tuple[Path, Path]
 ) -> None:
     common = [
         "run.deterministic=true",
         "run.max_steps=4",
-        "loss.gan_type='wgan-gp'",
+        *gan,
         "loss.colour_weight=0.5",
         "degrade.bc_prob=0.5",
         "degrade.jpeg_prob=0.5",
@@ -155,6 +164,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
     keys = ("generator", "ema", "ema_updates", "discriminator", "optim_g", "optim_d", "scaler")
     for key in (*keys, "rng", "data", "counters"):
         _assert_same(whole[key], resumed[key], key)
+    train = _records(tmp_path / "a" / "runs" / "compact-x4-gan", "train")
+    assert ("r1" in train[-1]) == ("loss.r1_weight=1.0" in gan)
 
 
 def _inject_nan(
