@@ -3,6 +3,7 @@ and the share of step time spent waiting on data.
 
     python benchmarks/training.py                       # CPU-sized: batch 4, crop 128, 20 steps
     python benchmarks/training.py --batch 16 --crop 256 --workers 6 --data data/train.safetensors
+    python benchmarks/training.py --set degrade.where=trainer   # blur/resize/noise on the device
 
 A fit's own loop is timed: each step waits for the loader's next batch (``wait``) and then runs
 ``train_step`` (G step through the frozen D, the D step, EMA). The loader's workers run alongside,
@@ -41,6 +42,7 @@ def measure(config, dist, steps: int, warmup: int) -> dict[str, float]:  # noqa:
         trainer.train_step(next(batches))
     _sync(dist.device)
     wait = compute = 0.0
+    samples = made_in_workers = 0
     for _ in range(steps):
         start = time.perf_counter()
         batch = next(batches)
@@ -49,7 +51,9 @@ def measure(config, dist, steps: int, warmup: int) -> dict[str, float]:  # noqa:
         _sync(dist.device)
         wait += ready - start
         compute += time.perf_counter() - ready
-    return {"wait_s": wait, "compute_s": compute}
+        samples += len(batch["ready"])
+        made_in_workers += int(batch["ready"].sum())
+    return {"wait_s": wait, "compute_s": compute, "worker_share": made_in_workers / samples}
 
 
 def main() -> None:
@@ -95,7 +99,7 @@ def main() -> None:
         "discriminator": config.discriminator.arch if config.loss.adversarial else "none",
         "device": str(dist.device),
         "threads": torch.get_num_threads(),
-        "workers": config.data.num_workers,
+        "workers": config.data.workers(),
         "batch": config.data.batch_size,
         "crop": config.data.crop_size,
         "steps": args.steps,
@@ -103,6 +107,8 @@ def main() -> None:
         "images_per_s": round(args.steps * config.data.batch_size / total, 3),
         "step_ms": round(1000 * total / args.steps, 1),
         "data_wait_share": round(times["wait_s"] / total, 4),
+        "degrade_where": config.degrade.where,
+        "lq_made_in_workers": round(times["worker_share"], 3),  # the rest: on the device
     }
     print(f"{'recipe':<16}{'device':<8}{'batch':>6}{'crop':>6}{'steps/s':>9}{'img/s':>8}"
           f"{'ms/step':>9}{'data wait':>11}")  # fmt: skip

@@ -50,7 +50,7 @@ def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path: Path) -> None:
     [
         ("optim.learning_rate=1e-4", 1e-4),
         ("optim.milestones=[10, 20]", (10, 20)),
-        ("model.arch=rrdb", "rrdb"),
+        ("run.name=other", "other"),
         ("run.deterministic=true", True),
         ("optim.learning_rate=1", 1.0),
     ],
@@ -66,7 +66,7 @@ def test_overrides_read_toml_values_and_bare_words(override: str, value: object)
     [
         ("optim.learning_rate=fast", "optim.learning_rate must be float"),
         ("run.max_steps=1.5", "run.max_steps must be int"),
-        ("loss.gan_type=lsgan", "loss.gan_type must be one of"),
+        ("loss.gan_type=wgan-lp", "loss.gan_type must be one of"),
         ("data.crop_size=30", "multiple of model.scale"),
         ("degrade.down_kernels=['box']", "degrade.down_kernels must be one of"),
         ("optim.betas=[0.9]", "optim.betas must have 2 entries"),
@@ -107,3 +107,69 @@ def test_fit_names_missing_data_paths_before_building_anything(tmp_path: Path) -
         main, ["fit", "compact-x4-psnr", "--set", f"data.train=[{str(tmp_path / 't')!r}]"]
     )
     assert "val.folder: data/val is not a folder" in no_val.output
+
+
+def test_a_recipe_inherits_its_base_and_replaces_only_the_keys_it_sets(tmp_path: Path) -> None:
+    (tmp_path / "parent.toml").write_text(
+        'base = "compact-x4-psnr"\n[run]\nname = "parent"\n[degrade]\nbc_prob = 0.9\n'
+    )
+    (tmp_path / "child.toml").write_text(
+        'base = "parent"\n[run]\nname = "child"\n[optim]\nmilestones = [7]\n'
+    )
+    shipped, child = load_config("compact-x4-psnr"), load_config(tmp_path / "child.toml")
+    assert child.run.name == "child" and child.optim.milestones == (7,)
+    assert child.degrade.bc_prob == 0.9  # from the parent, which sits beside the child
+    assert child.degrade.down_kernels == shipped.degrade.down_kernels  # from the grandparent
+    assert child.optim.learning_rate == shipped.optim.learning_rate
+    overridden = load_config(tmp_path / "child.toml", ["degrade.bc_prob=0.1"])
+    assert overridden.degrade.bc_prob == 0.1  # --set still has the last word
+
+
+def test_inheritance_errors_name_the_files(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('base = "b"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match=r"circle \(a.toml -> b.toml -> a.toml\)"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('base = "no-such-recipe"\n')
+    with pytest.raises(ConfigError, match=r"c.toml: base 'no-such-recipe': .*recipes: compact"):
+        load_config(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="d.toml: base must name a recipe"):
+        load_config(tmp_path / "d.toml")
+
+
+def test_shipped_recipes_inherit_instead_of_copying_the_degradation_mix() -> None:
+    from training.config import RECIPES, recipe_names
+
+    roots = [n for n in recipe_names() if "base" not in (RECIPES / f"{n}.toml").read_text()]
+    assert roots == ["compact-x4-psnr"]
+    copies = [n for n in recipe_names() if "down_kernels" in (RECIPES / f"{n}.toml").read_text()]
+    assert copies == ["compact-x4-psnr"]  # the [degrade] block lives in one file
+    assert load_config("compact-x2-gan").degrade == load_config("compact-x4-psnr").degrade
+
+
+def test_num_workers_default_from_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    data = load_config("compact-x4-psnr").data
+    assert data.num_workers == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert data.workers() == 8 and data.workers(world=4) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert data.workers() == 1
+    assert load_config("compact-x4-psnr", ["data.num_workers=3"]).data.workers() == 3
+    with pytest.raises(ConfigError, match="data.num_workers must be >= 0 or auto"):
+        load_config("compact-x4-psnr", ["data.num_workers=many"])
+
+
+def test_readme_lists_every_recipe_and_shows_list_values_in_set() -> None:
+    from training.config import recipe_names
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Training your own model")[1].split("\n## ")[0]
+    missing = [name for name in recipe_names() if f"`{name}`" not in section]
+    assert not missing, f"recipes the README's training section does not list: {missing}"
+    shown = [line for line in section.splitlines() if "--set" in line and "=[" in line]
+    assert shown  # a list value on the command line, quoted for the shell
+    for line in shown:  # and they parse as the README writes them
+        load_config("compact-x4-psnr", [p.split('"')[0] for p in line.split('--set "')[1:]])

@@ -227,7 +227,31 @@ def test_prepare_with_pack_writes_a_pack(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert len(read_pack(tmp_path / "p.safetensors")) == 6  # colour and normal maps, not alpha
+    pack = read_pack(tmp_path / "p.safetensors")
+    assert len(pack) == 8  # 2 crops of each of the colour, normal and alpha maps kept
+    assert sorted(KINDS[k] for k in set(pack.kinds.tolist())) == ["alpha", "color", "normal"]
+    assert any("leaves" in source for source in pack.source_paths)
+
+
+def test_prepare_defaults_keep_old_game_texture_sizes(tmp_path: Path) -> None:
+    """64-128 px is what old games' textures are; the default used to drop everything < 256."""
+    src, out = tmp_path / "dump", tmp_path / "set"
+    src.mkdir()
+    for name, (h, w), seed in (
+        ("wall", (64, 64), 1),
+        ("floor", (128, 96), 2),
+        ("tiny", (48, 64), 3),
+    ):
+        Image.fromarray(make_pixels(h, w, 3, seed=seed)).save(src / f"{name}.png")
+    result = CliRunner().invoke(main, ["prepare", str(src), str(out)])
+    assert result.exit_code == 0, result.output
+    kept = {json.loads(line)["source"] for line in (out / "manifest.jsonl").open()}
+    dropped = {
+        json.loads(line)["source"]: json.loads(line)["reason"]
+        for line in (out / "dropped.jsonl").open()
+    }
+    assert kept == {"wall.png", "floor.png"}
+    assert dropped["tiny.png"].startswith("too small (64x48 after resizing < 64)")
 
 
 def test_a_file_that_goes_bad_mid_run_is_skipped_with_a_warning(tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ def test_export_then_upscale_cli_gives_the_ema_generator_output(
             "-q",
             "--seamless",
             "off",
+            "--precision",
+            "fp32",  # the generator's own precision: the comparison is of weights
         ],
     )
     assert run.exit_code == 0, run.output

@@ -72,7 +72,7 @@ def test_gan_stage_starts_from_the_psnr_stage(tmp_path: Path, folders: tuple[Pat
         log=lambda _m: None,
     )
     ema = ckpt.latest_checkpoint(psnr_run / "checkpoints")["ema"]
-    assert all(torch.equal(v, ema[k]) for k, v in gan.g.state_dict().items())
+    assert all(torch.equal(v, ema[k]) for k, v in gan.state.g.state_dict().items())
     wrong = _config("rrdb-x4-gan", tmp_path, folders, f"model.init_from={str(psnr_run)!r}")
     with pytest.raises(ckpt.CheckpointError, match="compact.*cannot start.*rrdb"):
         Trainer(wrong, log=lambda _m: None)
@@ -87,7 +87,7 @@ def test_x2_run_starts_from_the_x4_trunk(tmp_path: Path, folders: tuple[Path, Pa
         log=lambda _m: None,
     )
     ema = ckpt.latest_checkpoint(x4_run / "checkpoints")["ema"]
-    own = x2.g.state_dict()
+    own = x2.state.g.state_dict()
     last = max((k for k in own if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
     shared = [k for k in own if k != last and not k.startswith(last.rsplit(".", 1)[0])]
     assert shared and all(torch.equal(own[k], ema[k]) for k in shared)
@@ -104,13 +104,13 @@ def test_generator_gets_an_adversarial_gradient_through_the_frozen_discriminator
         "loss.gan_weight=1.0",
     ]
     trainer = Trainer(_config("compact-x4-gan", tmp_path, folders, *only_gan), log=lambda _m: None)
-    before = {k: v.clone() for k, v in trainer.g.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.state.g.state_dict().items()}
     batch = next(iter(build_loader(trainer.config, trainer.dist, 0, print)))
     stats = trainer.train_step(batch)
     assert {k for k in stats if k.startswith("loss_")} == {"loss_pixel", "loss_gan", "loss_d"}
     assert stats["grad_norm_g"] > 0  # the adversarial term alone moved G
-    assert any(not torch.equal(before[k], v) for k, v in trainer.g.state_dict().items())
-    assert all(p.requires_grad for p in trainer.d.parameters())  # D unfrozen for its own step
+    assert any(not torch.equal(before[k], v) for k, v in trainer.state.g.state_dict().items())
+    assert all(p.requires_grad for p in trainer.state.d.parameters())  # D unfrozen for its own step
     assert stats["grad_norm_d"] > 0
 
 
@@ -133,13 +133,22 @@ def _assert_same(a: object, b: object, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.parametrize(
+    "gan",
+    [
+        ["loss.gan_type='wgan-gp'"],
+        # R1 on real images, lsgan, the device degradation pass with colour and noise.
+        ["loss.gan_type=lsgan", "loss.r1_weight=1.0", "degrade.where=trainer"]
+        + ["degrade.colour_prob=0.5", "degrade.noise_prob=0.5", "degrade.blur_prob=0.5"],
+    ],
+)
 def test_resume_is_bit_identical_to_an_uninterrupted_run(
-    tmp_path: Path, folders: tuple[Path, Path]
+    gan: list[str], tmp_path: Path, folders: tuple[Path, Path]
 ) -> None:
     common = [
         "run.deterministic=true",
         "run.max_steps=4",
-        "loss.gan_type='wgan-gp'",
+        *gan,
         "loss.colour_weight=0.5",
         "degrade.bc_prob=0.5",
         "degrade.jpeg_prob=0.5",
@@ -152,8 +161,11 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
     whole = _final_state(tmp_path / "a" / "runs" / "compact-x4-gan")
     resumed = _final_state(tmp_path / "b" / "runs" / "compact-x4-gan")
     assert whole["step"] == resumed["step"] == 4
-    for key in ("generator", "ema", "discriminator", "optim_g", "optim_d", "scaler", "rng", "data"):
+    keys = ("generator", "ema", "ema_updates", "discriminator", "optim_g", "optim_d", "scaler")
+    for key in (*keys, "rng", "data", "counters"):
         _assert_same(whole[key], resumed[key], key)
+    train = _records(tmp_path / "a" / "runs" / "compact-x4-gan", "train")
+    assert ("r1" in train[-1]) == ("loss.r1_weight=1.0" in gan)
 
 
 def _inject_nan(
@@ -229,7 +241,7 @@ def test_a_skipped_step_changes_nothing_it_must_not(
         monkeypatch.setattr(trainer_module, name, poisoned)
 
     def weights() -> dict[str, list[torch.Tensor]]:
-        parts = {"g": trainer.g, "ema": trainer.ema.module, "d": trainer.d}
+        parts = {"g": trainer.state.g, "ema": trainer.state.ema.module, "d": trainer.state.d}
         return {k: [p.detach().clone() for p in m.parameters()] for k, m in parts.items()}
 
     def changed(before: dict[str, list[torch.Tensor]]) -> dict[str, bool]:
@@ -251,8 +263,8 @@ def test_a_skipped_step_changes_nothing_it_must_not(
         before = weights()
         stats = trainer.train_step(next(loader))
         assert changed(before) == change, faults
-        assert trainer.bad_in_row == in_row
-    assert trainer.bad_total == stats["skipped_total"] == 2
+        assert trainer.state.counters.bad_in_row == in_row
+    assert trainer.state.counters.bad_total == stats["skipped_total"] == 2
     assert all(torch.isfinite(p).all() for ps in weights().values() for p in ps)
 
 

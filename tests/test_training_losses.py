@@ -95,6 +95,7 @@ LN2 = math.log(2)
         ("wgan-gp", 0.0, 0.0),
         ("hinge", 2.0, 0.0),
         ("ragan", 2 * LN2, 2 * LN2),
+        ("lsgan", 0.5, 0.5),
     ],
 )
 def test_gan_losses_at_zero_logits(kind: str, d_value: float, g_value: float) -> None:
@@ -124,7 +125,7 @@ def test_every_gan_loss_gives_finite_gradients_to_both_sides(kind: str) -> None:
     _grad_is_finite_and_nonzero(losses.GANLoss(kind)(real, fake, for_discriminator=True), fake)
     _grad_is_finite_and_nonzero(losses.GANLoss(kind)(real, fake, for_discriminator=False), fake)
     with pytest.raises(ValueError, match="unknown GAN loss"):
-        losses.GANLoss("lsgan")
+        losses.GANLoss("relativistic")
 
 
 def test_gradient_penalty_is_zero_for_a_unit_slope_critic_and_trains_d() -> None:
@@ -143,10 +144,80 @@ def test_gradient_penalty_is_zero_for_a_unit_slope_critic_and_trains_d() -> None
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in weights)
 
 
-def test_weight_clipping_bounds_every_parameter() -> None:
+@pytest.mark.parametrize("arch", ["patchgan", "unet"])
+def test_weight_clipping_bounds_the_weights_d_computes_with(arch: str) -> None:
+    """Under spectral norm the forward uses original / sigma: clamping ``original`` (as before)
+    left those effective weights about 7x above the clip; now every one is within it."""
+    from torch.nn.utils import parametrize
+
+    from training.config import DiscriminatorConfig
+    from training.discriminator import build_discriminator
+
+    config = DiscriminatorConfig(arch=arch, num_features=8)
+    d = build_discriminator(config, clip_value=0.01)
+    optimiser = torch.optim.Adam(d.parameters(), lr=0.05)
+    for _ in range(3):  # D steps push weights out; each is followed by the clip
+        real, fake = _images(shape=(2, 3, 32, 32))
+        optimiser.zero_grad()
+        losses.discriminator_loss("wgan", d(real)[0], d(fake)[0]).backward()
+        optimiser.step()
+        losses.clip_weights_(d, 0.01)
+    effective = []
+    for module in d.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            effective.append(module.weight.detach())  # what the forward uses
+            if module.bias is not None:
+                effective.append(module.bias.detach())
+    assert max(w.abs().max().item() for w in effective) <= 0.01 + 1e-7
+    sn = [m for m in d.modules() if parametrize.is_parametrized(m, "weight")]
+    assert sn and all(len(m.parametrizations.weight) == 2 for m in sn)  # SN, then the clamp
+    assert any(m.parametrizations.weight.original.abs().max() > 0.01 for m in sn)
+    plain = build_discriminator(config)  # the state dicts stay interchangeable
+    assert d.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_gradient_penalty_does_not_grow_with_the_number_of_patches() -> None:
+    """Patch logits that each repeat one linear critic: one image score, however many patches."""
+    real, fake = _images(shape=(3, 3, 8, 8))
+    weight = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    values = []
+    for patches in (1, 16):
+        mixed = losses.mix_real_fake(real, fake, torch.Generator().manual_seed(0))
+        score = (mixed * weight).sum(dim=(1, 2, 3))
+        logits = score[:, None, None, None].expand(-1, 1, patches, 1)
+        values.append(losses.gradient_penalty(logits, mixed).item())
+        values.append(losses.r1_penalty(logits, mixed).item())
+    assert values[0] > 0 and values[:2] == pytest.approx(values[2:])
+    assert values[1] == pytest.approx(weight.pow(2).sum().item(), rel=1e-5)  # ||grad c||^2
+
+
+def test_r1_trains_d_towards_a_flat_data_surface() -> None:
     d = PatchDiscriminator(3, 4, 2)
-    losses.clip_weights_(d, 0.01)
-    assert max(p.abs().max().item() for p in d.parameters()) <= 0.01
+    real = _images(shape=(2, 3, 32, 32))[0].requires_grad_(True)
+    penalty = losses.r1_penalty(d(real)[0], real)
+    penalty.backward()
+    assert penalty.item() > 0
+    assert all(p.grad is not None for p in d.parameters() if p.ndim > 1)
+
+
+def test_contracts_refuse_an_unconstrained_critic_and_warn_about_odd_mixes() -> None:
+    from training.config import ConfigError, load_config
+    from training.contracts import CONTRACTS, cautions
+
+    gan = ["loss.gan_weight=0.1", "discriminator.spectral_norm=false"]
+    with pytest.raises(ConfigError, match="wgan needs a Lipschitz constraint on D"):
+        load_config("compact-x4-gan", [*gan, "loss.gan_type=wgan"])
+    with pytest.raises(ConfigError, match="wgan-gp needs loss.gp_weight > 0"):
+        load_config("compact-x4-gan", [*gan, "loss.gan_type='wgan-gp'", "loss.gp_weight=0"])
+    for ok in ("loss.clip_value=0.01", "discriminator.spectral_norm=true"):
+        assert load_config("compact-x4-gan", [*gan, "loss.gan_type=wgan", ok])
+    assert set(CONTRACTS) == set(GAN_TYPES) and CONTRACTS["wgan-gp"].penalty == "gp"
+    quiet = {"clip_value": 0.0, "spectral_norm": True, "r1_weight": 0.0}
+    assert cautions("nonsaturating", **quiet) == []
+    assert "nothing constrains D" in cautions("hinge", **{**quiet, "spectral_norm": False})[0]
+    assert cautions("hinge", **{**quiet, "spectral_norm": False, "r1_weight": 10.0}) == []
+    assert "does not need" in cautions("lsgan", **{**quiet, "clip_value": 0.01})[0]
+    assert "vanishes" in cautions("minimax", **quiet)[0]
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,17 @@ classes, no code), written with ``torch.save`` through a temporary file + rename
 only with ``torch.load(weights_only=True)``. It holds the config, the step, generator, EMA and
 discriminator weights, optimiser and grad-scaler state, RNG states and the data position (the
 learning-rate schedule is a function of the step, so the step restores it). The newest ``keep``
-files are kept; a newest file that cannot be read (truncated by a crash, a full disk) is skipped
-with a warning in favour of the one before it.
+files are kept (and ``best.pt``, a link to the best one by ``run.best_metric``); a newest file
+that cannot be read (truncated by a crash, a full disk) is skipped with a warning in favour of
+the one before it.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,10 +23,11 @@ from typing import Any
 
 import torch
 
-from upscaler.atomic import atomic_write, remove_stale_temps
-from upscaler.models.checkpoint import ModelFileError, read_weights
+from upscaler.atomic import atomic_write, remove_stale_temps, temp_path_for
+from upscaler.models.checkpoint import ModelFileError, read_safetensors_header
 
 FORMAT = "upscaler-train/1"
+NOT_OURS = "not a training checkpoint of this project"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -55,6 +59,22 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     return path
 
 
+BEST = "best.pt"
+
+
+def mark_best(path: Path) -> Path:
+    """Make ``checkpoints/best.pt`` the checkpoint at ``path``: a hard link (a copy where links
+    are not possible), so deleting old ``step-*.pt`` files (``keep_last``) never removes it."""
+    target = path.parent / BEST
+    temp = temp_path_for(target)
+    try:
+        os.link(path, temp)
+    except OSError:
+        shutil.copyfile(path, temp)
+    os.replace(temp, target)
+    return target
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load one checkpoint safely (tensors and plain values only)."""
     try:
@@ -69,7 +89,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         reason = reason or type(exc).__name__
         raise CheckpointError(f"{path}: unreadable, probably truncated ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a training checkpoint of this project")
+        raise CheckpointError(f"{path}: {NOT_OURS}")
     return state
 
 
@@ -95,13 +115,20 @@ def latest_checkpoint(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def generator_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def generator_weights(
+    source: str | Path, weights: str = "ema"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Generator weights to start from or to export, and what is known about them.
 
-    ``source``: a training checkpoint (its EMA weights), a run folder (its newest checkpoint),
-    or a model file in our ``.safetensors`` format. Returns ``(state_dict, info)`` with ``info``
-    holding ``arch``, ``arch_config`` and, for checkpoints, ``step`` and ``config``.
+    ``source``: a training checkpoint or a run folder (its newest checkpoint), whose ``weights``
+    are taken (``ema``: the average; ``live``: the trained weights themselves), or a model file
+    (``.safetensors``, ``.pth``) of ours or of any architecture spandrel loads, read through
+    ``upscaler``'s safe reader. Returns ``(state_dict, info)`` with ``info`` holding ``arch``
+    (``training.archs`` names; ``spandrel:<id>`` for architectures we do not train),
+    ``arch_config``, ``path`` and, for checkpoints, ``step`` and ``config``.
     """
+    if weights not in ("ema", "live"):
+        raise ValueError(f"weights must be ema or live, got {weights!r}")
     path = Path(source)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint, run folder or model file")
@@ -110,26 +137,57 @@ def generator_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict
         state = latest_checkpoint(folder)
         if state is None:
             raise CheckpointError(f"{path}: no checkpoints in this run folder")
-    elif path.suffix == ".pt":
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint")
-        state = read_checkpoint(path)
-        state["path"] = str(path)
     else:
-        import json
-
-        try:
-            weights, metadata = read_weights(path)
-        except ModelFileError as exc:
-            raise CheckpointError(str(exc)) from None
-        if "upscaler.arch" not in metadata:
-            raise CheckpointError(f"{path}: not one of this project's model files (no arch)")
-        info = {
-            "arch": metadata["upscaler.arch"],
-            "arch_config": json.loads(metadata.get("upscaler.config", "{}")),
-            "training": json.loads(metadata.get("upscaler.training", "{}")),
-            "path": str(path),
-        }
-        return weights, info
+        state = training_checkpoint(path)
+        if state is None:
+            return _model_file_weights(path)
     info = {k: state[k] for k in ("arch", "arch_config", "step", "config", "path")}
-    return state["ema"], info
+    info["weights"] = weights
+    return state["ema" if weights == "ema" else "generator"], info
+
+
+def training_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or None when the file is a ``.pt`` of another kind (or not a
+    ``.pt`` at all); a damaged checkpoint is an error."""
+    if path.suffix != ".pt":
+        return None
+    try:
+        state = read_checkpoint(path)
+    except CheckpointError as exc:
+        if str(exc).endswith(NOT_OURS):
+            return None
+        raise
+    state["path"] = str(path)
+    return state
+
+
+def _model_file_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import dataclasses
+    import json
+
+    from upscaler.models.loader import read_model
+
+    from .archs import from_spandrel
+
+    try:
+        module, model = read_model(path)
+    except ModelFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    metadata = dict(model.metadata)
+    if path.suffix.lower() == ".safetensors":  # spandrel-built models do not carry it along
+        metadata = read_safetensors_header(path)[1]
+    config = getattr(module, "config", None)
+    if model.arch in ("compact", "rrdb") and dataclasses.is_dataclass(config):
+        arch, arch_config = model.arch, dataclasses.asdict(config)  # type: ignore[arg-type]
+    else:
+        arch, arch_config = from_spandrel(model.arch, module)
+        if not arch_config:  # an architecture we do not train: what the loader knows of it
+            arch_config = {"scale": model.scale, "in_channels": model.in_channels}
+    info = {
+        "arch": arch,
+        "arch_config": arch_config,
+        "training": json.loads(metadata.get("upscaler.training", "{}")),
+        "path": str(path),
+        "source": f"{model.arch} ({model.num_params:,} parameters)",
+    }
+    return module.state_dict(), info

@@ -84,6 +84,15 @@ def fit(
         sys.exit(130)
 
 
+WEIGHTS = click.option(
+    "--weights",
+    type=click.Choice(["ema", "live"]),
+    default="ema",
+    show_default=True,
+    help="A checkpoint's EMA (averaged) or live (last trained) generator weights.",
+)
+
+
 @main.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -96,28 +105,80 @@ def fit(
     help="Evaluate centre crops of this size (0: whole images).",
 )
 @click.option("--max-images", type=int, default=0, help="At most this many images (0: all).")
+@click.option(
+    "--degrade",
+    "degrade_from",
+    metavar="RECIPE",
+    help="Make the low-res inputs with this recipe's [degrade] mix (a recipe name or .toml) "
+    "instead of the model's own: the same inputs for every model compared.",
+)
+@WEIGHTS
+@click.option(
+    "--fid",
+    is_flag=True,
+    help="Also FID and KID against the ground truths (Inception-v3 ImageNet weights from the "
+    "torch hub cache).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_command(
-    checkpoint: Path, data: Path, crop_size: int, max_images: int, device: str, as_json: bool
+    checkpoint: Path,
+    data: Path,
+    crop_size: int,
+    max_images: int,
+    degrade_from: str | None,
+    weights: str,
+    fid: bool,
+    device: str,
+    as_json: bool,
 ) -> None:
-    """Measure CHECKPOINT (checkpoint, run folder or .safetensors) on the images in DATA."""
+    """Measure CHECKPOINT (checkpoint, run folder or model file) on the images in DATA, beside
+    bicubic and Lanczos upscales of the same inputs."""
     from upscaler.engine.load import pick_device
 
     from .evaluate import evaluate
 
     try:
+        degrade = load_config(degrade_from).degrade if degrade_from else None
         metrics = evaluate(
-            checkpoint, data, crop_size=crop_size, max_images=max_images, device=pick_device(device)
+            checkpoint,
+            data,
+            crop_size=crop_size,
+            max_images=max_images,
+            device=pick_device(device),
+            degrade=degrade,
+            weights=weights,
+            fid=fid,
         )
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
+    reference = metrics.pop("baselines")
+    click.echo(f"{'':>18}  {'model':>10}" + "".join(f"  {name:>10}" for name in reference))
     for key, value in metrics.items():
-        shown = "not measured (no pretrained AlexNet weights)" if value is None else f"{value:.4g}"
-        click.echo(f"{key:>18}: {shown}")
+        row = [value] + [reference[name].get(key, "") for name in reference]
+        click.echo(f"{key:>18}  " + "  ".join(_cell(v) for v in row))
+    if metrics.get("lpips", 0) is None:
+        click.echo("(lpips: not measured, no pretrained AlexNet weights in the torch hub cache)")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return f"{'-':>10}"
+    if isinstance(value, float):
+        return f"{value:>10.4g}"
+    return f"{value!s:>10}"
+
+
+WEIGHTS = click.option(
+    "--weights",
+    type=click.Choice(["ema", "live"]),
+    default="ema",
+    show_default=True,
+    help="A checkpoint's EMA (averaged) or live (last trained) generator weights.",
+)
 
 
 @main.command()
@@ -130,26 +191,40 @@ def eval_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write an ONNX model here.",
 )
-def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None) -> None:
-    """Write the EMA generator of CHECKPOINT as OUT.safetensors (loads in ``upscale --model``)."""
+@WEIGHTS
+def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weights: str) -> None:
+    """Write the generator of CHECKPOINT as OUT.safetensors (loads in ``upscale --model``).
+
+    Our architectures are written in this project's format; spandrel's (span) as a plain state
+    dict that spandrel, and so ``upscale``, chaiNNer and ComfyUI, load by themselves.
+    """
     from .export import export_model, export_onnx, load_generator
 
     if out.suffix != ".safetensors":
         _fail(f"{out}: the model file must end in .safetensors")
     try:
-        info = export_model(checkpoint, out, fp16=fp16)
+        info = export_model(checkpoint, out, fp16=fp16, weights=weights)
         if onnx_path is not None:
-            export_onnx(load_generator(checkpoint)[0], onnx_path)
+            channels = int(info["arch_config"].get("in_channels", 3))
+            export_onnx(load_generator(checkpoint, weights)[0], onnx_path, in_channels=channels)
     except (CheckpointError, RuntimeError) as exc:
         _fail(str(exc))
     scale = info["arch_config"]["scale"]
-    click.echo(f"wrote {out} ({info['arch']} x{scale}, step {info.get('step', '?')})")
+    click.echo(
+        f"wrote {out} ({info['arch']} x{scale}, step {info.get('step', '?')}, {weights} weights)"
+    )
 
 
 @main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--min-size", type=int, default=256, show_default=True, help="Shortest side kept.")
+@click.option(
+    "--min-size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Shortest side kept (old games' textures are 64-128 px).",
+)
 @click.option("--max-size", type=int, default=1024, show_default=True, help="Longest side cap.")
 @click.option("--no-halve-jpeg", is_flag=True, help="Keep JPEG sources at full size.")
 @click.option(
@@ -171,7 +246,15 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None) -> N
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also cut packed training crops from the result into this .safetensors file.",
 )
-@click.option("--crop", "crop_size", type=int, default=256, show_default=True)
+@click.option(
+    "--crop",
+    "crop_size",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Packed crop side; smaller textures are prepared but not packed (train on the folder, "
+    "or pack with --crop 64 and fit with --set data.crop_size=64).",
+)
 @click.option("--per-image", type=int, default=8, show_default=True)
 def prepare(
     src: Path,
@@ -204,9 +287,9 @@ def prepare(
     click.echo(
         ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; manifest: {out}/manifest.jsonl"
     )
-    if pack_path is not None:
+    if pack_path is not None:  # colour, normal and alpha maps (alpha's colour, bled under it)
         _pack(
-            [out / kind for kind in ("color", "normal") if (out / kind).is_dir()],
+            [out / kind for kind in ("color", "normal", "alpha") if (out / kind).is_dir()],
             pack_path,
             crop_size,
             per_image,

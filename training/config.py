@@ -10,6 +10,7 @@ saved, as a plain dict, with every checkpoint and run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contracts import GAN_TYPES, refusals
+
+GENERATORS = ("compact", "rrdb", "span")  # training.archs.NAMES (kept here: no torch import)
 PIXEL_LOSSES = ("l1", "charbonnier")
-GAN_TYPES = ("minimax", "nonsaturating", "wgan", "wgan-gp", "hinge", "ragan")
 DISCRIMINATORS = ("patchgan", "unet")
 SCHEDULES = ("constant", "multistep", "cosine")
 DOWN_KERNELS = ("area", "bilinear", "bicubic", "lanczos", "nearest")
@@ -26,10 +29,24 @@ BC_FORMATS = ("bc1", "bc3")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEGRADE_WHERE = ("auto", "loader", "trainer")
 NORMAL_CONVENTIONS = ("opengl", "directx")
+# Validation metrics, and whether higher is better (for run.best_metric).
+METRICS = {
+    "psnr_y": True,
+    "ssim_y": True,
+    "lpips": False,
+    "normal_angle_deg": False,
+    "seam_error": False,
+    "fid": False,
+    "kid": False,
+}
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+def int_or(value: int | str, default: int) -> int:
+    return value if isinstance(value, int) else default
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -52,6 +69,7 @@ class RunConfig:
     val_every: int = 5_000
     save_every: int = 5_000
     keep_last: int = 3
+    best_metric: str = "psnr_y"  # keep checkpoints/best.pt by this validation metric ("": off)
     max_bad_steps: int = 10  # non-finite losses in a row before the run stops
     deterministic: bool = False  # bit-exact resume on CPU; slower on GPU
     device: str = "auto"
@@ -63,6 +81,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _choice("run.precision", self.precision, PRECISIONS)
+        if self.best_metric:
+            _choice("run.best_metric", self.best_metric, tuple(METRICS))
         if self.max_steps < 0 or self.keep_last < 1 or self.max_bad_steps < 1:
             raise ConfigError("run.max_steps >= 0, run.keep_last >= 1, run.max_bad_steps >= 1")
         if min(self.log_every, self.val_every, self.save_every) < 1:
@@ -71,21 +91,31 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "compact"
+    arch: str = "compact"  # compact, rrdb (ours) or span (spandrel's SPAN)
     scale: int = 4
     num_features: int | None = None  # None: the architecture's default
     num_blocks: int | None = None
     growth_channels: int | None = None  # rrdb only
     activation: str | None = None  # compact only
+    options: dict[str, Any] = field(default_factory=dict)  # other hyper-parameters, by name
     icnr: bool = True  # ICNR init of the pixel-shuffle conv (compact): no checkerboard at step 0
     interp_init: bool = False  # compact: start as a bicubic-like upscaler, learn the residual
-    init_from: str = ""  # checkpoint, run folder or .safetensors to start from (the PSNR stage)
+    # Weights to start from: a checkpoint, a run folder, or any generator file spandrel can load
+    # (.safetensors, .pth). Strict: every tensor must fit (a scale change keeps the upsampler);
+    # false: load what fits by name and shape, and report what is missing or left over.
+    init_from: str = ""
+    init_strict: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("model.arch", self.arch, GENERATORS)
+        if self.interp_init and self.arch != "compact":
+            raise ConfigError("model.interp_init is for the compact architecture only")
 
     def arch_config(self) -> dict[str, Any]:
-        """The fields ``upscaler.models.make_config`` takes, leaving out unset ones."""
+        """The fields the architecture's config takes, leaving out unset ones."""
         names = ("num_features", "num_blocks", "growth_channels", "activation")
         values = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-        return {"scale": self.scale, **values}
+        return {"scale": self.scale, **values, **self.options}
 
 
 @dataclass(frozen=True)
@@ -94,7 +124,7 @@ class DataConfig:
     train_lq: str = ""  # paired mode: folder of LR images matching ``train`` by relative name
     crop_size: int = 256  # GT crop side; the LR crop is crop_size / scale
     batch_size: int = 16  # per process
-    num_workers: int = 4
+    num_workers: int | str = "auto"  # loader processes; auto: from the CPU count (see workers())
     wrap_prob: float = 0.5  # share of crops from tileable images taken across the wrap seam
     flip: bool = True
     rotate: bool = True
@@ -103,19 +133,36 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data.normal_convention", self.normal_convention, NORMAL_CONVENTIONS)
-        if self.crop_size < 4 or self.batch_size < 1 or self.num_workers < 0:
+        if isinstance(self.num_workers, str) and self.num_workers != "auto":
+            raise ConfigError(f"data.num_workers must be >= 0 or auto; got {self.num_workers!r}")
+        if self.crop_size < 4 or self.batch_size < 1 or int_or(self.num_workers, 0) < 0:
             raise ConfigError("data.crop_size >= 4, data.batch_size >= 1, num_workers >= 0")
+
+    def workers(self, world: int = 1) -> int:
+        """Loader processes per training process: ``num_workers``, or for ``auto`` one per CPU
+        core this process can use, less one for the training loop itself, at most 8."""
+        if isinstance(self.num_workers, int):
+            return self.num_workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(0, min(8, cores // max(1, world) - 1))
         if not 0 <= self.wrap_prob <= 1:
             raise ConfigError("data.wrap_prob must be in [0, 1]")
 
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    where: str = "auto"  # auto: batched on the training device when it is a GPU, else in workers
+    # Where blur, resize and noise run: "trainer" batches them on the training device (kornia);
+    # "loader" runs everything in the workers; "auto": trainer on a GPU, else loader. Samples
+    # that need a codec (palette, BC, JPEG) are always made whole in the workers, on CPU.
+    where: str = "auto"
     down_kernels: tuple[str, ...] = DOWN_KERNELS
     down_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.2, 1.5)  # in GT pixels, applied before the resize
+    blur_aniso_prob: float = 0.0  # of the blurs: an elongated, turned Gaussian (Real-ESRGAN's)
     noise_prob: float = 0.0  # camera-style Gaussian noise; off for game textures
     noise_sigma: tuple[float, float] = (1.0, 10.0)  # in 8-bit levels
     noise_gray_prob: float = 0.4
@@ -126,6 +173,12 @@ class DegradeConfig:
     palette_prob: float = 0.0
     palette_colors: tuple[float, float] = (16.0, 256.0)
     dither_prob: float = 0.5
+    # Colour augmentation of the ground truth (and so of the input made from it); not normals.
+    colour_prob: float = 0.0
+    colour_brightness: tuple[float, float] = (-0.05, 0.05)  # added
+    colour_contrast: tuple[float, float] = (0.9, 1.1)  # factor around the mean
+    colour_saturation: tuple[float, float] = (0.8, 1.2)  # factor
+    colour_hue: tuple[float, float] = (-0.03, 0.03)  # turns of the colour circle
 
     def __post_init__(self) -> None:
         _choice("degrade.where", self.where, DEGRADE_WHERE)
@@ -137,7 +190,8 @@ class DegradeConfig:
             raise ConfigError("degrade.down_weights needs one weight per entry of down_kernels")
         if not self.bc_formats:
             raise ConfigError("degrade.bc_formats must name at least one format")
-        for name in ("blur_prob", "noise_prob", "noise_gray_prob", "jpeg_prob", "bc_prob"):
+        probabilities = ("blur_prob", "blur_aniso_prob", "noise_prob", "noise_gray_prob")
+        for name in (*probabilities, "jpeg_prob", "bc_prob", "colour_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"degrade.{name} must be in [0, 1]")
         if not 0 <= self.palette_prob <= 1 or not 0 <= self.dither_prob <= 1:
@@ -146,6 +200,10 @@ class DegradeConfig:
         _range("degrade.noise_sigma", self.noise_sigma, 0.0, 255.0)
         _range("degrade.jpeg_quality", self.jpeg_quality, 1.0, 100.0)
         _range("degrade.palette_colors", self.palette_colors, 2.0, 256.0)
+        _range("degrade.colour_brightness", self.colour_brightness, -1.0, 1.0)
+        _range("degrade.colour_contrast", self.colour_contrast, 0.0, 10.0)
+        _range("degrade.colour_saturation", self.colour_saturation, 0.0, 10.0)
+        _range("degrade.colour_hue", self.colour_hue, -0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -160,7 +218,8 @@ class LossConfig:
     gan_weight: float = 0.0  # 0 with feature_match_weight 0: the PSNR stage (no discriminator)
     feature_match_weight: float = 0.0
     gp_weight: float = 10.0  # wgan-gp only
-    clip_value: float = 0.0  # wgan: clip D weights to [-c, c] after each D step (0: off)
+    r1_weight: float = 0.0  # R1 (Mescheder et al. 2018): gamma of (gamma/2) E||grad D(real)||^2
+    clip_value: float = 0.0  # wgan: D's effective weights kept in [-c, c] (0: off)
 
     def __post_init__(self) -> None:
         _choice("loss.pixel", self.pixel, PIXEL_LOSSES)
@@ -172,7 +231,8 @@ class LossConfig:
             self.lpips_weight,
             self.vgg_weight,
         )
-        if min(*weights, self.gan_weight, self.feature_match_weight, self.clip_value) < 0:
+        others = (self.gan_weight, self.feature_match_weight, self.clip_value, self.r1_weight)
+        if min(*weights, *others, self.gp_weight) < 0:
             raise ConfigError("loss weights and loss.clip_value must be >= 0")
 
     @property
@@ -193,6 +253,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine: final learning rate / initial
     grad_clip: float = 0.0  # max gradient norm (0: off); the norm is logged either way
     ema_decay: float = 0.999
+    # Warm-up: the n-th update uses min(ema_decay, (1 + n) / (10 + n)) (TensorFlow's
+    # ExponentialMovingAverage with num_updates), so short runs do not average in the init.
+    ema_warmup: bool = True
     d_steps: int = 1  # per cycle of max(d_steps, g_steps) batches: D updates on the first d_steps
     g_steps: int = 1  # ... and G on the first g_steps
 
@@ -209,6 +272,11 @@ class DiscriminatorConfig:
     arch: str = "unet"
     num_features: int = 64
     num_layers: int = 3  # patchgan: stride-2 layers
+    spectral_norm: bool = True  # on every conv but the first and the last (Real-ESRGAN's choice)
+    # Weights to start from: a checkpoint or run folder (its discriminator) or a state dict file
+    # (.safetensors, .pth; Real-ESRGAN's UNetDiscriminatorSN names are mapped). Strict as above.
+    init_from: str = ""
+    init_strict: bool = True
 
     def __post_init__(self) -> None:
         _choice("discriminator.arch", self.arch, DISCRIMINATORS)
@@ -221,6 +289,9 @@ class ValConfig:
     crop_size: int = 256  # centre crop of each image (0: whole image)
     samples: int = 4  # images shown in the PNG sample grid
     seam_images: int = 4  # whole tileable textures checked for seams after upscaling
+    # FID and KID (TF-GAN's definitions) of the outputs against the ground truths; needs
+    # Inception-v3's ImageNet weights in the torch hub cache (training.distances).
+    fid: bool = False
 
     def __post_init__(self) -> None:
         if self.max_images < 0 or self.crop_size < 0 or self.samples < 0 or self.seam_images < 0:
@@ -246,6 +317,17 @@ class Config:
             )
         if self.val.crop_size % self.model.scale:
             raise ConfigError("val.crop_size must be a multiple of model.scale")
+        if self.run.best_metric in ("fid", "kid") and not self.val.fid:
+            raise ConfigError(f"run.best_metric {self.run.best_metric} needs val.fid = true")
+        if self.loss.adversarial:
+            problems = refusals(
+                self.loss.gan_type,
+                clip_value=self.loss.clip_value,
+                spectral_norm=self.discriminator.spectral_norm,
+                gp_weight=self.loss.gp_weight,
+            )
+            if problems:
+                raise ConfigError("; ".join(problems))
 
     @property
     def run_dir(self) -> Path:
@@ -266,6 +348,12 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in value.values()
+        ):
+            raise ConfigError(f"{key} must be a table of plain values, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -341,32 +429,69 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML recipe (a path, or a recipe name from ``training/configs``) plus overrides."""
+    """Read a TOML recipe (a path, or a recipe name from ``training/configs``) plus overrides.
+
+    A recipe may start from another: ``base = "compact-x4-psnr"`` (a recipe name, or a path
+    relative to the file) takes every table of the base and replaces the keys this file sets.
+    """
     path = resolve_recipe(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    data = read_recipe(path)
     try:
         return config_from_dict(data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def read_recipe(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The plain tables of the recipe at ``path``, its ``base`` chain merged in."""
+    if path.resolve() in _chain:
+        names = " -> ".join(p.name for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: recipes inherit in a circle ({names})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must name a recipe or a .toml file, got {base!r}")
+    try:
+        parent = read_recipe(resolve_recipe(base, path.parent), (*_chain, path.resolve()))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: base {base!r}: {exc}") from None
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in parent.items()}
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 RECIPES = Path(__file__).parent / "configs"
 
 
-def resolve_recipe(name: str | Path) -> Path:
+def resolve_recipe(name: str | Path, folder: Path | None = None) -> Path:
+    """A recipe file: ``name`` itself, ``name`` in ``folder`` (the including file's), or a
+    recipe by name from ``training/configs``."""
     path = Path(name)
     if path.is_file():
         return path
+    for candidate in (folder / path, folder / f"{name}.toml") if folder else ():
+        if candidate.is_file():
+            return candidate
     recipe = RECIPES / f"{name}.toml"
     if recipe.is_file():
         return recipe
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+    known = ", ".join(recipe_names())
     raise ConfigError(f"{name}: no such config file or recipe (recipes: {known})")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -8,8 +8,9 @@ index, and all the sample's randomness (crop, flips, degradation parameters) com
 processes, and resuming at step ``k`` only needs ``k``.
 
 A sample is a dict: ``gt`` ``(3, S, S)`` uint8, ``normal`` bool, ``params`` (degradation
-parameters, see ``training.recipe``) and, when the low-res image is made in the workers or read
-from a paired folder, ``lq`` ``(3, S/scale, S/scale)`` uint8.
+parameters, see ``training.recipe``), ``lq`` ``(3, S/scale, S/scale)`` uint8 and ``ready``: True
+when ``lq`` was made in the worker (or read from a paired folder), False when it is left for the
+trainer to make on its device (``training.recipe.finish_batch``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .degradations import wrap_crop
 from .images import list_images, load_texture
 from .maps import KINDS
 from .pack import PackedCrops, read_pack
-from .recipe import degrade, sample_params, stack_params
+from .recipe import degrade, jitter_colours, needs_cpu, sample_params, stack_params
 
 MAX_REDRAWS = 4
 MAX_SKIPS = 8
@@ -200,12 +201,17 @@ class TrainSet(Dataset[dict[str, object]]):
         else:
             gt = augment(gt, aug)
         params = sample_params(self.degrade_config, generator, self.scale)
-        sample: dict[str, object] = {"gt": gt, "normal": normal, "params": params}
-        if self.degrade_in_loader:
-            batch = stack_params([params])
-            lq = degrade(gt[None].float() / 255, batch, self.scale, torch.tensor([normal]))
-            sample["lq"] = (lq[0] * 255).round().to(torch.uint8)
-        return sample
+        batch, flag = stack_params([params]), torch.tensor([normal])
+        # Codec round trips need CPU encoders: such samples are made whole here, whatever
+        # degrade.where says; the others wait for the trainer's batched pass when it asks.
+        ready = self.degrade_in_loader or bool(needs_cpu(batch, flag)[0])
+        side = gt.shape[-1] // self.scale
+        lq = torch.zeros(gt.shape[0], side, side, dtype=torch.uint8)
+        if ready:
+            jittered = jitter_colours(gt[None].float() / 255, batch, flag)
+            gt = (jittered[0] * 255).round().to(torch.uint8)
+            lq = (degrade(jittered, batch, self.scale, flag)[0] * 255).round().to(torch.uint8)
+        return {"gt": gt, "lq": lq, "ready": ready, "normal": normal, "params": params}
 
 
 class PairedSet(Dataset[dict[str, object]]):
@@ -264,7 +270,7 @@ class PairedSet(Dataset[dict[str, object]]):
             for t in (gt, lq_crop)
         ]
         gt, lq_crop = ((t * 255).round().to(torch.uint8) for t in pair)
-        return {"gt": gt, "lq": lq_crop, "normal": normal}
+        return {"gt": gt, "lq": lq_crop, "ready": True, "normal": normal}
 
 
 def check_paths(config: Config) -> None:
@@ -315,7 +321,7 @@ def build_loader(
         start=position,
         rank=dist.rank,
         world=dist.world,
-        num_workers=config.data.num_workers,
+        num_workers=config.data.workers(dist.world),
         pin_memory=dist.device.type == "cuda",
     )
 

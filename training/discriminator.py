@@ -1,4 +1,4 @@
-"""Discriminators with spectral normalisation: a PatchGAN and a U-Net (Real-ESRGAN's design).
+"""Discriminators, spectrally normalised by default: a PatchGAN and a U-Net (Real-ESRGAN's design).
 
 Both map ``(B, C, H, W)`` images in ``[0, 1]`` to ``(logits, features)``: logits per patch
 (PatchGAN, ``(B, 1, ~H/2^n, ~W/2^n)``) or per pixel (U-Net, ``(B, 1, H, W)``), and the list of
@@ -13,10 +13,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .config import DiscriminatorConfig
+from .losses import clip_effective_weights
 
 
-def _sn_conv(cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = True) -> nn.Module:
-    return spectral_norm(nn.Conv2d(cin, cout, kernel, stride, 1, bias=bias))
+def _sn_conv(
+    cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = True, *, sn: bool = True
+) -> nn.Module:
+    conv = nn.Conv2d(cin, cout, kernel, stride, 1, bias=bias)
+    return spectral_norm(conv) if sn else conv
 
 
 class PatchDiscriminator(nn.Module):
@@ -26,15 +30,23 @@ class PatchDiscriminator(nn.Module):
     layout, and works at any input size >= 16.
     """
 
-    def __init__(self, in_channels: int = 3, num_features: int = 64, num_layers: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_features: int = 64,
+        num_layers: int = 3,
+        *,
+        spectral_norm: bool = True,
+    ) -> None:
         super().__init__()
+        sn = spectral_norm
         widths = [num_features * min(2**i, 8) for i in range(num_layers + 1)]
         blocks: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 4, 2, 1)]
         for i in range(1, num_layers):
-            blocks.append(_sn_conv(widths[i - 1], widths[i], 4, 2))
-        blocks.append(_sn_conv(widths[num_layers - 1], widths[num_layers], 4, 1))
+            blocks.append(_sn_conv(widths[i - 1], widths[i], 4, 2, sn=sn))
+        blocks.append(_sn_conv(widths[num_layers - 1], widths[num_layers], 4, 1, sn=sn))
         self.blocks = nn.ModuleList(blocks)
-        self.head = _sn_conv(widths[num_layers], 1, 4, 1)
+        self.head = _sn_conv(widths[num_layers], 1, 4, 1, sn=sn)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         features = []
@@ -52,26 +64,28 @@ class UNetDiscriminator(nn.Module):
     global structure and local texture.
     """
 
-    def __init__(self, in_channels: int = 3, num_features: int = 64) -> None:
+    def __init__(
+        self, in_channels: int = 3, num_features: int = 64, *, spectral_norm: bool = True
+    ) -> None:
         super().__init__()
-        nf = num_features
+        nf, sn = num_features, spectral_norm
         self.conv0 = nn.Conv2d(in_channels, nf, 3, 1, 1)
         self.down = nn.ModuleList(
             [
-                _sn_conv(nf, nf * 2, 4, 2, False),
-                _sn_conv(nf * 2, nf * 4, 4, 2, False),
-                _sn_conv(nf * 4, nf * 8, 4, 2, False),
+                _sn_conv(nf, nf * 2, 4, 2, False, sn=sn),
+                _sn_conv(nf * 2, nf * 4, 4, 2, False, sn=sn),
+                _sn_conv(nf * 4, nf * 8, 4, 2, False, sn=sn),
             ]
         )
         self.up = nn.ModuleList(
             [
-                _sn_conv(nf * 8, nf * 4, 3, bias=False),
-                _sn_conv(nf * 4, nf * 2, 3, bias=False),
-                _sn_conv(nf * 2, nf, 3, bias=False),
+                _sn_conv(nf * 8, nf * 4, 3, bias=False, sn=sn),
+                _sn_conv(nf * 4, nf * 2, 3, bias=False, sn=sn),
+                _sn_conv(nf * 2, nf, 3, bias=False, sn=sn),
             ]
         )
         self.refine = nn.ModuleList(
-            [_sn_conv(nf, nf, 3, bias=False), _sn_conv(nf, nf, 3, bias=False)]
+            [_sn_conv(nf, nf, 3, bias=False, sn=sn), _sn_conv(nf, nf, 3, bias=False, sn=sn)]
         )
         self.head = nn.Conv2d(nf, 1, 3, 1, 1)
 
@@ -92,7 +106,20 @@ class UNetDiscriminator(nn.Module):
         return self.head(y), features
 
 
-def build_discriminator(config: DiscriminatorConfig, in_channels: int = 3) -> nn.Module:
+def build_discriminator(
+    config: DiscriminatorConfig, in_channels: int = 3, *, clip_value: float = 0.0
+) -> nn.Module:
+    """The discriminator of ``config``; with ``clip_value``, its spectrally normalised weights
+    are clamped after normalisation (``losses.clip_effective_weights``), the rest after each
+    step (``losses.clip_weights_``)."""
+    sn = config.spectral_norm
+    module: nn.Module
     if config.arch == "patchgan":
-        return PatchDiscriminator(in_channels, config.num_features, config.num_layers)
-    return UNetDiscriminator(in_channels, config.num_features)
+        module = PatchDiscriminator(
+            in_channels, config.num_features, config.num_layers, spectral_norm=sn
+        )
+    else:
+        module = UNetDiscriminator(in_channels, config.num_features, spectral_norm=sn)
+    if clip_value > 0:
+        clip_effective_weights(module, clip_value)
+    return module

@@ -1,4 +1,5 @@
-"""``upscale-train eval``: a model's quality on a folder of held-out textures."""
+"""``upscale-train eval``: a model's quality on a folder of held-out textures, beside bicubic and
+Lanczos upscales of the same low-res inputs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,20 @@ from typing import Any
 
 import torch
 
-from .config import Config, ModelConfig, ValConfig, config_from_dict
+from .config import Config, DegradeConfig, ModelConfig, ValConfig, config_from_dict
+from .distances import InceptionFeatures
 from .export import load_generator
 from .perceptual import ALEXNET_FILE, build_lpips, weights_available
-from .validate import load_val_set, validate
+from .validate import FeatureReference, baselines, load_val_set, validate
+
+
+def recipe_degradations(info: dict[str, Any]) -> DegradeConfig:
+    """The degradations a model was trained with: its checkpoint's config, or for an exported
+    file the recipe in its metadata; the default mix for files that carry neither."""
+    if info.get("config"):
+        return config_from_dict(info["config"]).degrade
+    degrade = (info.get("training") or {}).get("degrade")
+    return config_from_dict({"degrade": degrade}).degrade if degrade else DegradeConfig()
 
 
 def evaluate(
@@ -21,23 +32,27 @@ def evaluate(
     crop_size: int = 0,
     max_images: int = 0,
     device: torch.device | None = None,
+    degrade: DegradeConfig | None = None,
+    weights: str = "ema",
+    fid: bool = False,
+    inception: InceptionFeatures | None = None,
 ) -> dict[str, Any]:
-    """PSNR-Y, SSIM-Y, LPIPS (when its weights are present), normal angular error and seam error.
+    """PSNR-Y, SSIM-Y, LPIPS (when its weights are present), normal angular error and seam error
+    of the model, and under ``baselines`` the same for bicubic and Lanczos.
 
-    Low-res inputs are made with the checkpoint's own degradation recipe (fixed seeds); a plain
-    model file gets the default recipe. ``crop_size`` 0 evaluates whole images.
+    Low-res inputs are made from fixed seeds with ``degrade``, or when it is None with the
+    model's own recipe (``recipe_degradations``): pass one ``degrade`` to compare several models
+    on identical inputs. ``crop_size`` 0 evaluates whole images. ``fid``: also FID and KID,
+    with Inception's ImageNet weights from the torch hub cache (or the ``inception`` given).
     """
     device = device or torch.device("cpu")
-    module, info = load_generator(source)
-    if info.get("config"):
-        config = config_from_dict(info["config"])
-    else:  # an exported model file: its recipe's degradations travel in its metadata
-        degrade = (info.get("training") or {}).get("degrade")
-        config = config_from_dict({"degrade": degrade}) if degrade else Config()
+    module, info = load_generator(source, weights)
     scale = int(info["arch_config"]["scale"])
+    arch = info["arch"]
     config = dataclasses.replace(
-        config,
-        model=dataclasses.replace(ModelConfig(), arch=info["arch"], scale=scale),
+        Config(),
+        degrade=degrade or recipe_degradations(info),
+        model=dataclasses.replace(ModelConfig(), scale=scale),
         val=ValConfig(
             folder=str(folder),
             max_images=max_images,
@@ -49,17 +64,38 @@ def evaluate(
     if not images:
         raise ValueError(f"{folder}: no usable validation images")
     lpips_model = build_lpips().to(device) if weights_available(ALEXNET_FILE) else None
-    metrics, _ = validate(
-        module.to(device).requires_grad_(False),
-        images,
-        seams,
-        arch=info["arch"],
-        scale=scale,
-        device=device,
-        lpips_model=lpips_model,
+    if fid and inception is None:
+        inception = InceptionFeatures()
+    reference_features = (
+        FeatureReference.of(inception.to(device), images, device) if inception else None
+    )
+    metrics: dict[str, Any] = dict(
+        validate(
+            module.to(device).requires_grad_(False),
+            images,
+            seams,
+            arch=arch,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=reference_features,
+        )[0]
+    )
+    reference: dict[str, Any] = dict(
+        baselines(
+            images,
+            seams,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=reference_features,
+        )
     )
     metrics["images"] = len(images)
     metrics["seam_images"] = len(seams)
     if lpips_model is None:
         metrics["lpips"] = None  # not measured: the AlexNet weights are missing
+        for values in reference.values():
+            values["lpips"] = None
+    metrics["baselines"] = reference
     return metrics

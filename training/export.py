@@ -1,27 +1,41 @@
-"""Turn a training checkpoint into a model file ``upscale --model`` loads (and optionally ONNX)."""
+"""Turn a training checkpoint into a model file ``upscale --model`` loads (and optionally ONNX).
+
+Our architectures are written in our safetensors format (``upscaler.models.checkpoint``).
+spandrel's (``training.archs.SPANDREL``) are written as a plain safetensors state dict with
+spandrel's own key names, which spandrel - and through it ``upscale --model``, chaiNNer and
+ComfyUI - detect by themselves; the export checks that spandrel rebuilds the same network.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from upscaler.models import build_generator, make_config
-from upscaler.models.checkpoint import save_weights
+from upscaler.atomic import write_bytes_atomic
+from upscaler.models.checkpoint import FORMAT_VERSION, save_weights
 
-from .checkpoint import generator_weights
+from .archs import arch_config, build_module, is_spandrel, settle
+from .checkpoint import CheckpointError, generator_weights
 
 
-def load_generator(source: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The generator (EMA weights for checkpoints) on CPU in fp32, in eval mode, and its info."""
-    weights, info = generator_weights(source)
-    config = make_config(info["arch"], info["arch_config"])
-    module = build_generator(info["arch"], config)
-    module.load_state_dict({k: v.float() for k, v in weights.items()})
+def load_generator(source: str | Path, weights: str = "ema") -> tuple[nn.Module, dict[str, Any]]:
+    """The generator (``weights``: ``ema`` or ``live`` for checkpoints) on CPU in fp32, in eval
+    mode, and its info. Model files of architectures we do not train load as spandrel builds
+    them (for ``eval``)."""
+    state, info = generator_weights(source, weights)
+    if info["arch"].startswith("spandrel:"):
+        from upscaler.models.loader import read_model
+
+        return read_model(info["path"])[0].eval(), info
+    config = arch_config(info["arch"], info["arch_config"])
+    module = build_module(info["arch"], config)
+    module.load_state_dict({k: v.float() for k, v in state.items()})
     info["arch_config_obj"] = config
-    return module.eval(), info
+    return settle(module.eval()), info
 
 
 def training_summary(info: dict[str, Any]) -> dict[str, Any]:
@@ -33,31 +47,75 @@ def training_summary(info: dict[str, Any]) -> dict[str, Any]:
         "data": config.get("data", {}).get("train", []),
         "loss": config.get("loss", {}),
         "degrade": config.get("degrade", {}),
-        "weights": "ema",
+        "weights": info.get("weights", "ema"),
     }
 
 
-def export_model(source: str | Path, out: str | Path, *, fp16: bool = False) -> dict[str, Any]:
-    """Write ``out`` (.safetensors, our format) from a checkpoint or run folder."""
-    module, info = load_generator(source)
-    save_weights(
-        out,
-        module,
-        arch=info["arch"],
-        config=info["arch_config_obj"],
-        training=training_summary(info),
-        dtype=torch.float16 if fp16 else None,
-    )
+def export_model(
+    source: str | Path, out: str | Path, *, fp16: bool = False, weights: str = "ema"
+) -> dict[str, Any]:
+    """Write ``out`` (.safetensors) from a checkpoint or run folder."""
+    module, info = load_generator(source, weights)
+    if info["arch"].startswith("spandrel:"):
+        raise CheckpointError(f"{source}: already a model file ({info['arch']}); nothing to export")
+    dtype = torch.float16 if fp16 else None
+    if not is_spandrel(info["arch"]):
+        save_weights(
+            out,
+            module,
+            arch=info["arch"],
+            config=info["arch_config_obj"],
+            training=training_summary(info),
+            dtype=dtype,
+        )
+        return info
+    _save_spandrel(Path(out), module, info, dtype)
+    _check_spandrel_loads(Path(out), module, info)
     return info
 
 
-def export_onnx(module: nn.Module, out: str | Path, *, opset: int = 17) -> None:
+def _save_spandrel(
+    out: Path, module: nn.Module, info: dict[str, Any], dtype: torch.dtype | None
+) -> None:
+    from safetensors.torch import save
+
+    tensors = {}
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        tensors[name] = (
+            tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        )
+    # No ``upscaler.arch``: loaders find the architecture from the key names, as spandrel does.
+    metadata = {
+        "upscaler.format": FORMAT_VERSION,
+        "upscaler.spandrel_arch": info["arch"],
+        "upscaler.config": json.dumps(info["arch_config"], sort_keys=True),
+        "upscaler.training": json.dumps(training_summary(info), sort_keys=True),
+    }
+    write_bytes_atomic(out, save(tensors, metadata=metadata))
+
+
+def _check_spandrel_loads(out: Path, module: nn.Module, info: dict[str, Any]) -> None:
+    import spandrel
+
+    descriptor = spandrel.ModelLoader().load_from_file(str(out))
+    probe = torch.rand(1, int(info["arch_config"].get("in_channels", 3)), 24, 20)
+    with torch.no_grad():
+        ours, theirs = module(probe), descriptor.model.float().eval()(probe)
+    if ours.shape != theirs.shape or not torch.allclose(ours, theirs, atol=1e-2):
+        out.unlink(missing_ok=True)
+        raise CheckpointError(f"{out}: spandrel rebuilt a different network; nothing written")
+
+
+def export_onnx(
+    module: nn.Module, out: str | Path, *, in_channels: int = 3, opset: int = 17
+) -> None:
     """ONNX with dynamic batch, height and width (needs the ``onnx`` package)."""
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise RuntimeError("ONNX export needs the onnx package: pip install onnx") from None
-    dummy = torch.rand(1, module.config.in_channels, 32, 32)  # type: ignore[union-attr]
+    dummy = torch.rand(1, in_channels, 32, 32)
     axes = {0: "batch", 2: "height", 3: "width"}
     torch.onnx.export(
         module,

@@ -11,25 +11,25 @@ import copy
 import torch
 from torch import nn
 
-from upscaler.models import build_generator, make_config
 from upscaler.texture.resample import KERNELS
 
+from .archs import arch_config, build_module
 from .config import ModelConfig
 
 
 def build(model: ModelConfig, seed: int) -> tuple[nn.Module, object]:
     """``(module, arch_config)`` on CPU in fp32, initialised from ``seed`` (global RNG kept)."""
-    arch_config = make_config(model.arch, model.arch_config())
+    config = arch_config(model.arch, model.arch_config())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_generator(model.arch, arch_config)
+        module = build_module(model.arch, config)
         if model.arch == "compact":
             kaiming_chain_(module)
         if model.icnr:
             apply_icnr(module)
         if model.interp_init:
-            interp_init_(module, arch_config.scale)  # type: ignore[attr-defined]
-    return module, arch_config
+            interp_init_(module, config.scale)
+    return module, config
 
 
 def kaiming_chain_(module: nn.Module, slope: float = 0.25) -> None:
@@ -124,19 +124,29 @@ def apply_icnr(module: nn.Module) -> int:
 
 
 class ModelEMA:
-    """Exponential moving average of a module's weights: ``ema = decay * ema + (1 - decay) * w``.
+    """Exponential moving average of a module's weights: ``ema = d * ema + (1 - d) * w``.
 
-    Buffers are copied. The average is what gets exported: it is smoother and less noisy than
-    the live weights of a GAN.
+    With ``warmup``, the n-th update (from 0) uses ``d = min(decay, (1 + n) / (10 + n))``
+    (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``): early updates follow the
+    live weights closely, so a short run does not validate and export mostly its initial
+    weights. Buffers are copied. The average is what gets exported by default: it is smoother
+    and less noisy than the live weights of a GAN.
     """
 
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = decay
+    def __init__(self, module: nn.Module, decay: float, *, warmup: bool = True) -> None:
+        self.decay, self.warmup, self.updates = decay, warmup, 0
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        weight = 1 - self.current_decay()
         for ema, live in zip(self.module.parameters(), module.parameters(), strict=True):
-            ema.lerp_(live.detach(), 1 - self.decay)
+            ema.lerp_(live.detach(), weight)
         for ema, live in zip(self.module.buffers(), module.buffers(), strict=True):
             ema.copy_(live)
+        self.updates += 1

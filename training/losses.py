@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import GAN_TYPES
+from .contracts import GAN_TYPES
 from .degradations import gaussian_blur
 
 
@@ -91,10 +91,14 @@ def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> tor
     ``minimax``/``nonsaturating``: binary cross-entropy, ``-log D(x) - log(1 - D(G(z)))``;
     ``wgan``/``wgan-gp``: ``E[D(fake)] - E[D(real)]`` (add ``gradient_penalty`` or clip weights);
     ``hinge``: ``E[relu(1 - D(real))] + E[relu(1 + D(fake))]``;
-    ``ragan``: relativistic average, each side judged against the other's mean (ESRGAN).
+    ``ragan``: relativistic average, each side judged against the other's mean (ESRGAN);
+    ``lsgan``: least squares (Mao et al. 2017), ``E[(D(real) - 1)^2]/2 + E[D(fake)^2]/2``.
+    What each needs from D (a Lipschitz constraint, a penalty) is in ``training.contracts``.
     """
     if kind in ("minimax", "nonsaturating"):
         return _softplus_mean(-real) + _softplus_mean(fake)
+    if kind == "lsgan":
+        return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()
     if kind in ("wgan", "wgan-gp"):
         return fake.mean() - real.mean()
     if kind == "hinge":
@@ -116,6 +120,8 @@ def generator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.T
         return _softplus_mean(-fake)
     if kind in ("wgan", "wgan-gp", "hinge"):
         return -fake.mean()
+    if kind == "lsgan":
+        return 0.5 * ((fake - 1) ** 2).mean()
     if kind == "ragan":
         real = real.detach()
         return _softplus_mean(real - fake.mean()) + _softplus_mean(-(fake - real.mean()))
@@ -133,18 +139,67 @@ def mix_real_fake(
     return (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
 
 
+def critic(logits: torch.Tensor) -> torch.Tensor:
+    """One score per image ``(B,)``: the mean of its patch (or pixel) logits, which is what the
+    GAN losses average. Penalties on D's input gradient use it, so they do not grow with the
+    number of patches: the gradient of the *sum* of a U-Net's H*W pixel logits is about H*W
+    times that of one image's score."""
+    return logits.reshape(len(logits), -1).mean(dim=1)
+
+
 def gradient_penalty(logits: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP: ``E[(||grad_x D(x)|| - 1)^2]`` at the blends ``mixed`` (from ``mix_real_fake``),
-    given D's ``logits`` on them. Keeps the graph, so the penalty trains D."""
-    (grad,) = torch.autograd.grad(logits.sum(), mixed, create_graph=True)
+    """WGAN-GP: ``E[(||grad_x c(x)|| - 1)^2]`` at the blends ``mixed`` (from ``mix_real_fake``),
+    given D's ``logits`` on them, with ``c`` the per-image ``critic`` score (the mean of the
+    patch logits). Keeps the graph, so the penalty trains D."""
+    (grad,) = torch.autograd.grad(critic(logits).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def r1_penalty(logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ``E[||grad_x c(x)||^2]`` on real images ``real`` (which must
+    require grad), ``c`` the per-image ``critic`` score. D's loss adds ``gamma / 2`` times it:
+    it keeps D flat on the data, so neither side overshoots near equilibrium."""
+    (grad,) = torch.autograd.grad(critic(logits).sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
 
 
 @torch.no_grad()
 def clip_weights_(module: nn.Module, value: float) -> None:
-    """The original WGAN's Lipschitz constraint: clamp every parameter to ``[-value, value]``."""
-    for parameter in module.parameters():
-        parameter.clamp_(-value, value)
+    """The original WGAN's Lipschitz constraint: every weight D computes with in ``[-c, c]``.
+
+    Plain parameters are clamped in place. A spectrally normalised weight is computed as
+    ``original / sigma`` on every forward, so clamping ``original`` leaves the weight D uses
+    unbounded (the normalisation undoes it); ``clip_effective_weights`` bounds those inside
+    the forward instead, and they are left alone here.
+    """
+    for name, parameter in module.named_parameters():
+        if ".parametrizations." not in f".{name}":
+            parameter.clamp_(-value, value)
+
+
+class ClampWeight(nn.Module):
+    """A parametrisation: the weight, clamped to ``[-value, value]``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.clamp(-self.value, self.value)
+
+
+def clip_effective_weights(module: nn.Module, value: float) -> int:
+    """Clamp every parametrised (spectrally normalised) weight of ``module`` after its
+    normalisation, so the weight the forward uses stays in ``[-value, value]``; returns how many.
+    The state dict is unchanged (the clamp has no state)."""
+    from torch.nn.utils import parametrize
+
+    count = 0
+    for child in module.modules():
+        if parametrize.is_parametrized(child, "weight"):
+            parametrize.register_parametrization(child, "weight", ClampWeight(value))
+            count += 1
+    return count
 
 
 class L1Loss(nn.Module):

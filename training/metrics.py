@@ -114,3 +114,20 @@ def grid_ratio(x: torch.Tensor, period: int) -> torch.Tensor:
     on = torch.cat([dx[:, :, on_x].flatten(1), dy[:, on_y, :].flatten(1)], dim=1).mean(dim=1)
     off = torch.cat([dx[:, :, ~on_x].flatten(1), dy[:, ~on_y, :].flatten(1)], dim=1).mean(dim=1)
     return on / off.clamp(min=1e-12)
+
+
+def diversity(sr: torch.Tensor, gt: torch.Tensor) -> float:
+    """How much the outputs ``(B, C, H, W)`` differ across the batch, as a share of how much
+    the ground truths do (mean absolute deviation from the batch mean): about 1 for a generator
+    that follows its inputs, 0 for one that makes the same picture whatever it is given (mode
+    collapse). 1.0 for a batch of one."""
+    if len(gt) < 2:
+        return 1.0
+    sr, gt = sr.detach(), gt.detach()
+    spread = (gt - gt.mean(0)).abs().mean().clamp(min=1e-6)
+    return float((sr - sr.mean(0)).abs().mean() / spread)
+
+
+def out_of_range(x: torch.Tensor, margin: float = 0.02) -> float:
+    """Share of the values of ``x`` outside ``[-margin, 1 + margin]``."""
+    return float(((x < -margin) | (x > 1 + margin)).float().mean())

@@ -37,12 +37,14 @@ def hub_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-def load_hub_weights(name: str, purpose: str) -> dict[str, torch.Tensor]:
+def load_hub_weights(
+    name: str, purpose: str, remedy: str = "set its loss weight to 0"
+) -> dict[str, torch.Tensor]:
     path = hub_file(name)
     if not path.is_file():
         raise PretrainedWeightsMissingError(
             f"{purpose} needs pretrained ImageNet weights: {path} is missing. Put {name} in "
-            f"{path.parent} (download {DOWNLOAD}{name}), or set its loss weight to 0."
+            f"{path.parent} (download {DOWNLOAD}{name}), or {remedy}."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):

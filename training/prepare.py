@@ -40,7 +40,7 @@ MIN_DETAIL_CORRELATION = 0.9
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    min_size: int = 256  # short side, after any halving
+    min_size: int = 64  # short side, after any halving: old games' 64-128 px textures stay
     max_size: int = 1024  # long side cap
     halve_jpeg: bool = True
     min_spread: float = 0.03  # luminance standard deviation, 0..1

@@ -1,10 +1,12 @@
 """The degradation recipe: sample parameters in one place, apply them deterministically in another.
 
-``sample_params`` (torchvision's ``_get_params``) draws one sample's parameters from an explicit
-``torch.Generator`` as a dict of scalar tensors, so a DataLoader collates them into ``(B,)``
-tensors. ``degrade`` (the ``_transform``) applies a batch of them to GT crops on any device: the
-filters and resizes batched in torch, the codec round trips per image on CPU. The same seed gives
-the same low-res image wherever it runs.
+``sample_params`` (torchvision's ``_get_params``) draws one sample's parameters on the CPU from an
+explicit ``torch.Generator`` as a dict of scalar tensors, so a DataLoader collates them into
+``(B,)`` tensors. ``degrade`` (the ``_transform``) applies a batch of them to GT crops on any
+device: blur, colour and noise batched through kornia and counter-based noise, the resizes through
+``upscaler``'s resampler, the codec round trips per image on CPU. ``needs_cpu`` says which samples
+need a codec: the loader's workers make those whole, and the trainer makes the rest in one batch on
+its device (``finish_batch``). The same seed gives the same low-res image wherever it runs.
 
 The chain follows how a game texture is made: (optional) blur of the source, shrink with one of
 several kernels including point sampling, (optional) camera noise, then the storage codecs: palette
@@ -14,6 +16,9 @@ palettised.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 
 from upscaler.texture.levels import round_to_levels
@@ -21,7 +26,8 @@ from upscaler.texture.levels import round_to_levels
 from . import codecs
 from .config import DOWN_KERNELS, DegradeConfig
 from .degradations import (
-    gaussian_blur,
+    blur,
+    colour_jitter,
     gaussian_noise,
     point_sample,
     renormalise_normals,
@@ -41,6 +47,14 @@ KEYS = (
     "dither",
     "bc",
     "jpeg",
+    # Drawn after the ones above, so adding them changed none of the earlier draws.
+    "blur_sigma2",
+    "blur_angle",
+    "colour",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
 )
 
 
@@ -74,7 +88,24 @@ def sample_params(
     bc = (1 if fmt == "bc1" else 2) if _chance(generator, config.bc_prob) else 0
     quality = round(_uniform(generator, *config.jpeg_quality))
     quality = quality if _chance(generator, config.jpeg_prob) else 0
+    aniso = _chance(generator, config.blur_aniso_prob)
+    blur2 = _uniform(generator, *config.blur_sigma) if blur > 0 else 0.0
+    blur2 = blur2 if aniso else blur
+    angle = _uniform(generator, 0.0, math.pi)
+    colour = _chance(generator, config.colour_prob)
+    jitter = [
+        _uniform(generator, *span)
+        for span in (
+            config.colour_brightness,
+            config.colour_contrast,
+            config.colour_saturation,
+            config.colour_hue,
+        )
+    ]
+    if not colour:
+        jitter = [0.0, 1.0, 1.0, 0.0]
     values = (kernel, phase[0], phase[1], blur, noise, gray, seed, colours, dither, bc, quality)
+    values += (blur2, angle, colour, *jitter)
     return {
         key: torch.tensor(value, dtype=torch.float32 if isinstance(value, float) else torch.int64)
         for key, value in zip(KEYS, values, strict=True)
@@ -86,19 +117,46 @@ def stack_params(params: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 def _shrink(x: torch.Tensor, params: dict[str, torch.Tensor], scale: int) -> torch.Tensor:
+    """Each image shrunk with its own kernel; one batched call per kernel (and per phase for
+    point sampling)."""
     b, c, h, w = x.shape
     out = x.new_empty(b, c, h // scale, w // scale)
     kernels = params["kernel"].tolist()
-    for code in sorted(set(kernels)):
-        name = DOWN_KERNELS[code]
-        index = [i for i, k in enumerate(kernels) if k == code]
-        if name == "nearest":
-            for i in index:
-                py, px = int(params["phase_y"][i]), int(params["phase_x"][i])
-                out[i] = point_sample(x[i : i + 1], scale, py, px)[0]
+    phases = list(zip(params["phase_y"].tolist(), params["phase_x"].tolist(), strict=True))
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, code in enumerate(kernels):
+        point = DOWN_KERNELS[code] == "nearest"
+        groups.setdefault((code, *(phases[i] if point else (0, 0))), []).append(i)
+    for (code, py, px), index in sorted(groups.items()):
+        rows = torch.tensor(index, device=x.device)
+        if DOWN_KERNELS[code] == "nearest":
+            out[rows] = point_sample(x[rows], scale, py, px)
         else:
-            rows = torch.tensor(index, device=x.device)
-            out[rows] = resize_down(x[rows], scale, name)
+            out[rows] = resize_down(x[rows], scale, DOWN_KERNELS[code])
+    return out
+
+
+def needs_cpu(params: dict[str, torch.Tensor], normal: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: the samples whose chain includes a codec round trip (CPU encoders)."""
+    palette = (params["palette"] > 0) & ~normal.to(params["palette"].device)
+    return palette | (params["bc"] > 0) | (params["jpeg"] > 0)
+
+
+def jitter_colours(
+    gt: torch.Tensor, params: dict[str, torch.Tensor], normal: torch.Tensor
+) -> torch.Tensor:
+    """The ground truth ``(B, 3, H, W)`` after its colour augmentation (none for normal maps
+    and samples without one), on the 8-bit grid as a texture file would hold it."""
+    chosen = (params["colour"].to(gt.device) > 0) & ~normal.to(gt.device)
+    if not bool(chosen.any()):
+        return gt
+    rows = torch.nonzero(chosen).flatten()
+    picked = {k: params[k].to(gt.device)[rows] for k in ("brightness", "contrast", "saturation")}
+    hue = params["hue"].to(gt.device)[rows]
+    out = gt.clone()
+    out[rows] = round_to_levels(
+        colour_jitter(gt[rows], picked["brightness"], picked["contrast"], picked["saturation"], hue)
+    )
     return out
 
 
@@ -132,6 +190,7 @@ def degrade(
 
     ``params`` holds ``(B,)`` tensors from ``stack_params`` (or a DataLoader's collate);
     ``normal`` ``(B,)`` bool marks tangent-space normal maps. The result is quantised to 8 bits.
+    (Colour augmentation changes the ground truth itself: ``jitter_colours``, before this.)
     """
     if gt.ndim != 4 or not gt.is_floating_point():
         raise ValueError(f"gt must be float (B, C, H, W), got {tuple(gt.shape)} {gt.dtype}")
@@ -139,8 +198,13 @@ def degrade(
     if normal is None:
         normal = torch.zeros(b, dtype=torch.bool)
     normal = normal.to(gt.device)
-    sigma = params["blur_sigma"].to(gt.device)
-    x = gaussian_blur(gt, sigma) if bool((sigma > 0).any()) else gt
+    sigma = params["blur_sigma"]
+    x = gt
+    if bool((sigma > 0).any()):
+        rows = torch.nonzero(sigma > 0).flatten()
+        on = rows.to(gt.device)
+        x = gt.clone()
+        x[on] = blur(gt[on], sigma[rows], params["blur_sigma2"][rows], params["blur_angle"][rows])
     x = _shrink(x, params, scale)
     x = gaussian_noise(x, params["noise_sigma"], params["noise_gray"].bool(), params["noise_seed"])
     x = round_to_levels(x)
@@ -148,3 +212,23 @@ def degrade(
     if bool(normal.any()):
         x = torch.where(normal[:, None, None, None], renormalise_normals(x), x)
     return round_to_levels(x)
+
+
+def finish_batch(
+    batch: dict[str, Any], scale: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lq, gt)`` float in ``[0, 1]`` on ``device`` from a collated batch: samples the workers
+    made whole (``ready``) as they are, the others colour-jittered and degraded here in one
+    batch on ``device``."""
+    gt = batch["gt"].to(device, non_blocking=True).float().div_(255)
+    lq = batch["lq"].to(device, non_blocking=True).float().div_(255)
+    todo = ~batch["ready"]
+    if bool(todo.any()):
+        rows = torch.nonzero(todo).flatten()
+        on = rows.to(device)
+        params = {k: v[rows] for k, v in batch["params"].items()}
+        normal = batch["normal"][rows]
+        fresh = jitter_colours(gt[on], params, normal)
+        gt[on] = fresh
+        lq[on] = degrade(fresh, params, scale, normal)
+    return lq, gt

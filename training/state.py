@@ -1,117 +1,161 @@
-"""What a checkpoint holds, and how a trainer gets it back (or starts from an earlier stage).
+"""Everything a run is, built whole: models, optimisers, grad scaler, EMA, RNG and counters.
 
-``capture`` and ``restore`` are the two halves of exact resume: generator, EMA, discriminator,
-optimisers, grad scaler, step, RNG states, skip counters and the data position. Everything is a
-tensor or a plain value, so ``torch.load(weights_only=True)`` reads it back.
+``TrainState(config, device)`` builds every part at once (generator and discriminator seeded,
+moved to the device, then the EMA copy and the optimisers over the moved parameters), so nothing
+ever sees a half-built trainer. ``state_dict()`` / ``load_state_dict()`` are the two halves of
+exact resume, as on a torch module: every entry is a tensor or a plain value, so
+``torch.load(weights_only=True)`` reads a checkpoint back. Starting weights from another file
+(``model.init_from``) is ``training.transfer``'s job, on a built state.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
-from .checkpoint import CheckpointError, checkpoint_dir, generator_weights, latest_checkpoint
-from .config import to_dict
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
-
-def capture(trainer: Trainer) -> dict[str, Any]:
-    t = trainer
-    cuda = t.dist.device.type == "cuda"
-    return {
-        "config": to_dict(t.config),
-        "arch": t.config.model.arch,
-        "arch_config": dataclasses.asdict(t.arch_config),
-        "generator": t.g.state_dict(),
-        "ema": t.ema.module.state_dict(),
-        "discriminator": t.d.state_dict() if t.d is not None else {},
-        "optim_g": t.opt_g.state_dict(),
-        "optim_d": t.opt_d.state_dict() if t.opt_d is not None else {},
-        "scaler": t.scaler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "trainer": t.rng.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if cuda else [],
-        },
-        "counters": {"bad_in_row": t.bad_in_row, "bad_total": t.bad_total},
-        "data": {"position": t.position, "global_batch": t.global_batch},
-    }
+from .checkpoint import CheckpointError
+from .config import Config, to_dict
+from .discriminator import build_discriminator
+from .generator import ModelEMA, build
 
 
-def restore(trainer: Trainer, state: dict[str, Any]) -> None:
-    t = trainer
-    t.g.load_state_dict(state["generator"])
-    t.ema.module.load_state_dict(state["ema"])
-    t.opt_g.load_state_dict(state["optim_g"])
-    if t.d is not None:
-        if not state["discriminator"]:
-            raise CheckpointError(
-                f"{state['path']}: has no discriminator; start the GAN stage in a new run "
-                "with model.init_from pointing at this one"
+def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``run.precision`` on ``device`` (None: full fp32)."""
+    precision = config.run.precision
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@dataclass
+class Counters:
+    """Plain-value progress of a run."""
+
+    step: int = 0
+    position: int = 0  # global index of the next training sample
+    bad_in_row: int = 0  # non-finite steps in a row (skipped)
+    bad_total: int = 0
+    best_value: float | None = None  # of ``run.best_metric``, at ``best_step``
+    best_step: int = -1
+
+    def record_best(self, value: float, higher_is_better: bool) -> bool:
+        """Whether ``value`` at this step beats the best so far (then it becomes the best)."""
+        old = self.best_value
+        if old is not None and not (value > old if higher_is_better else value < old):
+            return False
+        self.best_value, self.best_step = value, self.step
+        return True
+
+
+class TrainState:
+    """The models, optimisers, grad scaler, EMA, RNG and counters of one run (on ``device``)."""
+
+    def __init__(self, config: Config, device: torch.device, *, global_batch: int = 0) -> None:
+        run, optim = config.run, config.optim
+        self.config, self.device = config, device
+        self.global_batch = global_batch or config.data.batch_size
+        self.memory_format = (
+            torch.channels_last
+            if run.channels_last and device.type == "cuda"
+            else torch.preserve_format
+        )
+        self.g, self.arch_config = build(config.model, run.seed)
+        self.g.to(device, memory_format=self.memory_format)
+        self.d: nn.Module | None = None
+        if config.loss.adversarial:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(run.seed + 1)
+                self.d = build_discriminator(
+                    config.discriminator, clip_value=config.loss.clip_value
+                )
+            self.d.to(device, memory_format=self.memory_format)
+        self.ema = ModelEMA(self.g, optim.ema_decay, warmup=optim.ema_warmup)
+        self.opt_g = torch.optim.AdamW(
+            [p for p in self.g.parameters() if p.requires_grad],
+            lr=optim.learning_rate,
+            betas=optim.betas,
+            weight_decay=optim.weight_decay,
+        )
+        self.opt_d: torch.optim.Optimizer | None = None
+        if self.d is not None:
+            self.opt_d = torch.optim.AdamW(
+                self.d.parameters(),
+                lr=optim.d_learning_rate,
+                betas=optim.betas,
+                weight_decay=optim.weight_decay,
             )
-        t.d.load_state_dict(state["discriminator"])
-        assert t.opt_d is not None
-        t.opt_d.load_state_dict(state["optim_d"])
-    t.scaler.load_state_dict(state["scaler"])
-    t.step = int(state["step"])
-    t.position = int(state["data"]["position"])  # kept even if the batch size changes
-    t.bad_in_row = int(state["counters"]["bad_in_row"])
-    t.bad_total = int(state["counters"]["bad_total"])
-    t.rng.set_state(state["rng"]["trainer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if t.dist.device.type == "cuda" and state["rng"].get("cuda"):
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        fp16 = autocast_dtype(config, device) == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.rng = torch.Generator().manual_seed(run.seed + 2)  # GP mixing weights
+        self.counters = Counters()
 
+    def state_dict(self) -> dict[str, Any]:
+        c = self.counters
+        cuda = self.device.type == "cuda"
+        return {
+            "config": to_dict(self.config),
+            "step": c.step,
+            "arch": self.config.model.arch,
+            "arch_config": dataclasses.asdict(self.arch_config),  # type: ignore[call-overload]
+            "generator": self.g.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_updates": self.ema.updates,
+            "discriminator": self.d.state_dict() if self.d is not None else {},
+            "optim_g": self.opt_g.state_dict(),
+            "optim_d": self.opt_d.state_dict() if self.opt_d is not None else {},
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "trainer": self.rng.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+            },
+            "counters": {
+                "bad_in_row": c.bad_in_row,
+                "bad_total": c.bad_total,
+                "best_value": c.best_value,
+                "best_step": c.best_step,
+            },
+            "data": {"position": c.position, "global_batch": self.global_batch},
+        }
 
-def resume_or_init(trainer: Trainer) -> dict[str, Any] | None:
-    """The run's newest readable checkpoint, to ``restore`` once everything is built; or, for a
-    new run with ``model.init_from``, load those generator weights now and return None."""
-    t = trainer
-    state = latest_checkpoint(checkpoint_dir(t.config.run_dir))
-    if state is not None:
-        t.log(f"resuming from {state['path']} (step {state['step']})")
-        changed = changed_keys(state.get("config", {}), to_dict(t.config))
-        if changed:
-            t.log(f"note: config differs from the checkpoint's in {', '.join(changed)}")
-        return state
-    source = t.config.model.init_from
-    if source:
-        try:
-            weights, info = generator_weights(source)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"model.init_from: {exc} (train the PSNR stage first, or set model.init_from='')"
-            ) from None
-        ours = dataclasses.asdict(t.arch_config)
-        theirs = dict(info["arch_config"])
-        other_scale = {**theirs, "scale": ours["scale"]} == ours and theirs != ours
-        if info["arch"] != t.config.model.arch or (theirs != ours and not other_scale):
-            raise CheckpointError(
-                f"{source}: a {info['arch']} {info['arch_config']} generator cannot start "
-                f"a {t.config.model.arch} {ours} run"
-            )
-        if other_scale:
-            # Same trunk, another scale (x2 from x4): take every weight whose shape fits and
-            # keep this run's own (ICNR-initialised) upsampling layers for the rest.
-            own = t.g.state_dict()
-            fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-            t.g.load_state_dict({**own, **fitting})
-            kept = sorted(set(own) - set(fitting))
-            t.log(
-                f"generator trunk initialised from {info['path']} (x{theirs['scale']}); "
-                f"own layers kept: {', '.join(kept)}"
-            )
-        else:
-            t.g.load_state_dict(weights)
-            t.log(f"generator initialised from {info['path']}")
-    return None
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint of this run (``state`` from ``read_checkpoint``)."""
+        self.g.load_state_dict(state["generator"])
+        self.ema.module.load_state_dict(state["ema"])
+        # Checkpoints from before the EMA warm-up: as if warmed up long ago.
+        self.ema.updates = int(state.get("ema_updates", 1 << 30))
+        self.opt_g.load_state_dict(state["optim_g"])
+        if self.d is not None:
+            if not state["discriminator"]:
+                raise CheckpointError(
+                    f"{state.get('path', 'checkpoint')}: has no discriminator; start the GAN "
+                    "stage in a new run with model.init_from pointing at this one"
+                )
+            self.d.load_state_dict(state["discriminator"])
+            assert self.opt_d is not None
+            self.opt_d.load_state_dict(state["optim_d"])
+        self.scaler.load_state_dict(state["scaler"])
+        counters = state["counters"]
+        self.counters = Counters(
+            step=int(state["step"]),
+            position=int(state["data"]["position"]),  # kept even if the batch size changes
+            bad_in_row=int(counters["bad_in_row"]),
+            bad_total=int(counters["bad_total"]),
+            best_value=counters.get("best_value"),
+            best_step=int(counters.get("best_step", -1)),
+        )
+        self.rng.set_state(state["rng"]["trainer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key`` names whose values differ between two ``to_dict`` configs."""
     return sorted(
         f"{section}.{key}"
         for section, table in new.items()

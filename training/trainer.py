@@ -23,11 +23,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import ddp
-from .checkpoint import checkpoint_dir, save_checkpoint
-from .config import Config, to_dict
+from .checkpoint import checkpoint_dir, latest_checkpoint, mark_best, save_checkpoint
+from .config import METRICS, Config, to_dict
+from .contracts import CONTRACTS, cautions
 from .data import build_loader, check_paths
-from .discriminator import build_discriminator
-from .generator import ModelEMA, build
+from .distances import InceptionFeatures
 from .losses import (
     clip_weights_,
     colour_consistency_loss,
@@ -37,9 +37,11 @@ from .losses import (
     gradient_penalty,
     mix_real_fake,
     pixel_loss,
+    r1_penalty,
     spectrum_loss,
 )
-from .monitor import Health, MetricsLog, Progress
+from .metrics import diversity, out_of_range
+from .monitor import Health, IntervalMeans, MetricsLog, Progress, shown
 from .perceptual import (
     ALEXNET_FILE,
     VGGFeatures,
@@ -48,10 +50,11 @@ from .perceptual import (
     vgg_perceptual_loss,
     weights_available,
 )
-from .recipe import degrade
+from .recipe import finish_batch
 from .schedule import lr_factor
-from .state import capture, restore, resume_or_init
-from .validate import load_val_set, validate, write_sample_grid
+from .state import TrainState, autocast_dtype, changed_keys
+from .transfer import initialise
+from .validate import Validation, describe, validate, write_sample_grid
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,9 @@ class FitResult:
     message: str = ""
 
 
-def _autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
-    precision = config.run.precision
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 class Trainer:
+    """One run: its ``TrainState``, the losses, and the loop (``fit``)."""
+
     def __init__(
         self, config: Config, dist: ddp.Dist | None = None, log: Callable[[str], None] = print
     ) -> None:
@@ -82,94 +80,64 @@ class Trainer:
         if run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
         torch.manual_seed(run.seed)  # for library code that draws from the global generator
-        self.amp_dtype = _autocast_dtype(config, device)
-        self.adversarial = config.loss.adversarial
-        self.global_batch = config.data.batch_size * self.dist.world
-
-        # Models. G from upscaler's architectures; D only for the GAN stage.
-        self.g, self.arch_config = build(config.model, run.seed)
-        self.d: nn.Module | None = None
-        if self.adversarial:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(run.seed + 1)
-                self.d = build_discriminator(config.discriminator)
-        self.step, self.bad_in_row, self.bad_total = 0, 0, 0
-        self.position = 0  # global index of the next training sample
-        self.rng = torch.Generator().manual_seed(run.seed + 2)  # gradient-penalty mixing
-        resumed = resume_or_init(self)
-        memory = (
-            torch.channels_last
-            if run.channels_last and device.type == "cuda"
-            else torch.preserve_format
+        self.amp_dtype = autocast_dtype(config, device)
+        self.state = TrainState(
+            config, device, global_batch=config.data.batch_size * self.dist.world
         )
-        self.memory_format = memory
-        self.g.to(device, memory_format=memory)
-        self.ema = ModelEMA(self.g, config.optim.ema_decay)
-        self.opt_g = torch.optim.AdamW(
-            self.g.parameters(),
-            lr=config.optim.learning_rate,
-            betas=config.optim.betas,
-            weight_decay=config.optim.weight_decay,
-        )
-        self.opt_d = None
-        if self.d is not None:
-            self.d.to(device, memory_format=memory)
-            self.opt_d = torch.optim.AdamW(
-                self.d.parameters(),
-                lr=config.optim.d_learning_rate,
-                betas=config.optim.betas,
-                weight_decay=config.optim.weight_decay,
-            )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # The newest good checkpoint: the one resumed from, then each one this run saves.
         self.checkpoint: str | None = None
+        resumed = latest_checkpoint(checkpoint_dir(config.run_dir))
         if resumed is not None:
-            restore(self, resumed)
+            self.log(f"resuming from {resumed['path']} (step {resumed['step']})")
+            changed = changed_keys(resumed.get("config", {}), to_dict(config))
+            if changed:
+                self.log(f"note: config differs from the checkpoint's in {', '.join(changed)}")
+            self.state.load_state_dict(resumed)
             self.checkpoint = resumed["path"]
+        else:
+            initialise(self.state, self.log)
+        self.cautions = (
+            cautions(
+                config.loss.gan_type,
+                clip_value=config.loss.clip_value,
+                spectral_norm=config.discriminator.spectral_norm,
+                r1_weight=config.loss.r1_weight,
+            )
+            if config.loss.adversarial
+            else []
+        )
+        for note in self.cautions:
+            self.log(f"warning: {note}")
         # DDP wrappers sync gradients; the G step calls the bare D (no gradients of its own).
-        self.g_train: nn.Module = self.g
-        self.d_train: nn.Module | None = self.d
+        self.g_train: nn.Module = self.state.g
+        self.d_train: nn.Module | None = self.state.d
         if self.dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.g_train = DistributedDataParallel(self.g, device_ids=ids)
-            if self.d is not None:
-                self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+            self.g_train = DistributedDataParallel(self.state.g, device_ids=ids)
+            if self.state.d is not None:
+                self.d_train = DistributedDataParallel(self.state.d, device_ids=ids)
         if run.compile:
             self.g_train = torch.compile(self.g_train)  # type: ignore[assignment]
-        self._perceptual(device)
-
-    # -- setup helpers ----------------------------------------------------------------------------
-
-    def _perceptual(self, device: torch.device) -> None:
-        loss = self.config.loss
+        loss = config.loss
         self.lpips = build_lpips().to(device) if loss.lpips_weight > 0 else None
         self.vgg = VGGFeatures().to(device) if loss.vgg_weight > 0 else None
         self.val_lpips = self.lpips
-        if self.val_lpips is None and weights_available(ALEXNET_FILE) and self.config.val.folder:
+        if self.val_lpips is None and weights_available(ALEXNET_FILE) and config.val.folder:
             self.val_lpips = build_lpips().to(device)
+        self.inception = (
+            InceptionFeatures().to(device) if config.val.fid and config.val.folder else None
+        )
 
-    def save(self) -> str | None:
-        path = None
-        if self.dist.main:
-            folder = checkpoint_dir(self.config.run_dir)
-            path = str(save_checkpoint(folder, self.step, capture(self), self.config.run.keep_last))
-            self.checkpoint = path
-        ddp.barrier(self.dist)
-        return path
+    @property
+    def step(self) -> int:
+        return self.state.counters.step
 
     # -- one iteration ----------------------------------------------------------------------------
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.dist.device
-        gt = batch["gt"].to(device, non_blocking=True).float().div_(255)
-        if "lq" in batch:
-            lq = batch["lq"].to(device, non_blocking=True).float().div_(255)
-        else:  # batched on the training device
-            lq = degrade(gt, batch["params"], self.config.model.scale, batch["normal"])
-        return (
-            lq.contiguous(memory_format=self.memory_format),
-            gt.contiguous(memory_format=self.memory_format),
-        )
+        lq, gt = finish_batch(batch, self.config.model.scale, self.dist.device)
+        memory = self.state.memory_format
+        return lq.contiguous(memory_format=memory), gt.contiguous(memory_format=memory)
 
     def _autocast(self) -> Any:
         device = self.dist.device.type
@@ -180,7 +148,7 @@ class Trainer:
     def _generator_losses(
         self, sr: torch.Tensor, gt: torch.Tensor, lq: torch.Tensor, normal: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        loss, scale = self.config.loss, self.config.model.scale
+        loss, scale, d = self.config.loss, self.config.model.scale, self.state.d
         terms = {"pixel": loss.pixel_weight * pixel_loss(loss.pixel, sr, gt)}
         if loss.colour_weight:
             terms["colour"] = loss.colour_weight * colour_consistency_loss(sr, lq, scale)
@@ -191,9 +159,9 @@ class Trainer:
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
         if self.vgg is not None and bool(colour.any()):
             terms["vgg"] = loss.vgg_weight * vgg_perceptual_loss(sr[colour], gt[colour], self.vgg)
-        if self.d is not None:
+        if d is not None:
             with self._autocast():
-                logits, features = self.d(torch.cat([gt, sr]))
+                logits, features = d(torch.cat([gt, sr]))
             real, fake = logits.float().chunk(2)
             if loss.gan_weight:
                 terms["gan"] = loss.gan_weight * generator_loss(loss.gan_type, real, fake)
@@ -212,112 +180,188 @@ class Trainer:
         stats: dict[str, float],
     ) -> bool:
         """Backward and step unless the loss or gradients are not finite; returns success."""
+        scaler = self.state.scaler
         optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.unscale_(optimizer)
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
         clip = self.config.optim.grad_clip or math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), clip))
         stats[f"grad_norm_{name}"] = norm
-        scaler_handles_overflow = self.scaler.is_enabled() and math.isfinite(float(total.detach()))
+        scaler_handles_overflow = scaler.is_enabled() and math.isfinite(float(total.detach()))
         bad = not math.isfinite(float(total.detach())) or (
             not math.isfinite(norm) and not scaler_handles_overflow
         )
         if ddp.any_true(self.dist, bad):
             optimizer.zero_grad(set_to_none=True)
             return False
-        self.scaler.step(optimizer)
+        scaler.step(optimizer)
         return True
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One batch: G step (and/or) D step per the d_steps/g_steps cycle, then EMA."""
-        optim, loss = self.config.optim, self.config.loss
-        factor = lr_factor(self.step, self.config.run.max_steps, optim)
-        for group in self.opt_g.param_groups:
-            group["lr"] = optim.learning_rate * factor
-        phase = self.step % max(optim.d_steps, optim.g_steps)
+    def g_step(
+        self,
+        lq: torch.Tensor,
+        gt: torch.Tensor,
+        normal: torch.Tensor,
+        lr_scale: float,
+        stats: dict[str, float],
+        *,
+        measure: bool = False,
+    ) -> tuple[torch.Tensor, bool]:
+        """Update G on one batch (D frozen, not detached: its gradient must reach G).
+        Returns the output and whether the step was taken (False: non-finite, skipped)."""
+        s = self.state
+        for group in s.opt_g.param_groups:
+            group["lr"] = self.config.optim.learning_rate * lr_scale
+        if s.d is not None:
+            s.d.requires_grad_(False).eval()
+        with self._autocast():
+            sr = self.g_train(lq).float()
+        terms = self._generator_losses(sr, gt, lq, normal)
+        total = torch.stack(list(terms.values())).sum()
+        stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
+        if measure and "gan" in terms:
+            # Per pixel: the gradient of a mean over N values is 1/N of each value's own.
+            (grad,) = torch.autograd.grad(terms["gan"], sr, retain_graph=True)
+            unweighted = grad / self.config.loss.gan_weight
+            stats["grad_adv"] = float(unweighted.norm() * math.sqrt(unweighted.numel()))
+        return sr, self._apply(total, s.g, s.opt_g, "g", stats)
+
+    def d_step(
+        self, gt: torch.Tensor, fake: torch.Tensor, lr_scale: float, stats: dict[str, float]
+    ) -> bool:
+        """Update D on real and (detached) generated images, with the penalties its loss and
+        the config ask for (``training.contracts``); returns whether the step was taken."""
+        s, loss = self.state, self.config.loss
+        assert s.d is not None and self.d_train is not None and s.opt_d is not None
+        s.d.requires_grad_(True).train()
+        for group in s.opt_d.param_groups:
+            group["lr"] = self.config.optim.d_learning_rate * lr_scale
+        gp = CONTRACTS[loss.gan_type].penalty == "gp"
+        real_in = gt.detach().requires_grad_(True) if loss.r1_weight else gt
+        parts = [real_in, fake.detach()]
+        if gp:
+            parts.append(mix_real_fake(gt, fake, s.rng))
+        with self._autocast():
+            logits = self.d_train(torch.cat(parts))[0].float()
+        n = len(gt)
+        real, fake_logits = logits[:n], logits[n : 2 * n]
+        d_loss = discriminator_loss(loss.gan_type, real, fake_logits)
+        if gp:
+            penalty = gradient_penalty(logits[2 * n :], parts[2])
+            d_loss = d_loss + loss.gp_weight * penalty
+            stats["gp"] = float(penalty.detach())
+        if loss.r1_weight:
+            penalty = r1_penalty(real, real_in)
+            d_loss = d_loss + 0.5 * loss.r1_weight * penalty
+            stats["r1"] = float(penalty.detach())
+        stats.update(
+            loss_d=float(d_loss.detach()),
+            d_real=float(real.detach().mean()),
+            d_fake=float(fake_logits.detach().mean()),
+        )
+        ok = self._apply(d_loss, s.d, s.opt_d, "d", stats)
+        if ok and loss.clip_value:
+            clip_weights_(s.d, loss.clip_value)
+        return ok
+
+    def train_step(self, batch: dict[str, Any], *, measure: bool = False) -> dict[str, float]:
+        """One batch: a G step and/or a D step (per the d_steps/g_steps cycle), then the EMA.
+        ``measure``: also measure the adversarial gradient reaching G (costs a D backward)."""
+        s, optim = self.state, self.config.optim
+        counters = s.counters
+        factor = lr_factor(counters.step, self.config.run.max_steps, optim)
+        phase = counters.step % max(optim.d_steps, optim.g_steps)
         update_g = phase < optim.g_steps
-        update_d = self.d is not None and phase < optim.d_steps
+        update_d = s.d is not None and phase < optim.d_steps
         lq, gt = self._inputs(batch)
-        normal = batch["normal"]
         stats: dict[str, float] = {"lr": optim.learning_rate * factor}
-        g_ok = d_ok = True
-
-        if self.d is not None:  # frozen, not detached: gradients pass through D to G
-            self.d.requires_grad_(False).eval()
-        with self._autocast(), torch.set_grad_enabled(update_g):
-            sr = (self.g_train if update_g else self.g)(lq).float()
         if update_g:
-            terms = self._generator_losses(sr, gt, lq, normal)
-            total = torch.stack(list(terms.values())).sum()
-            stats.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
-            g_ok = self._apply(total, self.g, self.opt_g, "g", stats)
-
-        if update_d and g_ok:
-            assert self.d is not None and self.d_train is not None and self.opt_d is not None
-            self.d.requires_grad_(True).train()
-            for group in self.opt_d.param_groups:
-                group["lr"] = optim.d_learning_rate * factor
-            parts = [gt, sr.detach()]
-            if loss.gan_type == "wgan-gp":
-                parts.append(mix_real_fake(gt, sr, self.rng))
-            with self._autocast():
-                logits = self.d_train(torch.cat(parts))[0].float()
-            real, fake = logits[: len(gt)], logits[len(gt) : 2 * len(gt)]
-            d_loss = discriminator_loss(loss.gan_type, real, fake)
-            if loss.gan_type == "wgan-gp":
-                d_loss = d_loss + loss.gp_weight * gradient_penalty(logits[2 * len(gt) :], parts[2])
-            stats.update(
-                loss_d=float(d_loss.detach()),
-                d_real=float(real.detach().mean()),
-                d_fake=float(fake.detach().mean()),
-            )
-            d_ok = self._apply(d_loss, self.d, self.opt_d, "d", stats)
-            if d_ok and loss.clip_value:
-                clip_weights_(self.d, loss.clip_value)
-        self.scaler.update()
-
-        if g_ok:  # every step in which G did not have to be skipped, as BasicSR does
-            self.ema.update(self.g)
-        if g_ok and d_ok:
-            self.bad_in_row = 0
+            sr, g_ok = self.g_step(lq, gt, batch["normal"], factor, stats, measure=measure)
         else:
-            self.bad_in_row += 1
-            self.bad_total += 1
+            with torch.no_grad(), self._autocast():
+                sr = s.g(lq).float()
+            g_ok = True
+        d_ok = self.d_step(gt, sr, factor, stats) if update_d and g_ok else True
+        s.scaler.update()
+        if update_g and g_ok:  # the average moves only when G did
+            s.ema.update(s.g)
+        if g_ok and d_ok:
+            counters.bad_in_row = 0
+        else:
+            counters.bad_in_row += 1
+            counters.bad_total += 1
         with torch.no_grad():
-            spread = (gt - gt.mean(0)).abs().mean().clamp(min=1e-6)
-            stats["diversity"] = (
-                float((sr - sr.mean(0)).abs().mean() / spread) if len(gt) > 1 else 1.0
-            )
-        stats["skipped_total"] = float(self.bad_total)
-        self.step += 1
-        self.position += self.global_batch
+            stats["diversity"] = diversity(sr, gt)
+            stats["out_of_range"] = out_of_range(sr)
+        stats["skipped_total"] = float(counters.bad_total)
+        counters.step += 1
+        counters.position += s.global_batch
         return stats
 
     # -- the run ----------------------------------------------------------------------------------
 
-    def run_validation(self, metrics: MetricsLog, val: tuple[list[Any], list[Any]]) -> None:
-        if self.dist.main and (val[0] or val[1]):
+    def run_validation(self, metrics: MetricsLog, val: Validation) -> bool:
+        """Validate the EMA generator (main process); returns whether it is the best so far by
+        ``run.best_metric`` (the same answer on every process)."""
+        best = False
+        if self.dist.main and val.images:
             values, triples = validate(
-                self.ema.module,
-                val[0],
-                val[1],
+                self.state.ema.module,
+                val.images,
+                val.seams,
                 arch=self.config.model.arch,
                 scale=self.config.model.scale,
                 device=self.dist.device,
                 lpips_model=self.val_lpips,
+                inception=val.inception,
             )
             metrics.write("val", self.step, values)
-            write_sample_grid(
+            grid = write_sample_grid(
                 self.config.run_dir / "samples" / f"step-{self.step:09d}.png",
                 triples,
                 self.config.model.scale,
                 self.config.val.samples,
             )
-            self.log(
-                f"step {self.step} validation: "
-                + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-            )
+            if grid is not None:
+                metrics.image("val/samples", self.step, grid)
+            self.log(f"step {self.step} validation: {describe(values, val.baselines)}")
+            best = self._is_best(values)
+        best = ddp.any_true(self.dist, best)
         ddp.barrier(self.dist)
+        return best
+
+    def _is_best(self, values: dict[str, float]) -> bool:
+        metric = self.config.run.best_metric
+        if not metric or metric not in values:
+            return False
+        return self.state.counters.record_best(values[metric], METRICS[metric])
+
+    def save(self, best: bool = False) -> str | None:
+        """Checkpoint this step (atomically; ``best``: also as ``checkpoints/best.pt``)."""
+        path = None
+        if self.dist.main:
+            folder = checkpoint_dir(self.config.run_dir)
+            state = self.state.state_dict()
+            written = save_checkpoint(folder, self.step, state, self.config.run.keep_last)
+            path = self.checkpoint = str(written)
+            if best:
+                self.log(
+                    f"best {self.config.run.best_metric} so far "
+                    f"({self.state.counters.best_value:.4g}): {mark_best(written)}"
+                )
+        ddp.barrier(self.dist)
+        return path
+
+    def _load_validation(self, metrics: MetricsLog) -> Validation:
+        """Held-out images, and bicubic and Lanczos scores on them (logged once per fit)."""
+        if not self.dist.main:
+            return Validation([], [], {})
+        val = Validation.load(self.config, self.dist.device, self.val_lpips, self.inception)
+        scores = {f"{n}_{k}": v for n, values in val.baselines.items() for k, v in values.items()}
+        metrics.write("baseline", self.step, scores)
+        for name, values in val.baselines.items():
+            self.log(f"{name} on {len(val.images)} validation images: {describe(values, {})}")
+        return val
 
     def fit(self) -> FitResult:
         config, run = self.config, self.config.run
@@ -325,27 +369,38 @@ class Trainer:
             return FitResult(self.step, "nothing to do", None, f"already at step {self.step}")
         metrics = MetricsLog(config.run_dir, enabled=self.dist.main)
         metrics.write("config", self.step, {"config": to_dict(config), "world": self.dist.world})
-        val = load_val_set(config) if self.dist.main else ([], [])
-        health = Health()
+        for note in self.cautions:
+            metrics.write("warning", self.step, {"check": "gan_contract", "message": note})
+        val = self._load_validation(metrics)
+        gan_type = config.loss.gan_type if config.loss.adversarial else ""
+        health, interval = Health(gan_type), IntervalMeans()
         progress = Progress(
-            run.max_steps, self.step, self.global_batch, enabled=run.progress and self.dist.main
+            run.max_steps,
+            self.step,
+            self.state.global_batch,
+            enabled=run.progress and self.dist.main,
         )
         log = self.log
         self.log = lambda message: (progress.newline(), log(message))[-1]
         stop = {"flag": False}
         previous = _install_interrupt(stop)
         last_path, status, message, save_due = None, "done", "", False
-        loader = iter(build_loader(self.config, self.dist, self.position, self.log))
+        loader = iter(build_loader(config, self.dist, self.state.counters.position, self.log))
         try:
+            if self.step == 0:  # the starting point; a later step must beat it to be "best"
+                self.run_validation(metrics, val)
             while self.step < run.max_steps:
                 waited = time.perf_counter()
                 batch = next(loader)
                 progress.data_wait += time.perf_counter() - waited
-                stats = self.train_step(batch)
-                if self.bad_in_row >= run.max_bad_steps:
+                upcoming = self.step + 1
+                measure = upcoming % run.log_every == 0 or upcoming == run.max_steps
+                interval.add(self.train_step(batch, measure=measure))
+                bad_in_row = self.state.counters.bad_in_row
+                if bad_in_row >= run.max_bad_steps:
                     status, last_path = "diverged", self.checkpoint
                     message = (
-                        f"stopped: {self.bad_in_row} non-finite steps in a row at step {self.step};"
+                        f"stopped: {bad_in_row} non-finite steps in a row at step {self.step};"
                         + (
                             " the last good checkpoint is intact"
                             if last_path
@@ -353,25 +408,31 @@ class Trainer:
                         )
                     )
                     break
-                progress.update(
-                    self.step, {k[5:]: v for k, v in stats.items() if k.startswith("loss_")}
-                )
-                if self.step % run.log_every == 0 or self.step == run.max_steps:
-                    values = {**ddp.mean(self.dist, stats), **progress.rates(self.step)}
+                progress.update(self.step, shown(interval.peek()))
+                last = self.step == run.max_steps
+                if self.step % run.log_every == 0 or last:
+                    values = {**ddp.mean(self.dist, interval.take()), **progress.rates(self.step)}
                     metrics.write("train", self.step, values)
-                    for warning in health.check(values):
-                        self.log(f"warning: {warning}")
-                if self.step % run.val_every == 0 or self.step == run.max_steps:
-                    self.run_validation(metrics, val)
+                    for check, warning in health.check(values):
+                        self.log(f"warning: step {self.step}: {warning}")
+                        metrics.write("warning", self.step, {"check": check, "message": warning})
+                best = False
+                if self.step % run.val_every == 0 or last:
+                    best = self.run_validation(metrics, val)
                 # A periodic save waits out a run of skipped steps: the newest checkpoint
                 # should be one taken while training was healthy.
                 save_due = save_due or self.step % run.save_every == 0
                 interrupted = ddp.any_true(self.dist, stop["flag"])
-                if (save_due and not self.bad_in_row) or self.step == run.max_steps or interrupted:
-                    last_path, save_due = self.save(), False
+                if (save_due and not bad_in_row) or best or last or interrupted:
+                    last_path, save_due = self.save(best=best), False
                     if interrupted:
                         status, message = "interrupted", f"saved at step {self.step}"
                         break
+            if self.state.counters.best_step == 0 and self.step > 0:
+                self.log(
+                    f"note: no step beat the starting weights by {run.best_metric}; "
+                    "no best.pt was kept"
+                )
         finally:
             self.log = log
             signal.signal(signal.SIGINT, previous)

@@ -6,6 +6,7 @@ validation sees the same inputs and measures what the run trains for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from torch import nn
 
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile, ImageReadError, write_image
+from upscaler.models import loader
 from upscaler.models.contract import ModelInfo
-from upscaler.models.loader import describe
+from upscaler.texture.resample import resize
 from upscaler.texture.seamless import detect_wrap, seam_error
 
 from .config import Config
 from .degradations import resize_down
+from .distances import InceptionFeatures, activations, distances
 from .images import list_images, load_texture
 from .metrics import normal_angular_error, psnr_y, ssim_y
 from .recipe import degrade, sample_params, stack_params
@@ -85,7 +88,7 @@ def _info(module: nn.Module, arch: str, scale: int) -> ModelInfo:
     channels = (getattr(config, "in_channels", 3), getattr(config, "out_channels", 3))
     key = (arch, scale, sum(p.numel() for p in module.parameters()))
     if key not in _CONTRACTS:
-        _CONTRACTS[key] = describe(
+        _CONTRACTS[key] = loader.describe(
             module,
             name="validation",
             arch=arch,
@@ -98,29 +101,33 @@ def _info(module: nn.Module, arch: str, scale: int) -> ModelInfo:
     return _CONTRACTS[key]
 
 
+Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+BASELINES = {"bicubic": "bicubic", "lanczos": "lanczos3"}  # name -> upscaler's resample kernel
+
+
 @torch.no_grad()
-def validate(
-    module: nn.Module,
+def measure(
+    upscale: Callable[[torch.Tensor, bool], torch.Tensor],
     images: list[ValImage],
     seams: list[ValImage],
     *,
-    arch: str,
     scale: int,
     device: torch.device,
     lpips_model: nn.Module | None = None,
-) -> tuple[dict[str, float], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-    """Metrics (means over the set) and ``(lq, sr, gt)`` triples for the sample grid."""
-    was_training = module.training
-    module.eval()
-    upscaler = Upscaler(module, _info(module, arch, scale), device=device)
+    inception: FeatureReference | None = None,
+) -> tuple[dict[str, float], list[Triple]]:
+    """Metrics (means over the set) of ``upscale(lq, wrap)`` and ``(lq, sr, gt)`` triples;
+    with ``inception``, also FID and KID of the colour images against their ground truths."""
     psnr, ssim, lp, angle, triples = [], [], [], [], []
+    colour_outputs = []
     for image in images:
-        sr = upscaler.upscale(image.lq.to(device)).clamp(0, 1)
+        sr = upscale(image.lq.to(device), False).clamp(0, 1)
         gt = image.gt.to(device)
         triples.append((image.lq, sr.cpu(), image.gt))
         if image.normal:
             angle.append(float(normal_angular_error(sr, gt)[0]))
             continue
+        colour_outputs.append(sr)
         psnr.append(float(psnr_y(sr, gt, border=scale)[0]))
         if min(gt.shape[-2:]) - 2 * scale >= 11:
             ssim.append(float(ssim_y(sr, gt, border=scale)[0]))
@@ -136,13 +143,132 @@ def validate(
         if values:
             metrics[key] = float(np.mean(values))
     if seams:
-        ratios = []
-        for image in seams:
-            sr = upscaler.upscale(image.lq.to(device), wrap=(True, True))
-            ratios.append(max(seam_error(sr.cpu(), step=scale)))
+        ratios = [max(seam_error(upscale(i.lq.to(device), True).cpu(), step=scale)) for i in seams]
         metrics["seam_error"] = float(np.mean(ratios))
-    module.train(was_training)
+    if inception is not None and inception.real is not None:
+        fake = activations(inception.features, colour_outputs, device)
+        metrics.update(distances(inception.real, fake, pretrained=inception.features.pretrained))
     return metrics, triples
+
+
+@dataclass(frozen=True)
+class FeatureReference:
+    """Inception and its activations on a validation set's colour ground truths (once)."""
+
+    features: InceptionFeatures
+    real: torch.Tensor | None  # None: fewer than two colour images
+
+    @classmethod
+    def of(
+        cls, features: InceptionFeatures, images: list[ValImage], device: torch.device
+    ) -> FeatureReference:
+        colour = [image.gt for image in images if not image.normal]
+        real = activations(features, colour, device) if len(colour) >= 2 else None
+        return cls(features, real)
+
+
+@torch.no_grad()
+def validate(
+    module: nn.Module,
+    images: list[ValImage],
+    seams: list[ValImage],
+    *,
+    arch: str,
+    scale: int,
+    device: torch.device,
+    lpips_model: nn.Module | None = None,
+    inception: FeatureReference | None = None,
+) -> tuple[dict[str, float], list[Triple]]:
+    """The model's metrics (means over the set) and ``(lq, sr, gt)`` triples for the grid."""
+    was_training = module.training
+    module.eval()
+    upscaler = Upscaler(module, _info(module, arch, scale), device=device)
+    try:
+        return measure(
+            lambda lq, wrap: upscaler.upscale(lq, wrap=(wrap, wrap)),
+            images,
+            seams,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=inception,
+        )
+    finally:
+        module.train(was_training)
+
+
+def baselines(
+    images: list[ValImage],
+    seams: list[ValImage],
+    *,
+    scale: int,
+    device: torch.device,
+    lpips_model: nn.Module | None = None,
+    inception: FeatureReference | None = None,
+) -> dict[str, dict[str, float]]:
+    """The same metrics for plain bicubic and Lanczos-3 upscales of the same inputs."""
+
+    def upscaler(kernel: str) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+        def upscale(lq: torch.Tensor, wrap: bool) -> torch.Tensor:
+            size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
+            return resize(lq, size, kernel, wrap=(wrap, wrap))
+
+        return upscale
+
+    return {
+        name: measure(
+            upscaler(kernel),
+            images,
+            seams,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=inception,
+        )[0]
+        for name, kernel in BASELINES.items()
+    }
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A run's validation set, its bicubic and Lanczos scores, and Inception's activations on
+    its ground truths (for FID/KID), computed once per fit."""
+
+    images: list[ValImage]
+    seams: list[ValImage]
+    baselines: dict[str, dict[str, float]]
+    inception: FeatureReference | None = None
+
+    @classmethod
+    def load(
+        cls,
+        config: Config,
+        device: torch.device,
+        lpips_model: nn.Module | None = None,
+        inception: InceptionFeatures | None = None,
+    ) -> Validation:
+        images, seams = load_val_set(config)
+        if not images:
+            return cls(images, seams, {})
+        reference = FeatureReference.of(inception, images, device) if inception else None
+        scores = baselines(
+            images,
+            seams,
+            scale=config.model.scale,
+            device=device,
+            lpips_model=lpips_model,
+            inception=reference,
+        )
+        return cls(images, seams, scores, reference)
+
+
+def describe(values: dict[str, float], reference: dict[str, dict[str, float]]) -> str:
+    """``psnr_y 27.31 (bicubic 25.10, lanczos 25.42), ssim_y ...`` for a log line."""
+    parts = []
+    for key, value in values.items():
+        others = [f"{name} {ref[key]:.4g}" for name, ref in reference.items() if key in ref]
+        parts.append(f"{key} {value:.4g}" + (f" ({', '.join(others)})" if others else ""))
+    return ", ".join(parts)
 
 
 def write_sample_grid(
@@ -150,8 +276,9 @@ def write_sample_grid(
     triples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     scale: int,
     count: int,
-) -> None:
-    """PNG with one row per image: low-res input (nearest-upscaled), output, ground truth."""
+) -> np.ndarray | None:
+    """PNG with one row per image: low-res input (nearest-upscaled), output, ground truth.
+    Returns its ``(H, W, 3)`` uint8 pixels (None: no images)."""
     rows = []
     size = max(t[2].shape[-1] for t in triples[:count]) if triples else 0
     for lq, sr, gt in triples[:count]:
@@ -160,8 +287,9 @@ def write_sample_grid(
         pad = 3 * size - row.shape[-1]
         rows.append(F.pad(row, (0, pad, 0, 4)))
     if not rows:
-        return
+        return None
     grid = torch.cat(rows, dim=-2)[0].clamp(0, 1)
     pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, ImageFile(np.ascontiguousarray(pixels), "PNG"))
+    return pixels

@@ -84,17 +84,17 @@ def _install_step_hooks(records: bool) -> dict[str, int]:
     real = Trainer.train_step
 
     def weights(trainer: Trainer) -> dict[str, list[torch.Tensor]]:
-        parts = {"g": trainer.g, "ema": trainer.ema.module, "d": trainer.d}
+        parts = {"g": trainer.state.g, "ema": trainer.state.ema.module, "d": trainer.state.d}
         return {
             name: [p.detach().clone() for p in module.parameters()]
             for name, module in parts.items()
             if module is not None
         }
 
-    def train_step(self: Trainer, batch: dict[str, Any]) -> dict[str, float]:
+    def train_step(self: Trainer, batch: dict[str, Any], **options: Any) -> dict[str, float]:
         current["step"] = self.step + 1
         before = weights(self) if records else {}
-        stats = real(self, batch)
+        stats = real(self, batch, **options)
         if records:
             after = weights(self)
             changed = {
