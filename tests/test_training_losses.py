@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training import losses, perceptual
 from training.config import GAN_TYPES
@@ -295,3 +296,19 @@ def test_pretrained_vgg_loads_from_the_hub_cache(
     features = perceptual.VGGFeatures()
     assert features.pretrained is True
     assert torch.equal(features.layers[34].weight, reference[34].weight)
+
+
+def test_step_loss_sees_a_texel_grid_but_not_where_detail_falls() -> None:
+    from training.losses import step_loss
+
+    torch.manual_seed(0)
+    gt = torch.rand(2, 3, 64, 64)
+    blocky = F.interpolate(F.avg_pool2d(gt, 4), scale_factor=4, mode="nearest")  # a texel grid
+    shifted = torch.roll(gt, shifts=(5, 7), dims=(2, 3))  # same texture, detail elsewhere
+    assert float(step_loss(gt, gt, 16, 32)) == 0.0
+    assert float(step_loss(shifted, gt, 16, 32)) < 0.2 * float(step_loss(blocky, gt, 16, 32))
+    pred = blocky.clone().requires_grad_(True)
+    step_loss(pred, gt, 16, 32).backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="blocks of 24"):
+        step_loss(gt, gt, 16, 24)

@@ -211,7 +211,8 @@ class LossConfig:
     pixel: str = "l1"
     pixel_weight: float = 1.0
     colour_weight: float = 0.0  # colour consistency against the LR input
-    spectrum_weight: float = 0.0  # amplitude-spectrum match (detail without a texel grid)
+    step_weight: float = 0.0  # local step statistics per phase of the texel and block grid
+    step_window: int = 32  # HR pixels per side of the blocks the step statistics average over
     lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
     vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
     gan_type: str = "nonsaturating"
@@ -227,7 +228,7 @@ class LossConfig:
         weights = (
             self.pixel_weight,
             self.colour_weight,
-            self.spectrum_weight,
+            self.step_weight,
             self.lpips_weight,
             self.vgg_weight,
         )
@@ -314,6 +315,14 @@ class Config:
             raise ConfigError(
                 f"data.crop_size {self.data.crop_size} must be a multiple of model.scale "
                 f"{self.model.scale}"
+            )
+        period = 4 * self.model.scale
+        if self.loss.step_weight and (
+            self.loss.step_window % period or self.data.crop_size % self.loss.step_window
+        ):
+            raise ConfigError(
+                f"loss.step_window {self.loss.step_window} must be a multiple of 4 x scale "
+                f"({period}) and divide data.crop_size {self.data.crop_size}"
             )
         if self.val.crop_size % self.model.scale:
             raise ConfigError("val.crop_size must be a multiple of model.scale")

@@ -38,7 +38,7 @@ from .losses import (
     mix_real_fake,
     pixel_loss,
     r1_penalty,
-    spectrum_loss,
+    step_loss,
 )
 from .metrics import diversity, out_of_range
 from .monitor import Health, IntervalMeans, MetricsLog, Progress, shown
@@ -152,8 +152,9 @@ class Trainer:
         terms = {"pixel": loss.pixel_weight * pixel_loss(loss.pixel, sr, gt)}
         if loss.colour_weight:
             terms["colour"] = loss.colour_weight * colour_consistency_loss(sr, lq, scale)
-        if loss.spectrum_weight:
-            terms["spectrum"] = loss.spectrum_weight * spectrum_loss(sr, gt)
+        if loss.step_weight:
+            period = 4 * scale  # the input's texels, and the 4x4 blocks of block compression
+            terms["step"] = loss.step_weight * step_loss(sr, gt, period, loss.step_window)
         colour = ~normal.to(sr.device)  # perceptual nets know photos, not vector fields
         if self.lpips is not None and bool(colour.any()):
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
