@@ -1,21 +1,24 @@
-"""Inference throughput and memory, ours against Real-ESRGAN's ``RealESRGANer``, in one run.
+"""Inference speed against Real-ESRGAN's own ``RealESRGANer``, on Real-ESRGAN's own weights.
 
-    python benchmarks/inference.py                 # CPU: compact x4, cases a, b, c; fp32 + bf16
-    python benchmarks/inference.py --quick         # fewer/smaller images (minutes)
-    python benchmarks/inference.py --models compact,rrdb --cases a
+    python benchmarks/inference.py                # both peers; 256² and 96², tileable or not
+    python benchmarks/inference.py --models animevideov3 --cases 256t,256n --count 8
+    python benchmarks/inference.py --cases 1024n --models texture-x4   # bigger, tiled textures
 
-Cases: (a) 64 textures of 256², (b) 8 of 1024², (c) one 4096² (tiled). Each measurement runs in a
-fresh subprocess (so peak RSS is its own) and reports output megapixels per second:
-- ``ours``: end to end through the real CLI path (read -> upscale -> write, model load included;
-  ``--seamless off`` so that borders are treated as the peer treats them);
-- ``ours-model``: the model pipeline alone on decoded pixels (tiling, batching, no I/O);
+Models: ``animevideov3`` (Real-ESRGAN's compact realesr-animevideov3, 64 x 16) and ``x4plus``
+(RealESRGAN_x4plus, RRDB 16.7 M), from ``../shared/peers/``, or our shipped ``texture-x4``. Cases
+``<side><t|n>``: real validation textures at ``side``², ``t`` tileable (whole textures that wrap,
+resized wrap-aware so they still tile), ``n`` not (crops of textures that do not wrap). Each
+measurement runs in a fresh subprocess, in the same run:
 - ``peer``: Real-ESRGAN's ``inference_realesrgan.py`` loop (cv2.imread -> RealESRGANer.enhance ->
-  cv2.imwrite PNG) with the same weights, its own tiling settings (tile 0, or 512 for case c).
+  cv2.imwrite PNG), its defaults (tile 0, tile_pad 10, pre_pad 0) except fp32 (its default fp16
+  is for GPUs; on a CPU users pass ``--fp32``);
+- ``ours``: the real ``upscale`` command on the folder, default settings (seamless auto: the
+  tileable ones wrap; precision auto);
+- ``cost``: per texture, ``Upscaler.upscale`` (planning, wrap, tiling, merge) over one bare
+  forward of the model on the same image at the same precision: the engine's overhead.
+Printed: seconds, ratio peer/ours, PSNR between the two outputs (they differ where we wrap),
+the engine cost, and roofline lines (FLOPs per pixel counted from the convolutions).
 The peer needs the optional ``bench`` extra (``pip install -e ".[bench]"``).
-Roofline: each model's FLOPs per output pixel, counted from its convolutions (2 x MACs), and the
-model-only rate in GFLOP/s against a big ``torch.matmul`` measured in the same run (bf16 on CUDA,
-the run's precision on CPU).
-Results: a printed table, ratios ours/peer, the roofline lines, and JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CASES = {"a": (64, 256), "b": (8, 1024), "c": (1, 4096)}
-QUICK = {"a": (16, 256), "b": (2, 1024), "c": (1, 2048)}
-ARCHS = {
-    "compact": ("compact", {"num_features": 64, "num_blocks": 16, "scale": 4}),
-    "rrdb": ("rrdb", {"num_features": 64, "num_blocks": 23, "growth_channels": 32, "scale": 4}),
+PEERS = ROOT.parent / "shared" / "peers"
+MODELS = {
+    "animevideov3": PEERS / "realesr-animevideov3-x4.safetensors",
+    "x4plus": PEERS / "RealESRGAN_x4plus.safetensors",
+    "texture-x4": None,  # shipped
 }
+DEFAULT_COUNT = {"animevideov3": 16, "x4plus": 4, "texture-x4": 16}
+VAL = ROOT.parent / "shared" / "data" / "textures" / "val" / "color"
 
 
 def cpu_has_bf16() -> bool:
@@ -54,46 +59,52 @@ def cpu_has_bf16() -> bool:
 # -- setup ----------------------------------------------------------------------------------------
 
 
-def make_inputs(folder: Path, count: int, size: int) -> list[Path]:
-    """Real textures (the val set or the samples) cropped/resized to ``size``², as PNG."""
+def make_inputs(folder: Path, count: int, size: int, tileable: bool) -> list[Path]:
+    """``count`` real textures at ``size``² as PNG: whole textures that wrap both ways, resized
+    with wrap-aware Lanczos (they still tile), or centre crops of textures that do not wrap."""
+    import torch
     from PIL import Image
 
-    sources = sorted((ROOT.parent / "shared/data/textures/val/color").glob("*.png"))
-    sources = sources or sorted((ROOT / "samples" / "textures").glob("*.png"))
+    from upscaler.texture.resample import resize
+    from upscaler.texture.seamless import detect_wrap
+
+    sources = sorted(VAL.glob("*.png")) or sorted((ROOT / "samples" / "textures").glob("*.png"))
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        with Image.open(sources[i % len(sources)]) as im:
-            im = im.convert("RGB").resize((size, size), Image.LANCZOS)
-            path = folder / f"tex{i:03d}.png"
-            im.save(path, compress_level=1)
-            paths.append(path)
+    paths: list[Path] = []
+    for source in sources:
+        with Image.open(source) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        if all(detect_wrap(x[0])) != tileable:
+            continue
+        if not tileable:
+            side = min(x.shape[-2:])
+            top, left = (x.shape[-2] - side) // 2, (x.shape[-1] - side) // 2
+            x = x[..., top : top + side, left : left + side]
+        x = resize(x, (size, size), "lanczos3", wrap=(tileable, tileable)).clamp(0, 1)
+        pixels = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        path = folder / f"tex{len(paths):03d}.png"
+        Image.fromarray(pixels).save(path, compress_level=1)
+        paths.append(path)
+        if len(paths) == count:
+            break
     return paths
 
 
-def make_weights(folder: Path, model: str) -> tuple[Path, Path]:
-    """Our safetensors and the same weights as a Real-ESRGAN ``params_ema`` .pth."""
+def make_weights(folder: Path, model: str) -> tuple[str, Path]:
+    """What ``upscale --model`` takes (a name or file), and the same weights as the ``.pth``
+    state dict Real-ESRGAN's script loads."""
     import torch
 
-    from upscaler import save_weights
-    from upscaler.models import build_generator, make_config
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.checkpoint import read_weights
+    from upscaler.models.zoo import resolve
 
-    ours = folder / f"{model}.safetensors"
-    if model == "compact" and SHIPPED["texture-x4"].installed:
-        from upscaler import read_model
-
-        module, _ = read_model("texture-x4")
-        arch, config = "compact", module.config  # shipped weights
-    else:
-        torch.manual_seed(0)
-        arch, values = ARCHS[model]
-        config = make_config(arch, values)
-        module = build_generator(arch, config)
-    save_weights(ours, module, arch=arch, config=config)
+    source = MODELS[model]
+    path = resolve(model) if source is None else source
+    state, _ = read_weights(path)
     peer = folder / f"{model}.pth"
-    torch.save({"params_ema": module.state_dict()}, peer)
-    return ours, peer
+    torch.save({"params_ema": {k: v.float() for k, v in state.items()}}, peer)
+    return (model if source is None else str(source)), peer
 
 
 # -- workers (one subprocess each) ----------------------------------------------------------------
@@ -106,22 +117,8 @@ def _peak_rss_mb() -> float:
 def worker_ours(args: argparse.Namespace) -> dict[str, float]:
     from upscaler.cli import main
 
-    # Seamless detection off: the peer zero-pads every border, so this is the same work (auto
-    # mode would wrap-pad the tileable ones, which costs a few percent and changes borders).
-    argv = [
-        args.inputs,
-        "-o",
-        args.output,
-        "--model",
-        args.weights,
-        "-q",
-        "--precision",
-        args.precision,
-        "--device",
-        args.device,
-        "--seamless",
-        "off",
-    ]
+    argv = [args.inputs, "-o", args.output, "--model", args.weights, "-q"]
+    argv += ["--device", args.device] + (["--precision", args.precision] if args.precision else [])
     start = time.perf_counter()
     try:
         main(argv, standalone_mode=False)
@@ -131,28 +128,40 @@ def worker_ours(args: argparse.Namespace) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start}
 
 
-def worker_model(args: argparse.Namespace) -> dict[str, float]:
+def worker_cost(args: argparse.Namespace) -> dict[str, float]:
+    """The engine's cost per texture over one bare forward of the same image."""
     import torch
 
     from upscaler.engine.load import pick_device, pick_dtype
     from upscaler.engine.pipeline import Upscaler
     from upscaler.formats.image import read_image
     from upscaler.models.loader import read_model
+    from upscaler.process import wrap_axes
 
     module, info = read_model(args.weights)
     device = pick_device(args.device)
-    up = Upscaler(module, info, device=device, dtype=pick_dtype(args.precision, device, info))
-    images = [read_image(p).pixels for p in sorted(Path(args.inputs).glob("*.png"))]
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    up.upscale(batch[:1, :, :64, :64])  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(0, len(images), 16):
-        up.upscale(batch[i : i + 16])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return {"seconds": time.perf_counter() - start}
+    dtype = pick_dtype(args.precision or "auto", device, info)
+    up = Upscaler(module, info, device=device, dtype=dtype)
+    images = [read_image(p) for p in sorted(Path(args.inputs).glob("*.png"))]
+    engine = bare = 0.0
+    for image in images:
+        x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None].contiguous()
+        wrap = wrap_axes(image, "auto")
+        up.upscale(x, wrap=wrap)  # warm-up for this shape
+        start = time.perf_counter()
+        up.upscale(x, wrap=wrap)
+        engine += time.perf_counter() - start
+        data = x.float().div(255).to(device)
+        data = (data if info.float_input else data.to(dtype)).contiguous(
+            memory_format=torch.channels_last
+        )
+        with torch.inference_mode():
+            up.module(data)
+            start = time.perf_counter()
+            up.module(data)
+            bare += time.perf_counter() - start
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return {"seconds": engine, "bare_seconds": bare, "precision": names[dtype]}
 
 
 def worker_peer(args: argparse.Namespace) -> dict[str, float]:
@@ -169,7 +178,7 @@ def worker_peer(args: argparse.Namespace) -> dict[str, float]:
     from realesrgan import RealESRGANer
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
-    if args.model == "compact":  # sized from the weights (the shipped model is 48 x 12)
+    if args.model != "x4plus":  # a compact, sized from the weights
         import torch
 
         from upscaler.models.compact import infer_compact_config
@@ -194,7 +203,7 @@ def worker_peer(args: argparse.Namespace) -> dict[str, float]:
         tile=args.peer_tile,
         tile_pad=10,
         pre_pad=0,
-        half=False,
+        half=False,  # the script's --fp32, which CPUs need
         device=args.device,
     )
     out = Path(args.output)
@@ -206,7 +215,7 @@ def worker_peer(args: argparse.Namespace) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start}
 
 
-WORKERS = {"ours": worker_ours, "ours-model": worker_model, "peer": worker_peer}
+WORKERS = {"ours": worker_ours, "cost": worker_cost, "peer": worker_peer}
 
 
 def run_worker(kind: str, **kwargs: object) -> dict[str, object]:
@@ -266,20 +275,21 @@ def matmul_peak(device: str, precision: str, side: int) -> float:
 
 
 def roofline(rows: list[dict[str, object]], flops: dict[str, float], device: str) -> list[dict]:
-    """Model-only rate of each row against the matmul peak of its precision."""
+    """The bare forward's rate in each ``cost`` row against the matmul peak of its precision."""
     peaks: dict[str, float] = {}
     lines = []
     for r in rows:
-        if r["impl"] != "ours-model" or "mp_per_s" not in r:
+        if r["impl"] != "cost" or "bare_seconds" not in r:
             continue
-        precision = "bf16" if device.startswith("cuda") else str(r["precision"])
+        precision = str(r["precision"])
         if precision not in peaks:
             peaks[precision] = matmul_peak(device, precision, 8192 if "cuda" in device else 2048)
-        achieved = float(r["mp_per_s"]) * 1e6 * flops[str(r["model"])] / 1e9
+        pixels = int(r["images"]) * (int(r["size"]) * 4) ** 2
+        achieved = pixels * flops[str(r["model"])] / float(r["bare_seconds"]) / 1e9
         lines.append({
-            "model": r["model"], "case": r["case"], "precision": r["precision"],
+            "model": r["model"], "case": r["case"], "precision": precision,
             "mflop_per_output_px": flops[str(r["model"])] / 1e6, "gflop_per_s": achieved,
-            "matmul_peak_gflop_per_s": peaks[precision], "peak_precision": precision,
+            "matmul_peak_gflop_per_s": peaks[precision],
             "fraction_of_peak": achieved / peaks[precision],
         })  # fmt: skip
     return lines
@@ -288,89 +298,73 @@ def roofline(rows: list[dict[str, object]], flops: dict[str, float], device: str
 # -- driver ---------------------------------------------------------------------------------------
 
 
-def max_png_difference(a: Path, b: Path) -> int:
+def psnr_between(a: Path, b: Path) -> float:
+    """Mean PSNR (RGB, 8-bit) between same-named PNGs of two folders."""
     from PIL import Image
 
-    worst = 0
+    values = []
     for path in sorted(a.glob("*.png")):
         with Image.open(path) as x, Image.open(b / path.name) as y:
-            diff = np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16))
-            worst = max(worst, int(diff.max()))
-    return worst
+            d = np.asarray(x.convert("RGB"), np.float64) - np.asarray(y.convert("RGB"), np.float64)
+        mse = float((d**2).mean())
+        values.append(99.0 if mse == 0 else 10 * np.log10(255**2 / mse))
+    return float(np.mean(values))
 
 
-def measure_case(
-    work: Path,
-    model: str,
-    weights: tuple[Path, Path],
-    case: str,
-    count: int,
-    size: int,
-    precisions: list[str],
-    args: argparse.Namespace,
-) -> list[dict[str, object]]:
-    """The peer once (fp32), then ours end to end and model-only at each precision."""
+def measure_case(work: Path, model: str, weights: tuple[str, Path], case: str, count: int,
+                 args: argparse.Namespace) -> list[dict[str, object]]:  # fmt: skip
+    """The peer, ours end to end, and the engine's cost, on ``count`` textures of ``case``."""
+    size, tileable = int(case[:-1]), case.endswith("t")
     inputs = work / f"in-{case}-{count}"
     if not inputs.exists():
-        make_inputs(inputs, count, size)
-    out_mp = count * (size * 4) ** 2 / 1e6
+        count = len(make_inputs(inputs, count, size, tileable))
+    count = len(list(inputs.glob("*.png")))
     common = {"inputs": inputs, "device": args.device, "model": model}
     base = {"case": case, "model": model, "images": count, "size": size}
-    rows = []
-    peer_out = work / f"peer-{model}-{case}"
+    rows: list[dict[str, object]] = []
+    peer_out, ours_out = work / f"peer-{model}-{case}", work / f"ours-{model}-{case}"
     peer: dict[str, object] = {}
     if not args.no_peer:
-        tile = 512 if case == "c" else 0
-        peer = run_worker("peer", output=peer_out, weights=weights[1], peer_tile=tile, **common)
+        peer = run_worker("peer", output=peer_out, weights=weights[1], peer_tile=0, **common)
         rows.append({**base, "impl": "peer", "precision": "fp32", **peer})
-    for precision in precisions:
-        ours_out = work / f"ours-{model}-{case}-{precision}"
-        for kind in ("ours", "ours-model"):
-            res = run_worker(
-                kind, output=ours_out, weights=weights[0], precision=precision, **common
-            )
-            row = {**base, "impl": kind, "precision": precision, **res}
-            if kind == "ours" and "seconds" in peer and "seconds" in res:
-                row["ratio_vs_peer"] = float(peer["seconds"]) / float(res["seconds"])
-                if precision == "fp32":
-                    row["max_diff_vs_peer"] = max_png_difference(ours_out, peer_out)
-            rows.append(row)
-    for row in rows:
-        if "seconds" in row:
-            row["mp_per_s"] = out_mp / float(row["seconds"])
+    extra = {"precision": args.precision} if args.precision else {}
+    ours = run_worker("ours", output=ours_out, weights=weights[0], **extra, **common)
+    row: dict[str, object] = {**base, "impl": "ours", "precision": args.precision or "auto", **ours}
+    if "seconds" in peer and "seconds" in ours:
+        row["ratio_vs_peer"] = float(peer["seconds"]) / float(ours["seconds"])
+        row["psnr_vs_peer"] = psnr_between(ours_out, peer_out)
+    rows.append(row)
+    cost = run_worker("cost", output=ours_out, weights=weights[0], **extra, **common)
+    row = {**base, "impl": "cost", **cost}
+    if "bare_seconds" in cost:
+        row["cost_vs_bare"] = float(cost["seconds"]) / float(cost["bare_seconds"])
+    rows.append(row)
+    for r in rows:
+        if "seconds" in r:
+            r["mp_per_s"] = count * (size * 4) ** 2 / 1e6 / float(r["seconds"])
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="a,b,c")
-    parser.add_argument("--models", default="compact")
-    parser.add_argument("--precisions", default=None, help="default: fp32 (+bf16 where native)")
+    parser.add_argument("--models", default="animevideov3,x4plus")
+    parser.add_argument("--cases", default="256n,256t,96n,96t")
+    parser.add_argument("--count", type=int, default=0, help="textures per case (0: per model)")
+    parser.add_argument("--precision", default="", help="ours: default auto (as upscale)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/inference.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    for name in ("inputs", "output", "weights", "model", "precision", "peer-tile"):
+    for name in ("inputs", "output", "weights", "model", "peer-tile"):
         parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.peer_tile = int(args.peer_tile or 0)
         result = WORKERS[args.worker](args)
         result["peak_rss_mb"] = _peak_rss_mb()
-        if args.device.startswith("cuda"):
-            import torch
-
-            result["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20
         print(json.dumps(result))
         return
 
-    precisions = (
-        args.precisions or ("fp32,bf16" if cpu_has_bf16() or "cuda" in args.device else "fp32")
-    ).split(",")
-    if "cuda" in args.device and args.precisions is None:
-        precisions = ["bf16", "fp16"]
-    sizes = QUICK if args.quick else CASES
     rows: list[dict[str, object]] = []
     flops: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -379,43 +373,41 @@ def main() -> None:
             weights = make_weights(work, model)
             flops[model] = flops_per_output_pixel(weights[0])
             for case in args.cases.split(","):
-                count, size = sizes[case]
-                if model == "rrdb" and args.device == "cpu":
-                    if case == "c":
-                        continue  # about an hour on 2 cores; run it on a GPU
-                    count = min(count, 2)  # ~20 s per 256² image on 2 cores
-                rows += measure_case(work, model, weights, case, count, size, precisions, args)
+                count = args.count or DEFAULT_COUNT[model]
+                rows += measure_case(work, model, weights, case, count, args)
+                print_rows(rows[-3:])
     lines = roofline(rows, flops, args.device)
-    report = {
-        "device": args.device,
-        "cpu_bf16": cpu_has_bf16(),
-        "cpus": os.cpu_count(),
-        "quick": args.quick,
-        "rows": rows,
-        "roofline": lines,
-    }
+    report = {"device": args.device, "cpu_bf16": cpu_has_bf16(), "cpus": os.cpu_count(),
+              "rows": rows, "roofline": lines}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
+    print("\nall cases:")
+    print_rows(rows)
+    for line in lines:
+        print(
+            f"roofline {line['model']} {line['case']} {line['precision']}: "
+            f"{line['mflop_per_output_px']:.3f} MFLOP/output px, {line['gflop_per_s']:.1f} GFLOP/s "
+            f"= {line['fraction_of_peak']:.0%} of a {line['precision']} matmul "
+            f"({line['matmul_peak_gflop_per_s']:.0f} GFLOP/s)"
+        )
+
+
+def print_rows(rows: list[dict[str, object]]) -> None:
     print(
-        f"{'case':<5}{'model':<9}{'impl':<12}{'prec':<6}{'n':>4}{'size':>6}{'MP/s':>8}"
-        f"{'s':>8}{'RSS MB':>8}{'x peer':>8}{'maxdiff':>8}"
+        f"{'case':<6}{'model':<14}{'impl':<6}{'prec':<6}{'n':>4}{'s':>8}{'MP/s':>7}"
+        f"{'RSS MB':>8}{'x peer':>8}{'PSNR':>7}{'cost':>6}",
+        flush=True,
     )
     for r in rows:
-        head = f"{r['case']:<5}{r['model']:<9}{r['impl']:<12}{r['precision']:<6}"
+        head = f"{r['case']:<6}{r['model']:<14}{r['impl']:<6}{str(r.get('precision', '')):<6}"
         if "error" in r:
             print(f"{head} error: {r['error']}")
             continue
         print(
-            f"{head}{r['images']:>4}"
-            f"{r['size']:>6}{r['mp_per_s']:>8.2f}{r['seconds']:>8.1f}{r['peak_rss_mb']:>8.0f}"
-            f"{r.get('ratio_vs_peer', 0):>8.2f}{r.get('max_diff_vs_peer', ''):>8}"
-        )
-    for line in lines:
-        print(
-            f"roofline {line['model']} case {line['case']} {line['precision']}: "
-            f"{line['mflop_per_output_px']:.3f} MFLOP/output px, {line['gflop_per_s']:.1f} GFLOP/s "
-            f"= {line['fraction_of_peak']:.0%} of a {line['peak_precision']} matmul "
-            f"({line['matmul_peak_gflop_per_s']:.0f} GFLOP/s)"
+            f"{head}{r['images']:>4}{float(r['seconds']):>8.1f}{float(r['mp_per_s']):>7.2f}"
+            f"{float(r['peak_rss_mb']):>8.0f}{float(r.get('ratio_vs_peer', 0)):>8.2f}"
+            f"{float(r.get('psnr_vs_peer', 0)):>7.1f}{float(r.get('cost_vs_bare', 0)):>6.2f}",
+            flush=True,
         )
 
 
