@@ -23,7 +23,7 @@ from upscaler.process import TextureOptions, upscale_images
 
 from .corpus import load_patches, source_textures
 
-BUDGET = 4 << 20  # bytes: small enough that 200-300 px textures take several tiles
+BUDGET = 6 << 20  # bytes: small enough that 200-300 px textures take several tiles
 
 
 class InjectedOOM(nn.Module):

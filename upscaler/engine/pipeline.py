@@ -172,6 +172,19 @@ class Upscaler:
             lambda t: self._from_model(t, groups, b, c),
             chunk,
         )
+        if len(rows) == 1 and len(rows[0]) == 1 and self._max_items >= source.items:
+            # One tile, one pass: its output is the whole image; no band to merge it into.
+            try:
+                whole = self._forward(source.crop(rows[0][0], 0, source.items), circular)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            else:
+                self.tiles_run += 1
+                yield from emit(0, whole)
+                return
         for row in rows:
             finished = merger.release(row[0].in_y0)
             if finished is not None:
