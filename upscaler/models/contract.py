@@ -6,10 +6,10 @@ the receptive field and the activation memory per pixel. The last two are *measu
 guessed, once per model file (``measure``) and cached by the file's SHA-256:
 
 * **effective receptive field**: the radius, in input pixels, beyond which changing one input
-  pixel moves no output value by 1/255 or more (probed on a real texture). Shallow architectures
-  whose theoretical radius is small (compact: one pixel per conv) use that exact radius instead,
-  so tiles stay bit-exact; deep ones (RRDB's theoretical radius is hundreds of pixels) use the
-  measured one, which is what a 1/255-exact tile seam needs.
+  pixel moves no output value by 1/255 or more (probed on a real texture). It sets the wrap
+  padding of tileable textures, and the tile overlap of deep architectures (RRDB's theoretical
+  radius is hundreds of pixels). Shallow ones whose theoretical radius is small (compact: one
+  pixel per conv) overlap tiles by that exact radius instead, so tiles stay bit-exact.
 * **activation bytes per input pixel**, fp32 and bf16: the peak of live tensor bytes during a
   forward pass, tracked op by op at two sizes (the slope, so weights and fixed buffers drop out).
 * **bf16 agreement**: the share of 8-bit output pixels of a bf16 forward within one level of
@@ -44,7 +44,7 @@ EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit
 PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influence is capped)
 MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
 BF16_AGREEMENT = 0.999  # share of outputs within 1/255 of fp32 for bf16 to be the CPU default
-CACHE_VERSION = 2  # bump whenever what is measured, or how, changes
+CACHE_VERSION = 4  # bump whenever what is measured, or how, changes
 PROBE_FILE = Path(__file__).parent / "probe.png"
 
 
@@ -57,7 +57,8 @@ class ModelInfo:
     scale: int
     in_channels: int = 3
     out_channels: int = 3
-    receptive_field: int = 16  # effective radius in input pixels (see the module docstring)
+    receptive_field: int = 16  # tile overlap radius in input pixels (see the module docstring)
+    wrap_field: int = 0  # effective radius: the wrap padding of a tileable texture (0: as above)
     size_multiple: int = 1
     min_size: int = 1
     supports_bf16: bool = True
@@ -83,6 +84,7 @@ class Measured:
     """The measured part of a contract, as cached per model file."""
 
     receptive_field: int
+    wrap_field: int
     bytes_per_pixel: int
     bf16_bytes_per_pixel: int
     bf16_agreement: float
@@ -101,12 +103,9 @@ def measure(
 ) -> Measured:
     """Measure ``module`` (on CPU, fp32; left unchanged) as the module docstring says."""
     module = module.eval()
+    effective = probe_receptive_field(module, in_channels, scale, size_multiple)
     exact = theoretical_field is not None and theoretical_field <= EXACT_FIELD_LIMIT
-    field_ = (
-        theoretical_field
-        if exact
-        else probe_receptive_field(module, in_channels, scale, size_multiple)
-    )
+    field_ = theoretical_field if exact else effective
     fp32 = activation_bytes(module, in_channels, size_multiple, torch.float32)
     if bf16:
         half = copy.deepcopy(module).to(torch.bfloat16)
@@ -114,7 +113,7 @@ def measure(
         agreement = bf16_agreement(module, half, in_channels, size_multiple, float_input)
     else:
         bf16_bytes, agreement = 0, 0.0
-    return Measured(int(field_ or 0), fp32, bf16_bytes, agreement, not exact)
+    return Measured(int(field_ or 0), effective, fp32, bf16_bytes, agreement, not exact)
 
 
 def _forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -122,22 +121,43 @@ def _forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return module(x.contiguous(memory_format=torch.channels_last)).float()
 
 
-def probe_texture(in_channels: int, side: int, multiple: int = 1) -> torch.Tensor:
-    """``(1, C, side', side')`` float crop of the bundled probe texture (real game texture
-    detail), ``side'`` rounded up to ``multiple``; gray or RGBA models get gray or opaque alpha."""
+def _probe_rgb() -> np.ndarray:
+    """The bundled samples side by side, ``(128, 5 * 128, 3)`` float in ``[0, 1]``: the tileable
+    rock, wood, a duct, a normal map and a cutout grate (as RGB), 128 px each."""
     from PIL import Image
 
-    side = -(-side // multiple) * multiple
     with Image.open(PROBE_FILE) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
-    reps = (-(-side // rgb.shape[0]), -(-side // rgb.shape[1]), 1)
-    tiled = np.tile(rgb, reps)[:side, :side]  # the probe tiles seamlessly
-    x = torch.from_numpy(np.ascontiguousarray(tiled)).permute(2, 0, 1)[None]
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+
+
+def _as_channels(rgb: np.ndarray, in_channels: int) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     if in_channels == 1:
         return x.mean(dim=1, keepdim=True)
     if in_channels == 4:
         return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
     return x
+
+
+def probe_texture(in_channels: int, side: int, multiple: int = 1) -> torch.Tensor:
+    """``(1, C, side', side')``: the first sample (a tileable rock texture) tiled to ``side'``
+    (``side`` rounded up to ``multiple``); gray or RGBA models get gray or opaque alpha."""
+    side = -(-side // multiple) * multiple
+    rock = _probe_rgb()[:, :128]
+    reps = (-(-side // rock.shape[0]), -(-side // rock.shape[1]), 1)
+    return _as_channels(np.tile(rock, reps)[:side, :side], in_channels)
+
+
+def probe_samples(in_channels: int, side: int, multiple: int = 1) -> list[torch.Tensor]:
+    """Centre crops of ``side'`` px (``side`` rounded up to ``multiple``) of every bundled
+    sample, ``(1, C, side', side')`` each."""
+    side = min(128, -(-side // multiple) * multiple)
+    strip, crops = _probe_rgb(), []
+    first = (128 - side) // 2
+    for left in range(0, strip.shape[1], 128):
+        crop = strip[first : first + side, left + first : left + first + side]
+        crops.append(_as_channels(crop, in_channels))
+    return crops
 
 
 def probe_receptive_field(
@@ -220,14 +240,17 @@ def bf16_agreement(
     module: nn.Module, half: nn.Module, in_channels: int, multiple: int, float_input: bool = False
 ) -> float:
     """Share of 8-bit output pixels of ``half`` (the bf16 copy) within one level of
-    ``module``'s (fp32), every channel, on the probe texture (two bundled samples)."""
-    x = probe_texture(in_channels, 128, multiple)
-    ours = _forward(module.to(memory_format=torch.channels_last), x)
-    theirs = _forward(
-        half.to(memory_format=torch.channels_last), x if float_input else x.bfloat16()
-    )
-    levels = [(y.clamp(0, 1) * 255).round() for y in (ours, theirs)]
-    return float(((levels[0] - levels[1]).abs() <= 1).all(dim=1).float().mean())
+    ``module``'s (fp32), every channel, on the five bundled samples (128 px each)."""
+    module = module.to(memory_format=torch.channels_last)
+    half = half.to(memory_format=torch.channels_last)
+    agree = total = 0
+    for x in probe_samples(in_channels, 128, multiple):
+        ours = _forward(module, x)
+        theirs = _forward(half, x if float_input else x.bfloat16())
+        levels = [(y.clamp(0, 1) * 255).round() for y in (ours, theirs)]
+        close = ((levels[0] - levels[1]).abs() <= 1).all(dim=1)
+        agree, total = agree + int(close.sum()), total + close.numel()
+    return agree / total
 
 
 # -- the cache ------------------------------------------------------------------------------------

@@ -193,6 +193,7 @@ def describe(
         in_channels=channels[0],
         out_channels=channels[1],
         receptive_field=measured.receptive_field,
+        wrap_field=measured.wrap_field,
         size_multiple=size[0],
         min_size=size[1],
         supports_bf16=precisions[0],
