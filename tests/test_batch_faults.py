@@ -99,11 +99,14 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
     assert sum(s == "done" for s, _ in status.values()) == 4
 
 
-def test_a_manifest_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path: Path) -> None:
-    from upscaler.runner import MANIFEST, Manifest
+def test_a_state_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path: Path) -> None:
+    from upscaler.state import RunState
 
-    done = tmp_path / "a.png"
+    done = tmp_path / "out" / "a.png"
+    done.parent.mkdir()
     done.write_bytes(b"x" * 10)
-    (tmp_path / MANIFEST).write_bytes(b'{"target": "/old.png", "by')  # the kill struck here
-    Manifest(tmp_path).record(done)
-    assert Manifest(tmp_path).sizes == {str(done): 10}
+    state_file = tmp_path / "state.jsonl"
+    state_file.write_bytes(b'{"target": "old.png", "by')  # the kill struck here
+    RunState(tmp_path / "out", state_file).record(done, "recipe")
+    again = RunState(tmp_path / "out", state_file)
+    assert set(again.records) == {"a.png"} and again.complete(done, "recipe")

@@ -1,42 +1,81 @@
 """The ``upscale`` command. It parses, reports and sets exit codes; the work happens elsewhere.
 
-Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 3 fatal (model refused,
-output unwritable, disk full).
+Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error (nothing written), 3 fatal
+(model refused, output unwritable, disk full), 130 interrupted (Ctrl-C: the summary so far is
+printed; rerun with ``--skip-existing`` to resume).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from upscaler import options as choices
+from upscaler.console import Console, Progress, shown
 
 if TYPE_CHECKING:
+    import torch
+
     from upscaler.engine.pipeline import Upscaler
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules
     from upscaler.runner import FileResult, RunOptions
-    from upscaler.worklist import Job
+    from upscaler.state import RunState
+    from upscaler.worklist import Job, WorkList
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
-def _fatal(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_FATAL)
+class FatalCommandError(Exception):
+    """Stop with exit code 3 and this one-line message."""
+
+
+def _keep_standard_streams() -> None:
+    """Put /dev/null on any of fds 0-2 the command was started without (``2>&-``): otherwise
+    the next file opened would get that number, and whatever writes to "stderr" at the C level
+    (libraries' warnings) would write into it, an output file perhaps."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                opened = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if opened != fd:  # lower fds were free too; they are filled in turn
+                os.close(opened)
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise click.UsageError(
+            f"environment variable {name}={value!r} (set by torchrun) is not a whole number"
+        ) from None
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = _int_env("WORLD_SIZE", 1)
         if world > 1:  # under torchrun every process takes its share
-            return int(os.environ.get("RANK", "0")), world
+            rank = _int_env("RANK", 0)
+            if not 0 <= rank < world:
+                raise click.UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
+            return rank, world
         return None
     try:
         k, n = (int(v) for v in value.split("/"))
@@ -69,13 +108,19 @@ class MemorySize(click.ParamType):
         return int(number * (1 << self.UNITS[unit]))
 
 
+def _check_device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"{value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
 def _device(value: str) -> str:
     local_rank = os.environ.get("LOCAL_RANK")
     if value in ("auto", "cuda") and local_rank is not None:
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{local_rank}"
+            return f"cuda:{_int_env('LOCAL_RANK', 0)}"
     return value
 
 
@@ -89,6 +134,37 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
         size = f"{model.path.stat().st_size / 1e6:.1f} MB" if model.installed else "missing"
         click.echo(f"{model.name:<22} {'x' + str(model.scale):>5} {size:>9}  {model.summary}")
     ctx.exit(EXIT_OK)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The command line, as parsed by click."""
+
+    inputs: tuple[Path, ...]
+    output: Path
+    scale: int | None
+    model_name: str | None
+    native: bool
+    output_scale: float | None
+    fmt: str | None
+    tile: int | None
+    max_memory: int | None
+    seamless: str
+    map_kind: str
+    alpha_mode: str
+    palette: str
+    dds_format: str
+    rules_file: Path | None
+    skip_existing: bool
+    dry_run: bool
+    report: Path | None
+    device: str
+    precision: str
+    shard: str | None
+    png_level: int
+    max_batch: int
+    workers: int
+    quiet: bool
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -181,15 +257,21 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     default=None,
     help="TOML file of per-pattern options (glob -> map, alpha, seamless, native, format...).",
 )
-@click.option("--skip-existing", is_flag=True, help="Skip outputs that exist and are complete.")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Keep outputs this tool already made from the same input, model and options.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
 @click.option(
     "--report",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write per-file results as JSON.",
+    help="Write per-file results as JSON (never onto an input or an output).",
 )
-@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--device", default="auto", callback=_check_device, help="auto, cpu, cuda, cuda:N or mps."
+)
 @click.option(
     "--precision",
     type=click.Choice(choices.PRECISIONS),
@@ -228,139 +310,187 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     help="Show the shipped models and exit.",
 )
 @click.version_option(package_name="texture-upscaler")
-def main(
-    inputs: tuple[Path, ...],
-    output: Path,
-    scale: int | None,
-    model_name: str | None,
-    native: bool,
-    output_scale: float | None,
-    fmt: str | None,
-    tile: int | None,
-    max_memory: int | None,
-    seamless: str,
-    map_kind: str,
-    alpha_mode: str,
-    palette: str,
-    dds_format: str,
-    rules_file: Path | None,
-    skip_existing: bool,
-    dry_run: bool,
-    report: Path | None,
-    device: str,
-    precision: str,
-    shard: str | None,
-    png_level: int,
-    max_batch: int,
-    workers: int,
-    quiet: bool,
-) -> None:
+def main(**params: object) -> None:
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
+    _keep_standard_streams()
+    console = Console()
+    with warnings.catch_warnings():
+        # Library warnings (a damaged EXIF block, a torch hint) are not the user's business and
+        # would print as stray lines; what matters reaches the report as a file's reason.
+        warnings.simplefilter("ignore")
+        try:
+            code = _command(console, Params(**params))  # type: ignore[arg-type]
+        except KeyboardInterrupt:  # before the batch started: nothing was written
+            console.line("interrupted before any file was written")
+            code = EXIT_INTERRUPTED
+        except FatalCommandError as exc:
+            console.line(f"error: {exc}")
+            code = EXIT_FATAL
+    sys.exit(code)
+
+
+def _command(console: Console, p: Params) -> int:
     from upscaler.models import zoo
     from upscaler.models.checkpoint import ModelFileError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
+    from upscaler.state import RunState
     from upscaler.worklist import PlanError, build_worklist
     from upscaler.worklist import shard as take_shard
 
-    if native and output_scale is not None:
+    if p.native and p.output_scale is not None:
         raise click.UsageError("--native and --output-scale exclude each other")
-    if output_scale is not None and not 0 < output_scale <= 64:
+    if p.output_scale is not None and not 0 < p.output_scale <= 64:
         raise click.BadParameter("must be in (0, 64]", param_hint="--output-scale")
-    shard_spec = _parse_shard(shard)
-    out_format = choices.FORMATS["." + fmt] if fmt else None
+    shard_spec = _parse_shard(p.shard)
+    out_format = choices.FORMATS["." + p.fmt] if p.fmt else None
     try:
-        rules = Rules.load(rules_file) if rules_file is not None else Rules()
+        rules = Rules.load(p.rules_file) if p.rules_file is not None else Rules()
     except RulesError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(shown(exc)) from None
+    name = p.model_name
+    if not name:
+        try:
+            name = zoo.default_model(p.scale or 4)
+        except ModelFileError as exc:
+            raise click.BadParameter(exc.reason, param_hint="--scale") from None
+    device = _pick_device(p.device)
+    state = RunState(p.output.resolve())
     try:
-        worklist = build_worklist(list(inputs), output, out_format, rules.format_for)
+        worklist = build_worklist(
+            list(p.inputs), p.output, out_format, rules.format_for, state.written_by_us
+        )
         jobs = worklist.jobs
         if shard_spec is not None:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
-        raise click.UsageError(str(exc)) from None
-    texture = TextureOptions(
-        tile=tile,
-        seamless=seamless,
-        native=native,
-        output_scale=output_scale,
-        map=map_kind,
-        alpha=alpha_mode,
-        palette=palette,
-        dds_format=dds_format,
-    )
-
+        raise click.UsageError(shown(exc)) from None
+    others = [f for f in (_model_file(name), p.rules_file) if f is not None]  # inputs too
+    report = p.report
+    if report is not None and shard_spec is not None:
+        report = report.with_name(
+            f"{report.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{report.suffix}"
+        )
     try:
-        name = model_name or zoo.default_model(scale or 4)
-        upscaler = _load(name, device, precision, max_memory)
-    except (ModelFileError, ValueError, RuntimeError) as exc:
-        _fatal(f"model refused: {exc}")
-        return
-    if scale is not None and upscaler.scale != scale:
-        raise click.UsageError(f"--scale {scale} but model {name} is x{upscaler.scale}")
+        if report is not None:
+            worklist.check_report(report, [*p.inputs, *others], p.output)
+    except PlanError as exc:
+        raise click.UsageError(shown(exc)) from None
+    texture = TextureOptions(
+        tile=p.tile,
+        seamless=p.seamless,
+        native=p.native,
+        output_scale=p.output_scale,
+        map=p.map_kind,
+        alpha=p.alpha_mode,
+        palette=p.palette,
+        dds_format=p.dds_format,
+    )
+    upscaler = _load(name, device, p.precision, p.max_memory)
+    if p.scale is not None and upscaler.scale != p.scale:
+        raise click.UsageError(f"--scale {p.scale} but model {name} is x{upscaler.scale}")
 
     for path, reason in worklist.notes:
-        click.echo(f"not followed: {path}: {reason}", err=True)
-    if dry_run:
-        _dry_run(jobs, upscaler.scale, texture, rules, skip_existing, output)
-        return
+        console.line(f"not followed: {path}: {reason}")
+    if worklist.duplicates:
+        console.line(f"note: {worklist.duplicates} file(s) named more than once; each done once")
+    if p.dry_run:
+        _dry_run(console, jobs, upscaler, texture, rules, p.skip_existing, state, worklist)
+        return EXIT_OK
     from upscaler.runner import RunOptions
 
-    options = RunOptions(output, skip_existing, png_level, max_batch, workers)
-    code = _run(
-        jobs, upscaler, texture, rules, options, quiet, report, shard_spec, worklist.problems
-    )
-    sys.exit(code)
+    options = RunOptions(p.output, p.skip_existing, p.png_level, p.max_batch, p.workers)
+    return _run(console, jobs, upscaler, texture, rules, options, p.quiet, report, worklist)
 
 
-def _load(name: str, device: str, precision: str, max_memory: int | None) -> Upscaler:
+def _pick_device(value: str) -> torch.device:
+    """The torch device for ``--device``; one that is not here is a usage error."""
+    from upscaler.models.loader import pick_device
+
+    try:
+        return pick_device(_device(value))
+    except RuntimeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+
+
+def _model_file(name: str) -> Path | None:
+    from upscaler.models import zoo
+    from upscaler.models.checkpoint import ModelFileError
+
+    try:
+        return zoo.resolve(name)
+    except ModelFileError:
+        return None  # refused when it is loaded, with the reason
+
+
+def _load(name: str, device: torch.device, precision: str, max_memory: int | None) -> Upscaler:
     from upscaler.engine.pipeline import Upscaler
-    from upscaler.models.loader import pick_device, pick_dtype, read_model
+    from upscaler.models.checkpoint import ModelFileError
+    from upscaler.models.loader import pick_dtype, read_model
 
-    module, info = read_model(name)
-    torch_device = pick_device(_device(device))
-    return Upscaler(
-        module,
-        info,
-        device=torch_device,
-        dtype=pick_dtype(precision, torch_device, info),
-        max_memory=max_memory,
-    )
+    try:
+        module, info = read_model(name)
+        return Upscaler(
+            module,
+            info,
+            device=device,
+            dtype=pick_dtype(precision, device, info),
+            max_memory=max_memory,
+        )
+    except (ModelFileError, ValueError, RuntimeError) as exc:
+        raise FatalCommandError(f"model refused: {exc}") from None
+    except Exception as exc:  # a loader bug on a hostile file: still one line, still refused
+        raise FatalCommandError(f"model refused: {name}: {type(exc).__name__}: {exc}") from None
 
 
 def _dry_run(
+    console: Console,
     jobs: list[Job],
-    scale: int,
+    upscaler: Upscaler,
     texture: TextureOptions,
     rules: Rules,
     skip_existing: bool,
-    output: Path,
+    state: RunState,
+    worklist: WorkList,
 ) -> None:
-    from upscaler.formats.image import ImageReadError, probe
+    from upscaler.formats.image import ImageReadError, output_limit, probe
     from upscaler.process import output_size
-    from upscaler.runner import Manifest
+    from upscaler.runner import made_by, producer
     from upscaler.texture.maps import suffix_kind
 
-    manifest = Manifest(output.resolve())
+    made = producer(upscaler)
+    for path, reason in worklist.problems:
+        console.line(f"fail  {path}: {reason}", err=False)
     for job in jobs:
         try:
             size = probe(job.source)
         except ImageReadError as exc:
-            click.echo(f"fail  {job.source}: {exc.reason}")
+            console.line(f"fail  {job.source}: {exc.reason}", err=False)
             continue
         options = rules.options_for(job.name, texture)
-        out = output_size(size, scale, options)
-        done = skip_existing and manifest.complete(job.target, out)
+        out = output_size(size, upscaler.scale, options)
+        too_big = output_limit(job.format, out)
+        if too_big is not None:
+            console.line(f"fail  {job.source}: {too_big}", err=False)
+            continue
+        done = False
+        if skip_existing:
+            try:
+                done = state.complete(job.target, made_by(job, options, made))
+            except OSError:
+                done = False
         verb = "skip " if done else "do   "
         kind = options.map if options.map != "auto" else suffix_kind(job.source) or "color"
-        click.echo(
-            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]}) {kind}"
+        console.line(
+            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]}) "
+            f"{kind}",
+            err=False,
         )
-    click.echo(f"{len(jobs)} files planned (dry run: nothing written)")
+    console.line(f"{len(jobs)} files planned (dry run: nothing written)", err=False)
 
 
 def _run(
+    console: Console,
     jobs: list[Job],
     upscaler: Upscaler,
     texture: TextureOptions,
@@ -368,43 +498,37 @@ def _run(
     options: RunOptions,
     quiet: bool,
     report: Path | None,
-    shard_spec: tuple[int, int] | None,
-    problems: list[tuple[Path, str]],
+    worklist: WorkList,
 ) -> int:
     from upscaler.runner import FatalError, FileResult, Runner, write_report
 
-    total = len(jobs)
+    problems = worklist.problems
+    total = len(jobs) + len(problems)  # unreadable folders and odd files count as tried, failed
     started = time.perf_counter()
-    bar = None
-    if not quiet and total:
-        bar = click.progressbar(
-            length=total, label="upscaling", file=sys.stderr, show_eta=True, show_pos=True
-        )
-        bar.__enter__()
+    progress = Progress(console, total, quiet)
 
     def on_result(result: FileResult) -> None:
         if result.status == "failed":
-            if bar is not None:
-                sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "\n")
-            click.echo(f"failed: {result.source}: {result.reason}", err=True)
-        if bar is not None:
-            bar.update(1)
+            console.line(f"failed: {result.source}: {result.reason}")
+        progress.update(failed=result.status == "failed")
+        if result.status == "failed":
+            progress.refresh()
 
     runner = Runner(upscaler, texture, options, on_result, rules)
-    for path, reason in problems:  # folders that could not be read: their files are missing
-        runner.results.append(FileResult(str(path), "", "failed", reason))
-        click.echo(f"failed: {path}: {reason}", err=True)
-    fatal = None
+    for path, reason in problems:
+        runner._emit(FileResult(str(path), "", "failed", reason))
+    fatal, interrupted = None, False
     try:
-        results = runner.run(jobs)
+        runner.run(jobs)
     except FatalError as exc:
-        fatal, results = str(exc), runner.results
+        fatal = str(exc)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        progress.close()
+    results = runner.results
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     seconds = time.perf_counter() - started
-    total += len(problems)  # unreadable folders count as tried, and failed
     summary = {
         **counts,
         "total": total,
@@ -413,27 +537,36 @@ def _run(
         "scale": upscaler.scale,
         "device": str(upscaler.device),
         "fatal": fatal,
+        "interrupted": interrupted,
+        "state": str(runner.state.path),
     }
     if report is not None:
-        if shard_spec is not None:
-            report = report.with_name(
-                f"{report.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{report.suffix}"
-            )
         try:
             write_report(report, results, summary)
         except OSError as exc:
             fatal = fatal or f"cannot write the report {report}: {exc.strerror or exc}"
-    click.echo(
-        f"{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"of {total} in {seconds:.1f} s",
-        err=True,
+    head = "interrupted: " if interrupted else ""
+    console.line(
+        f"{head}{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"of {total} in {seconds:.1f} s"
     )
     failed = [r for r in results if r.status == "failed"]
     for r in failed[:50]:
-        click.echo(f"  {r.source}: {r.reason}", err=True)
+        console.line(f"  {r.source}: {r.reason}")
     if len(failed) > 50:
-        click.echo(f"  ... and {len(failed) - 50} more (see --report)", err=True)
+        console.line(f"  ... and {len(failed) - 50} more (see --report)")
+    if runner.state.error:
+        console.line(
+            f"warning: resume state not saved ({runner.state.error}); --skip-existing will "
+            "redo these files"
+        )
+    if interrupted:
+        console.line(
+            "to resume, run the same command with --skip-existing: finished outputs are kept "
+            f"(recorded in {runner.state.path})"
+        )
+        return EXIT_INTERRUPTED
     if fatal:
-        click.echo(f"error: {fatal}", err=True)
+        console.line(f"error: {fatal}")
         return EXIT_FATAL
     return EXIT_SOME_FAILED if failed else EXIT_OK

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from upscaler import options
+from upscaler.engine.budget import chunk_bytes
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile
 from upscaler.texture import alpha as alpha_
@@ -101,7 +102,12 @@ def plan_texture(
                 coverage = alpha_.coverage(a, image.bits)
                 soft = alpha_.soft_share(a, image.bits)
     wrap = wrap_axes(image, options.seamless)
-    return MapInfo(kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes))
+    premultiplied = image.premultiplied and image.channels in (2, 4) and kind != "normal"
+    if image.premultiplied and not premultiplied and kind == "normal":
+        notes.append("premultiplied alpha on a normal map: treated as straight alpha")
+    return MapInfo(
+        kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes), premultiplied
+    )
 
 
 def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
@@ -123,7 +129,8 @@ def model_input(image: ImageFile, info: MapInfo) -> np.ndarray:
     channel, with colour bled under fully transparent texels, with Z rebuilt in blue for a
     two-channel normal map."""
     pixels = image.pixels if info.constant_alpha is None else image.pixels[:, :, :-1]
-    bleed = info.alpha in ("cutout", "blended")
+    # Premultiplied colour is already zero where nothing shows: it filters right as it is.
+    bleed = info.alpha in ("cutout", "blended") and not info.premultiplied
     if not (bleed or info.two_channel):
         return pixels
     if not info.two_channel:  # in bands: a whole float copy of a 16k texture does not fit
@@ -164,7 +171,11 @@ def upscale_images(
     x = x.permute(0, 3, 1, 2)
     channels = x.shape[1]
     target = output_size((h, w), upscaler.scale, options)
-    bands = upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap)
+    # Converting a band costs several float copies of it (normals: ~8), so it is converted in
+    # chunks of the size the memory budget plans for, however large the band the model made.
+    bands = _in_chunks(
+        upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap), chunk_bytes(upscaler.budget)
+    )
     extra = 1 if info.constant_alpha is not None else 0
     dtype = np.uint16 if bits == 16 else np.uint8
     outputs = [np.empty((*target, channels + extra), dtype) for _ in images]
@@ -190,6 +201,17 @@ def upscale_images(
             _finish(image, plan, outputs[i], alpha16[i] if alpha16 is not None else None, options)
         )
     return results
+
+
+def _in_chunks(
+    bands: Iterator[tuple[int, torch.Tensor]], most_bytes: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Row bands cut into chunks of at most ``most_bytes`` (at least one row each)."""
+    for y, band in bands:
+        row_bytes = band[:, :, :1].numel() * band.element_size()
+        step = max(1, most_bytes // max(1, row_bytes))
+        for start in range(0, band.shape[2], step):
+            yield y + start, band[:, :, start : start + step]
 
 
 def _resample(
@@ -230,6 +252,10 @@ def _finish(
         pixels[:, :, -1] = info.constant_alpha
     elif alpha16 is not None and info.coverage is not None:
         pixels[:, :, -1] = alpha_.keep_coverage(alpha16, info.coverage, image.bits, info.soft)
+        if info.premultiplied:  # its colour was multiplied by the alpha the model made
+            alpha_.follow_alpha(pixels, alpha16, image.bits, info.kind)
+    if info.premultiplied:  # after the final alpha: no colour above it, none under alpha 0
+        alpha_.clamp_premultiplied(pixels, image.bits, info.kind)
     save_options = dict(image.save_options)
     palette = image.palette
     if options.palette == "keep" and palette is not None and palette.shape[1] == pixels.shape[2]:
@@ -240,4 +266,6 @@ def _finish(
     if options.dds_format != "auto":
         save_options["dds_format"] = options.dds_format
     result = image.with_pixels(np.ascontiguousarray(pixels))
-    return replace(result, map_info=info, save_options=save_options)
+    return replace(
+        result, map_info=info, save_options=save_options, premultiplied=info.premultiplied
+    )

@@ -21,7 +21,14 @@ from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, mem
 from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
 from upscaler.texture.seamless import wrap_index
 
-__all__ = ["ModelInfo", "NotEnoughMemoryError", "Upscaler", "is_out_of_memory", "memory_budget"]
+__all__ = [
+    "ModelInfo",
+    "NonFiniteOutputError",
+    "NotEnoughMemoryError",
+    "Upscaler",
+    "is_out_of_memory",
+    "memory_budget",
+]
 
 DEFAULT_BLEND = 4  # input pixels of cross-fade beyond the receptive field at tile seams
 MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest core
@@ -30,6 +37,11 @@ MAX_OVERLAP = 32  # deep models (RRDB) have huge theoretical fields; blend inste
 
 class NotEnoughMemoryError(RuntimeError):
     """The image could not be processed within memory, even at the smallest tile allowed."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced NaN or Inf: its weights (or the precision) are broken for every
+    input, so the run stops rather than write black or white images."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +296,13 @@ class Upscaler:
             raise RuntimeError(
                 f"model returned {tuple(out.shape[2:])} for input {tuple(batch.shape[2:])}; "
                 f"expected x{self.scale}"
+            )
+        if not bool(torch.isfinite(out).all()):
+            dtype = str(self.dtype).removeprefix("torch.")
+            raise NonFiniteOutputError(
+                f"model {self.info.name} produced NaN or Inf values ({dtype}, a "
+                f"{batch.shape[2]}x{batch.shape[3]} px tile); its outputs would be solid "
+                "black or white"
             )
         return out.float()
 
