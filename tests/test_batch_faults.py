@@ -12,6 +12,7 @@ from benchmarks.faults import drill_disk, drill_kill, drill_tree
 from upscaler.atomic import is_abandoned, temp_path_for
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_x2: Path) -> None:
     """Drill 5 at CI size: a few kills of the real command, then a --skip-existing rerun."""
     figures = drill_kill.run(tmp_path, tiny_x2, kills=3, files=16, seed=3)
@@ -33,12 +34,14 @@ def _check_disk_full(figures: dict[str, object]) -> None:
     assert figures["temps_left_after_rerun"] == 0 and figures["inputs_modified"] == 0
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_disk_full_injected(tmp_path: Path, tiny_x2: Path) -> None:
     figures = drill_disk.run(tmp_path, tiny_x2, files=8, method="injected")
     _check_disk_full(figures)
     assert figures["outputs_written_before_full"] >= 1
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_disk_full_on_a_real_tmpfs(tmp_path: Path, tiny_x2: Path) -> None:
     if not drill_disk.can_mount_tmpfs(tmp_path / "probe"):
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.faults import drill_big
@@ -22,6 +23,7 @@ def test_16_bit_alpha_palette_and_tga_survive_the_command(tmp_path: Path, tiny_x
     assert figures["palette_max_diff_vs_rgb"] <= 1
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_large_texture_is_tiled_through_the_command(tmp_path: Path, tiny_x2: Path) -> None:
     figures = drill_big.big_texture(tmp_path, tiny_x2, 1024, ("--tile", "256"))
     assert figures["exit_code"] == 0, figures["error"]
