@@ -210,8 +210,11 @@ def _in_chunks(
     for y, band in bands:
         row_bytes = band[:, :, :1].numel() * band.element_size()
         step = max(1, most_bytes // max(1, row_bytes))
-        for start in range(0, band.shape[2], step):
-            yield y + start, band[:, :, start : start + step]
+        if step >= band.shape[2]:
+            yield y, band
+            continue
+        for start in range(0, band.shape[2], step):  # contiguous: strided views run slow paths
+            yield y + start, band[:, :, start : start + step].contiguous()
 
 
 def _resample(
