@@ -357,9 +357,9 @@ def test_libpng_warnings_print_nothing(
 
 
 def test_bmp_buffer_is_the_documented_v4_layout() -> None:
-    from upscaler.formats.image import _bmp_with_alpha
+    from upscaler.formats.containers import bmp_with_alpha
 
-    data = _bmp_with_alpha(np.array([[[10, 20, 30, 40], [50, 60, 70, 80]]], np.uint8))
+    data = bmp_with_alpha(np.array([[[10, 20, 30, 40], [50, 60, 70, 80]]], np.uint8))
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == "RGBA"
         np.testing.assert_array_equal(np.asarray(im), [[[10, 20, 30, 40], [50, 60, 70, 80]]])

@@ -32,6 +32,16 @@ from PIL import ImageFile as PILImageFile
 
 from upscaler.atomic import atomic_write
 from upscaler.formats import dds
+from upscaler.formats.containers import (
+    apply_colour_key,
+    bmp_with_alpha,
+    exif_orientation,
+    matching_icc,
+    oriented,
+    turns_sideways,
+    webp_lossless,
+    with_png_chunks,
+)
 
 if TYPE_CHECKING:
     from upscaler.formats.dds import DdsInfo
@@ -242,43 +252,6 @@ def _describe(exc: BaseException, fmt: str) -> str:
     return f"corrupt {fmt} file ({text[:160]})"
 
 
-# EXIF orientation -> (transpose the axes first, then flip rows, flip columns): the pixels as
-# a viewer shows them. 2: mirrored; 3: upside down; 6: stored rotated 90° anticlockwise...
-_ORIENTATIONS = {
-    2: (False, False, True),
-    3: (False, True, True),
-    4: (False, True, False),
-    5: (True, False, False),
-    6: (True, False, True),
-    7: (True, True, True),
-    8: (True, True, False),
-}
-
-
-def exif_orientation(im: Image.Image) -> int:
-    """The EXIF orientation tag (1-8) of an opened image, 1 when absent or unreadable. Read from
-    the header alone (JPEG APP1, PNG eXIf before the pixels, WebP EXIF), never the pixels."""
-    data = im.info.get("exif")
-    if not data:
-        return 1
-    try:
-        exif = Image.Exif()
-        exif.load(data)
-        value = int(exif.get(0x0112, 1))
-    except Exception:  # a damaged EXIF block only loses the tag
-        return 1
-    return value if value in _ORIENTATIONS else 1
-
-
-def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    if orientation not in _ORIENTATIONS:
-        return pixels
-    swap, rows, cols = _ORIENTATIONS[orientation]
-    if swap:
-        pixels = pixels.transpose(1, 0, 2)
-    return np.ascontiguousarray(pixels[:: -1 if rows else 1, :: -1 if cols else 1])
-
-
 def probe(path: Path) -> tuple[int, int]:
     """(height, width) as ``read_image`` returns it, from the header, with all of its checks."""
     path = Path(path)
@@ -289,7 +262,7 @@ def probe(path: Path) -> tuple[int, int]:
             return info.height, info.width
         with _open(path, handle, fmt) as im:
             w, h = im.size
-            return (w, h) if _ORIENTATIONS.get(exif_orientation(im), (False,))[0] else (h, w)
+            return (w, h) if turns_sideways(exif_orientation(im)) else (h, w)
 
 
 def read_image(path: str | Path) -> ImageFile:
@@ -339,21 +312,6 @@ def _read_dds(path: Path, handle: BinaryIO) -> ImageFile:
     )
 
 
-def _webp_lossless(handle: BinaryIO) -> bool:
-    """Whether a WebP holds a lossless (VP8L) bitstream, in the simple container or the
-    extended one (VP8X, where ICC, EXIF or alpha chunks come first)."""
-    handle.seek(12)
-    for _ in range(64):  # a WebP has a handful of chunks before its bitstream
-        header = handle.read(8)
-        if len(header) < 8:
-            return False
-        name, size = header[:4], struct.unpack("<I", header[4:])[0]
-        if name in (b"VP8L", b"VP8 "):
-            return name == b"VP8L"
-        handle.seek(size + (size & 1), os.SEEK_CUR)
-    return False
-
-
 def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
     icc = im.info.get("icc_profile")
     options: dict[str, Any] = {}
@@ -374,7 +332,7 @@ def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
         if "transparency" in im.info and pixels.shape[2] in (2, 4):
             options["colour_key"] = im.info["transparency"]
-        pixels = _oriented(pixels.astype(np.uint16, copy=False), orientation)
+        pixels = oriented(pixels.astype(np.uint16, copy=False), orientation)
         return ImageFile(pixels, fmt, 16, icc, f"{png[1]}:16", save_options=options, notes=notes)
     source_mode = im.mode
     palette = None
@@ -387,7 +345,7 @@ def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes
 
         options["subsampling"] = JpegImagePlugin.get_sampling(im)
     if fmt == "WEBP":
-        options["lossless"] = _webp_lossless(handle)
+        options["lossless"] = webp_lossless(handle)
         handle.seek(0)
     im.load()
     if im.mode == "P" or im.mode == "PA":
@@ -399,7 +357,7 @@ def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes
         array = np.array(im)
         if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
             raise ImageReadError(path, f"{im.mode} pixels outside the 16-bit range")
-        array = _oriented(array.astype(np.uint16)[:, :, None], orientation)
+        array = oriented(array.astype(np.uint16)[:, :, None], orientation)
         return ImageFile(array, fmt, 16, icc, source_mode, save_options=options, notes=notes)
     elif im.mode == "1":
         im = im.convert("L")
@@ -419,7 +377,7 @@ def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes
     array = np.array(im)  # a writable copy, owned by us
     if array.ndim == 2:
         array = array[:, :, None]
-    array = _oriented(np.ascontiguousarray(array), orientation)
+    array = oriented(np.ascontiguousarray(array), orientation)
     return ImageFile(array, fmt, 8, icc, source_mode, palette, options, notes=notes)
 
 
@@ -453,12 +411,12 @@ def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str
         notes.append(f"premultiplied alpha written as straight alpha ({fmt} has no other)")
     key = image.save_options.get("colour_key")
     if key is not None and fmt == "PNG" and pixels.shape[2] in (2, 4):
-        pixels = _apply_colour_key(pixels, key, image.bits)
+        pixels = apply_colour_key(pixels, key, image.bits)
     else:
         key = None
     if fmt == "TGA" and image.save_options.get("right_to_left"):
         pixels = pixels[:, ::-1]  # stored right to left, as the source was
-    icc = _matching_icc(image.icc_profile, pixels.shape[2], notes)
+    icc = matching_icc(image.icc_profile, pixels.shape[2], notes)
     if fmt == "PNG" and image.bits == 16:
         import imagecodecs
 
@@ -468,12 +426,12 @@ def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str
         if key is not None:
             values = key if isinstance(key, tuple) else (key,)
             chunks.append(b"tRNS" + struct.pack(f">{len(values)}H", *values))
-        return _with_png_chunks(png, chunks), notes
+        return with_png_chunks(png, chunks), notes
     if image.bits == 16:  # only PNG keeps 16 bits; other formats get the nearest 8-bit value
         pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     paletted = _paletted(image, pixels, fmt)
     if fmt == "BMP" and paletted is None and pixels.shape[2] in (2, 4):
-        return _bmp_with_alpha(pixels), notes
+        return bmp_with_alpha(pixels), notes
     mode = MODES[pixels.shape[2]]
     im = paletted or Image.fromarray(
         np.ascontiguousarray(pixels[:, :, 0] if mode == "L" else pixels), mode=mode
@@ -505,66 +463,6 @@ def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str
     if fmt == "TGA" and image.save_options.get("right_to_left"):
         encoded = encoded[:17] + bytes([encoded[17] | 0x10]) + encoded[18:]  # right-to-left
     return encoded, notes
-
-
-def _apply_colour_key(pixels: np.ndarray, key: object, bits: int) -> np.ndarray:
-    """Gray/colour + alpha to gray/colour with a PNG colour key: texels below half alpha take
-    the key; visible texels that the model happened to give the key's value move by one level,
-    so they do not turn transparent."""
-    top = 65535 if bits == 16 else 255
-    values = np.asarray(key if isinstance(key, tuple) else (key,), dtype=np.int64)
-    colour = pixels[:, :, :-1].copy()
-    if values.shape[0] != colour.shape[2] or values.min() < 0 or values.max() > top:
-        return colour  # a key that does not fit these pixels: the texels stay as they are
-    clear = pixels[:, :, -1] < (top + 1) // 2
-    hit = np.all(colour == values.astype(colour.dtype), axis=2) & ~clear
-    colour[hit, 0] = values[0] + 1 if values[0] < top else values[0] - 1
-    colour[clear] = values.astype(colour.dtype)
-    return colour
-
-
-_ICC_SPACES = {1: b"GRAY", 2: b"GRAY", 3: b"RGB ", 4: b"RGB "}
-
-
-def _matching_icc(profile: bytes | None, channels: int, notes: list[str]) -> bytes | None:
-    """``profile`` if it describes pixels of this many channels (gray or RGB), else None with a
-    note: a CMYK profile on RGB pixels would make every viewer show wrong colours."""
-    if not profile:
-        return None
-    space = profile[16:20] if len(profile) >= 128 else b""
-    if space == _ICC_SPACES[channels]:
-        return profile
-    name = space.decode("ascii", "replace").strip() or "unreadable"
-    what = "gray" if channels <= 2 else "RGB"
-    notes.append(f"ICC profile ({name}) not kept: it does not describe the {what} output")
-    return None
-
-
-def _with_png_chunks(png: bytes, chunks: list[bytes]) -> bytes:
-    """``png`` with ``chunks`` (type + data each) inserted right after IHDR."""
-    if not chunks:
-        return png
-    packed = b"".join(
-        struct.pack(">I", len(c) - 4) + c + struct.pack(">I", zlib.crc32(c) & 0xFFFFFFFF)
-        for c in chunks
-    )
-    end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4  # signature, IHDR
-    return png[:end] + packed + png[end:]
-
-
-def _bmp_with_alpha(pixels: np.ndarray) -> bytes:
-    """A 32-bit BMP whose alpha readers see: BITMAPV4HEADER with BI_BITFIELDS masks for B, G, R
-    and A (a plain 32-bit BI_RGB file is read as RGB by most readers, Pillow included)."""
-    h, w, c = pixels.shape
-    colour = np.repeat(pixels[:, :, :1], 3, axis=2) if c == 2 else pixels[:, :, :3]
-    bgra = np.concatenate([colour[:, :, ::-1], pixels[:, :, -1:]], axis=2)[::-1]  # bottom-up
-    body = np.ascontiguousarray(bgra).tobytes()
-    offset = 14 + 108
-    header = b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset)
-    info = struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, len(body), 2835, 2835, 0, 0)
-    info += struct.pack("<4I", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000)
-    info += struct.pack("<I", 0x73524742) + bytes(36 + 12)  # LCS_sRGB; no endpoints or gamma
-    return header + info + body
 
 
 def _paletted(image: ImageFile, pixels: np.ndarray, fmt: str) -> Image.Image | None:
@@ -616,12 +514,3 @@ def write_image(
     with atomic_write(path) as handle:
         handle.write(data)
     return list(image.notes) + notes
-
-
-def verify_image(path: Path, size: tuple[int, int]) -> bool:
-    """Whether ``path`` is a complete, decodable image of (height, width) ``size``."""
-    try:
-        image = read_image(path)
-    except ImageReadError:
-        return False
-    return image.size == size
