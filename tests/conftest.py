@@ -74,6 +74,15 @@ def write_blur(path: Path, scale: int = 2) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Resume state of every test's runs in a fresh folder (not the user's cache); subprocesses
+    inherit it through the environment."""
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("UPSCALE_STATE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")

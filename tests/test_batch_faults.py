@@ -12,6 +12,7 @@ from benchmarks.faults import drill_disk, drill_kill, drill_tree
 from upscaler.atomic import is_abandoned, temp_path_for
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, tiny_x2: Path) -> None:
     """Drill 5 at CI size: a few kills of the real command, then a --skip-existing rerun."""
     figures = drill_kill.run(tmp_path, tiny_x2, kills=3, files=16, seed=3)
@@ -33,12 +34,14 @@ def _check_disk_full(figures: dict[str, object]) -> None:
     assert figures["temps_left_after_rerun"] == 0 and figures["inputs_modified"] == 0
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_disk_full_injected(tmp_path: Path, tiny_x2: Path) -> None:
     figures = drill_disk.run(tmp_path, tiny_x2, files=8, method="injected")
     _check_disk_full(figures)
     assert figures["outputs_written_before_full"] >= 1
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_disk_full_on_a_real_tmpfs(tmp_path: Path, tiny_x2: Path) -> None:
     if not drill_disk.can_mount_tmpfs(tmp_path / "probe"):
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
@@ -99,11 +102,14 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
     assert sum(s == "done" for s, _ in status.values()) == 4
 
 
-def test_a_manifest_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path: Path) -> None:
-    from upscaler.runner import MANIFEST, Manifest
+def test_a_state_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path: Path) -> None:
+    from upscaler.state import RunState
 
-    done = tmp_path / "a.png"
+    done = tmp_path / "out" / "a.png"
+    done.parent.mkdir()
     done.write_bytes(b"x" * 10)
-    (tmp_path / MANIFEST).write_bytes(b'{"target": "/old.png", "by')  # the kill struck here
-    Manifest(tmp_path).record(done)
-    assert Manifest(tmp_path).sizes == {str(done): 10}
+    state_file = tmp_path / "state.jsonl"
+    state_file.write_bytes(b'{"target": "old.png", "by')  # the kill struck here
+    RunState(tmp_path / "out", state_file).record(done, "recipe")
+    again = RunState(tmp_path / "out", state_file)
+    assert set(again.records) == {"a.png"} and again.complete(done, "recipe")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import make_pixels
 
@@ -13,6 +14,7 @@ from upscaler.formats.image import ImageFile
 from upscaler.models.loader import read_model
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_injected_out_of_memory_at_random_tiles(tiny_x2: Path) -> None:
     figures = drill_oom.run(tiny_x2, injections=6, images=3, seed=5)
     assert figures["injections"] >= 4 and figures["files_failed"] == 0

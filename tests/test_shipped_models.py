@@ -69,6 +69,7 @@ def test_shipped_models_against_bicubic_on_the_samples(name: str) -> None:
     assert np.mean(ours) > np.mean(bicubic) + MARGIN[name], (ours, bicubic)
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_quick_start_command_on_the_bundled_samples(tmp_path: Path) -> None:
     """The README's first command, as a user runs it, with the shipped default model."""
     command = [sys.executable, "-m", "upscaler", str(SAMPLES), "-o", str(tmp_path), "--scale", "4"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 from training_helpers import tiny_overrides, write_texture_tree
@@ -31,6 +32,7 @@ def _args(tmp: Path, train: Path, batch: int) -> list[str]:
     return args
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     train = write_texture_tree(tmp_path / "train")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

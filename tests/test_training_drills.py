@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.faults import drill_training, train_runs
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_a_run_killed_mid_save_and_truncated_resumes_bit_identical(tmp_path: Path) -> None:
     data = train_runs.make_textures(tmp_path / "data", count=3)
     reference = train_runs.reference_run(tmp_path, data, kills=1)

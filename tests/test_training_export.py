@@ -80,6 +80,7 @@ def test_export_then_upscale_cli_gives_the_ema_generator_output(
     assert training["steps"] == 2 and training["weights"] == "ema"
 
 
+@pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_export_and_upscale_as_real_subprocesses_with_fp16(
     trained_run: Path, tmp_path: Path
 ) -> None:

@@ -48,7 +48,12 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the newest ``keep``."""
+    """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the newest ``keep``.
+
+    The new file is renamed into place before older ones are pruned, so a kill between the two
+    leaves ``keep + 1`` checkpoints (never fewer than ``keep``, never an unloadable newest one);
+    the next save prunes the extra one. Pruning first would leave none at all with ``keep=1``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
     path = folder / f"step-{step:09d}.pt"

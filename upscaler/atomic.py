@@ -36,9 +36,22 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
+NAME_MAX = 255  # bytes per file name on every filesystem we write to (ext4, NTFS, APFS, tmpfs)
+
+
 def temp_path_for(path: Path) -> Path:
+    """A fresh temporary name beside ``path``: ``.<name><marker>-<host>-<pid>-<random>``.
+
+    The name is cut (at a character boundary) so the whole fits ``NAME_MAX`` bytes whatever the
+    target's length: a 250-byte texture name must not fail for its temporary's sake.
+    """
     suffix = f"{TEMP_MARKER}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
-    return path.with_name(f".{path.name}{suffix}")
+    room = NAME_MAX - 1 - len(os.fsencode(suffix))
+    whole = os.fsencode(path.name)
+    cut = min(room, len(whole))
+    while 0 < cut < len(whole) and whole[cut] & 0xC0 == 0x80:  # inside a UTF-8 character
+        cut -= 1
+    return path.with_name(f".{os.fsdecode(whole[:cut])}{suffix}")
 
 
 def is_temp_file(path: Path) -> bool:

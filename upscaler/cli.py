@@ -1,15 +1,17 @@
 """The ``upscale`` command. It parses, reports and sets exit codes; the work happens elsewhere.
 
-Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 3 fatal (model refused,
-output unwritable, disk full).
+Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error (nothing written), 3 fatal
+(model refused, output unwritable, disk full), 130 interrupted (Ctrl-C: the summary so far is
+printed; rerun with ``--skip-existing`` to resume).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
-import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,28 +19,57 @@ from typing import TYPE_CHECKING
 import click
 
 from upscaler import options as choices
+from upscaler.batch import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, RunFiles, dry_run, run_batch
+from upscaler.console import Console, shown
 
 if TYPE_CHECKING:
+    import torch
+
     from upscaler.engine.pipeline import Upscaler
-    from upscaler.process import TextureOptions
-    from upscaler.review import ReviewPaths
-    from upscaler.rules import Rules
-    from upscaler.runner import FileResult, RunOptions
-    from upscaler.worklist import Job
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
-def _fatal(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_FATAL)
+class FatalCommandError(Exception):
+    """Stop with exit code 3 and this one-line message."""
+
+
+def _keep_standard_streams() -> None:
+    """Put /dev/null on any of fds 0-2 the command was started without (``2>&-``): otherwise
+    the next file opened would get that number, and whatever writes to "stderr" at the C level
+    (libraries' warnings) would write into it, an output file perhaps."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                opened = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if opened != fd:  # lower fds were free too; they are filled in turn
+                os.close(opened)
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise click.UsageError(
+            f"environment variable {name}={value!r} (set by torchrun) is not a whole number"
+        ) from None
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = _int_env("WORLD_SIZE", 1)
         if world > 1:  # under torchrun every process takes its share
-            return int(os.environ.get("RANK", "0")), world
+            rank = _int_env("RANK", 0)
+            if not 0 <= rank < world:
+                raise click.UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
+            return rank, world
         return None
     try:
         k, n = (int(v) for v in value.split("/"))
@@ -71,13 +102,19 @@ class MemorySize(click.ParamType):
         return int(number * (1 << self.UNITS[unit]))
 
 
+def _check_device(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"{value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
 def _device(value: str) -> str:
     local_rank = os.environ.get("LOCAL_RANK")
     if value in ("auto", "cuda") and local_rank is not None:
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{local_rank}"
+            return f"cuda:{_int_env('LOCAL_RANK', 0)}"
     return value
 
 
@@ -111,6 +148,40 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
             f"{entry.summary}"
         )
     ctx.exit(EXIT_OK)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The command line, as parsed by click."""
+
+    inputs: tuple[Path, ...]
+    output: Path
+    scale: int | None
+    model_name: str | None
+    no_download: bool
+    native: bool
+    output_scale: float | None
+    fmt: str | None
+    tile: int | None
+    max_memory: int | None
+    seamless: str
+    map_kind: str
+    alpha_mode: str
+    palette: str
+    dds_format: str
+    dds_quality: str
+    rules_file: Path | None
+    skip_existing: bool
+    dry_run: bool
+    report: Path | None
+    review: Path | None
+    device: str
+    precision: str
+    shard: str | None
+    png_level: int
+    max_batch: int
+    workers: int
+    quiet: bool
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -217,13 +288,17 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     default=None,
     help="TOML file of per-pattern options (glob -> map, alpha, seamless, native, format...).",
 )
-@click.option("--skip-existing", is_flag=True, help="Skip outputs that exist and are complete.")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Keep outputs this tool already made from the same input, model and options.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
 @click.option(
     "--report",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write per-file results as JSON.",
+    help="Write per-file results as JSON (never onto an input or an output).",
 )
 @click.option(
     "--review",
@@ -232,12 +307,15 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     help="Write a page to review the batch by eye (pictures in a folder beside it, named "
     "PAGE_files); never inside the output or an input folder.",
 )
-@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--device", default="auto", callback=_check_device, help="auto, cpu, cuda, cuda:N or mps."
+)
 @click.option(
     "--precision",
     type=click.Choice(choices.PRECISIONS),
     default="auto",
-    help="auto: bf16 on CUDA where the model supports it, fp32 on CPU.",
+    help="auto: bf16 where the device has native bf16 (a GPU; a CPU with AVX512-BF16/AMX "
+    "when the model's bf16 output matches fp32, measured once per model), else fp32.",
 )
 @click.option(
     "--shard",
@@ -261,7 +339,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=2, help="Threads for decoding and encoding."
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar; errors and summary only.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines; errors and summary only.")
 @click.option(
     "--list-models",
     is_flag=True,
@@ -271,109 +349,108 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     help="Show the shipped and known models (licence, whether present) and exit.",
 )
 @click.version_option(package_name="texture-upscaler")
-def main(
-    inputs: tuple[Path, ...],
-    output: Path,
-    scale: int | None,
-    model_name: str | None,
-    no_download: bool,
-    native: bool,
-    output_scale: float | None,
-    fmt: str | None,
-    tile: int | None,
-    max_memory: int | None,
-    seamless: str,
-    map_kind: str,
-    alpha_mode: str,
-    palette: str,
-    dds_format: str,
-    dds_quality: str,
-    rules_file: Path | None,
-    skip_existing: bool,
-    dry_run: bool,
-    report: Path | None,
-    review: Path | None,
-    device: str,
-    precision: str,
-    shard: str | None,
-    png_level: int,
-    max_batch: int,
-    workers: int,
-    quiet: bool,
-) -> None:
+def main(**params: object) -> None:
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
+    _keep_standard_streams()
+    console = Console()
+    with warnings.catch_warnings():
+        # Library warnings (a damaged EXIF block, a torch hint) are not the user's business and
+        # would print as stray lines; what matters reaches the report as a file's reason.
+        warnings.simplefilter("ignore")
+        try:
+            code = _command(console, Params(**params))  # type: ignore[arg-type]
+        except KeyboardInterrupt:  # before the batch started: nothing was written
+            console.line("interrupted before any file was written")
+            code = EXIT_INTERRUPTED
+        except FatalCommandError as exc:
+            console.line(f"error: {exc}")
+            code = EXIT_FATAL
+    sys.exit(code)
+
+
+def _command(console: Console, p: Params) -> int:
     from upscaler.models import zoo
     from upscaler.models.checkpoint import ModelFileError
-    from upscaler.models.known import ModelUnavailableError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
+    from upscaler.state import RunState
     from upscaler.worklist import PlanError, build_worklist
     from upscaler.worklist import shard as take_shard
 
-    if native and output_scale is not None:
+    if p.native and p.output_scale is not None:
         raise click.UsageError("--native and --output-scale exclude each other")
-    if output_scale is not None and not 0 < output_scale <= 64:
+    if p.output_scale is not None and not 0 < p.output_scale <= 64:
         raise click.BadParameter("must be in (0, 64]", param_hint="--output-scale")
-    shard_spec = _parse_shard(shard)
-    out_format = choices.FORMATS["." + fmt] if fmt else None
+    shard_spec = _parse_shard(p.shard)
+    out_format = choices.FORMATS["." + p.fmt] if p.fmt else None
     try:
-        rules = Rules.load(rules_file) if rules_file is not None else Rules()
+        rules = Rules.load(p.rules_file) if p.rules_file is not None else Rules()
     except RulesError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(shown(exc)) from None
+    name = p.model_name
+    if not name:
+        try:
+            name = zoo.default_model(p.scale or 4)
+        except ModelFileError as exc:
+            raise click.BadParameter(exc.reason, param_hint="--scale") from None
+    device = _pick_device(p.device)
+    state = RunState(p.output.resolve())
     try:
-        worklist = build_worklist(list(inputs), output, out_format, rules.format_for)
+        worklist = build_worklist(
+            list(p.inputs), p.output, out_format, rules.format_for, state.written_by_us
+        )
         jobs = worklist.jobs
         if shard_spec is not None:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
-        raise click.UsageError(str(exc)) from None
-    review_paths = None
-    if review is not None:
+        raise click.UsageError(shown(exc)) from None
+    others = [f for f in (_model_file(name), p.rules_file) if f is not None]  # inputs too
+    report = _shard_name(p.report, shard_spec) if p.report is not None else None
+    try:
+        if report is not None:
+            worklist.check_report(report, [*p.inputs, *others], p.output)
+    except PlanError as exc:
+        raise click.UsageError(shown(exc)) from None
+    review = None
+    if p.review is not None:
         from upscaler.review import ReviewError, check_paths
 
-        if dry_run:
+        if p.dry_run:
             raise click.UsageError("--review needs a run; --dry-run writes nothing")
         try:
-            review_paths = check_paths(_shard_name(review, shard_spec), output, inputs)
+            review = check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs)
         except ReviewError as exc:
             raise click.UsageError(str(exc)) from None
     texture = TextureOptions(
-        tile=tile,
-        seamless=seamless,
-        native=native,
-        output_scale=output_scale,
-        map=map_kind,
-        alpha=alpha_mode,
-        palette=palette,
-        dds_format=dds_format,
-        dds_quality=dds_quality,
+        tile=p.tile,
+        seamless=p.seamless,
+        native=p.native,
+        output_scale=p.output_scale,
+        map=p.map_kind,
+        alpha=p.alpha_mode,
+        palette=p.palette,
+        dds_format=p.dds_format,
+        dds_quality=p.dds_quality,
     )
-
-    try:
-        name = model_name or zoo.default_model(scale or 4)
-        source = _fetch_known(name, scale, no_download, quiet)
-        upscaler = _load(source, device, precision, max_memory)
-    except ModelUnavailableError as exc:
-        _fatal(str(exc))
-        return
-    except (ModelFileError, ValueError, RuntimeError) as exc:
-        _fatal(f"model refused: {exc}")
-        return
-    if scale is not None and upscaler.scale != scale:
-        raise click.UsageError(f"--scale {scale} but model {name} is x{upscaler.scale}")
+    source = _fetch_known(name, p.scale, p.no_download, p.quiet)
+    upscaler = _load(source, device, p.precision, p.max_memory)
+    if p.scale is not None and upscaler.scale != p.scale:
+        raise click.UsageError(f"--scale {p.scale} but model {name} is x{upscaler.scale}")
 
     for path, reason in worklist.notes:
-        click.echo(f"not followed: {path}: {reason}", err=True)
-    if dry_run:
-        _dry_run(jobs, upscaler.scale, texture, rules, skip_existing, output)
-        return
+        console.line(f"not followed: {path}: {reason}")
+    if worklist.duplicates:
+        console.line(f"note: {worklist.duplicates} file(s) named more than once; each done once")
+    if p.dry_run:
+        dry_run(console, jobs, upscaler, texture, rules, p.skip_existing, state, worklist)
+        return EXIT_OK
     from upscaler.runner import RunOptions
 
-    options = RunOptions(output, skip_existing, png_level, max_batch, workers)
-    where: dict[str, object] = {"cwd": os.getcwd(), "output": str(output.resolve())}
-    where["inputs"] = [str(p.resolve()) for p in inputs]
-    files = _Files(_shard_name(report, shard_spec) if report else None, review_paths, where)
-    sys.exit(_run(jobs, upscaler, texture, rules, options, quiet, files, worklist.problems))
+    options = RunOptions(p.output, p.skip_existing, p.png_level, p.max_batch, p.workers)
+    where: dict[str, object] = {"cwd": os.getcwd(), "output": str(p.output.resolve())}
+    where["inputs"] = [str(path.resolve()) for path in p.inputs]
+    files = RunFiles(report, review, where)
+    return run_batch(console, jobs, upscaler, texture, rules, options, p.quiet, files, worklist)
 
 
 def _shard_name(path: Path, shard_spec: tuple[int, int] | None) -> Path:
@@ -381,15 +458,6 @@ def _shard_name(path: Path, shard_spec: tuple[int, int] | None) -> Path:
     if shard_spec is None:
         return path
     return path.with_name(f"{path.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{path.suffix}")
-
-
-@dataclass(frozen=True)
-class _Files:
-    """What the run writes besides its outputs."""
-
-    report: Path | None
-    review: ReviewPaths | None
-    where: dict[str, object]  # cwd, output and inputs, for the report's readers
 
 
 def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -> str:
@@ -419,6 +487,8 @@ def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -
         path = known.fetch(
             model, download=False if no_download else None, progress=None if quiet else progress
         )
+    except known.ModelUnavailableError as exc:
+        raise FatalCommandError(str(exc)) from None
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -427,158 +497,42 @@ def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -
     return str(path)
 
 
-def _load(name: str, device: str, precision: str, max_memory: int | None) -> Upscaler:
-    from upscaler.engine.load import pick_device, pick_dtype
+def _pick_device(value: str) -> torch.device:
+    """The torch device for ``--device``; one that is not here is a usage error."""
+    from upscaler.engine.load import pick_device
+
+    try:
+        return pick_device(_device(value))
+    except RuntimeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+
+
+def _model_file(name: str) -> Path | None:
+    from upscaler.models import zoo
+    from upscaler.models.checkpoint import ModelFileError
+
+    try:
+        return zoo.resolve(name, download=False)  # a known model is fetched later, if at all
+    except ModelFileError:
+        return None  # not here yet, or refused when it is loaded, with the reason
+
+
+def _load(name: str, device: torch.device, precision: str, max_memory: int | None) -> Upscaler:
+    from upscaler.engine.load import pick_dtype
     from upscaler.engine.pipeline import Upscaler
+    from upscaler.models.checkpoint import ModelFileError
     from upscaler.models.loader import read_model
 
-    module, info = read_model(name)
-    torch_device = pick_device(_device(device))
-    return Upscaler(
-        module,
-        info,
-        device=torch_device,
-        dtype=pick_dtype(precision, torch_device, info),
-        max_memory=max_memory,
-    )
-
-
-def _dry_run(
-    jobs: list[Job],
-    scale: int,
-    texture: TextureOptions,
-    rules: Rules,
-    skip_existing: bool,
-    output: Path,
-) -> None:
-    from upscaler.formats.image import ImageReadError, probe
-    from upscaler.process import output_size
-    from upscaler.runner import Manifest
-    from upscaler.texture.maps import kind_from_name
-
-    manifest = Manifest(output.resolve())
-    for job in jobs:
-        try:
-            size = probe(job.source)
-        except ImageReadError as exc:
-            click.echo(f"fail  {job.source}: {exc.reason}")
-            continue
-        options = rules.options_for(job.name, texture)
-        out = output_size(size, scale, options)
-        done = skip_existing and manifest.complete(job.target, out)
-        verb = "skip " if done else "do   "
-        kind = options.map if options.map != "auto" else kind_from_name(job.source) or "color"
-        click.echo(
-            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]}) {kind}"
-        )
-    click.echo(f"{len(jobs)} files planned (dry run: nothing written)")
-
-
-def _run(
-    jobs: list[Job],
-    upscaler: Upscaler,
-    texture: TextureOptions,
-    rules: Rules,
-    options: RunOptions,
-    quiet: bool,
-    files: _Files,
-    problems: list[tuple[Path, str]],
-) -> int:
-    from upscaler.runner import FatalError, FileResult, Runner, write_report
-
-    total = len(jobs)
-    started = time.perf_counter()
-    bar = None
-    if not quiet and total:
-        bar = click.progressbar(
-            length=total, label="upscaling", file=sys.stderr, show_eta=True, show_pos=True
-        )
-        bar.__enter__()
-
-    def on_result(result: FileResult) -> None:
-        if result.status == "failed":
-            if bar is not None:
-                sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "\n")
-            click.echo(f"failed: {result.source}: {result.reason}", err=True)
-        if bar is not None:
-            bar.update(1)
-
-    runner = Runner(upscaler, texture, options, on_result, rules)
-    for path, reason in problems:  # folders that could not be read: their files are missing
-        runner.results.append(FileResult(str(path), "", "failed", reason))
-        click.echo(f"failed: {path}: {reason}", err=True)
-    fatal = None
     try:
-        results = runner.run(jobs)
-    except FatalError as exc:
-        fatal, results = str(exc), runner.results
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    seconds = time.perf_counter() - started
-    total += len(problems)  # unreadable folders count as tried, and failed
-    summary = {
-        **counts,
-        "total": total,
-        "seconds": round(seconds, 3),
-        "model": upscaler.info.name,
-        "scale": upscaler.scale,
-        "device": str(upscaler.device),
-        "fatal": fatal,
-        **files.where,
-    }
-    if files.report is not None:
-        try:
-            write_report(files.report, results, summary)
-        except OSError as exc:
-            fatal = fatal or f"cannot write the report {files.report}: {exc.strerror or exc}"
-    if files.review is not None:  # not after a fatal error: the disk is full or unwritable
-        fatal = fatal or _review(files.review, results, summary, options.workers, quiet)
-    click.echo(
-        f"{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"of {total} in {seconds:.1f} s",
-        err=True,
-    )
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed[:50]:
-        click.echo(f"  {r.source}: {r.reason}", err=True)
-    if len(failed) > 50:
-        click.echo(f"  ... and {len(failed) - 50} more (see --report)", err=True)
-    if fatal:
-        click.echo(f"error: {fatal}", err=True)
-        return EXIT_FATAL
-    return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-def _review(
-    paths: ReviewPaths,
-    results: list[FileResult],
-    summary: dict[str, object],
-    workers: int,
-    quiet: bool,
-) -> str | None:
-    """Write the review page; a reason when it cannot be written."""
-    from dataclasses import asdict
-
-    from upscaler.review import write_review
-
-    bar = None
-    if not quiet and results:
-        bar = click.progressbar(length=len(results), label="review page", file=sys.stderr)
-        bar.__enter__()
-    try:
-        count = write_review(
-            paths,
-            [asdict(r) for r in results],
-            summary,
-            workers=workers,
-            on_picture=(lambda: bar.update(1)) if bar is not None else None,
+        module, info = read_model(name)
+        return Upscaler(
+            module,
+            info,
+            device=device,
+            dtype=pick_dtype(precision, device, info),
+            max_memory=max_memory,
         )
-    except OSError as exc:
-        return f"cannot write the review page {paths.page}: {exc.strerror or exc}"
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-    click.echo(f"review page: {paths.page} ({count} textures)", err=True)
-    return None
+    except (ModelFileError, ValueError, RuntimeError) as exc:
+        raise FatalCommandError(f"model refused: {exc}") from None
+    except Exception as exc:  # a loader bug on a hostile file: still one line, still refused
+        raise FatalCommandError(f"model refused: {name}: {type(exc).__name__}: {exc}") from None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from upscaler import options
+from upscaler.engine.budget import chunk_bytes
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.dds import DdsWrite, wants_mips
 from upscaler.formats.image import ImageFile
@@ -105,7 +106,12 @@ def plan_texture(
                 coverage = alpha_.coverage(a, image.bits)
                 soft = alpha_.soft_share(a, image.bits)
     wrap = wrap_axes(image, options.seamless)
-    return MapInfo(kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes))
+    premultiplied = image.premultiplied and image.channels in (2, 4) and kind != "normal"
+    if image.premultiplied and not premultiplied and kind == "normal":
+        notes.append("premultiplied alpha on a normal map: treated as straight alpha")
+    return MapInfo(
+        kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes), premultiplied
+    )
 
 
 def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
@@ -127,7 +133,8 @@ def model_input(image: ImageFile, info: MapInfo) -> np.ndarray:
     channel, with colour bled under fully transparent texels, with Z rebuilt in blue for a
     two-channel normal map."""
     pixels = image.pixels if info.constant_alpha is None else image.pixels[:, :, :-1]
-    bleed = info.alpha in ("cutout", "blended")
+    # Premultiplied colour is already zero where nothing shows: it filters right as it is.
+    bleed = info.alpha in ("cutout", "blended") and not info.premultiplied
     if not (bleed or info.two_channel):
         return pixels
     if not info.two_channel:  # in bands: a whole float copy of a 16k texture does not fit
@@ -168,7 +175,11 @@ def upscale_images(
     x = x.permute(0, 3, 1, 2)
     channels = x.shape[1]
     target = output_size((h, w), upscaler.scale, options)
-    bands = upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap)
+    # Converting a band costs several float copies of it (normals: ~8), so it is converted in
+    # chunks of the size the memory budget plans for, however large the band the model made.
+    bands = _in_chunks(
+        upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap), chunk_bytes(upscaler.budget)
+    )
     extra = 1 if info.constant_alpha is not None else 0
     dtype = np.uint16 if bits == 16 else np.uint8
     outputs = [np.empty((*target, channels + extra), dtype) for _ in images]
@@ -194,6 +205,20 @@ def upscale_images(
             _finish(image, plan, outputs[i], alpha16[i] if alpha16 is not None else None, options)
         )
     return results
+
+
+def _in_chunks(
+    bands: Iterator[tuple[int, torch.Tensor]], most_bytes: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Row bands cut into chunks of at most ``most_bytes`` (at least one row each)."""
+    for y, band in bands:
+        row_bytes = band[:, :, :1].numel() * band.element_size()
+        step = max(1, most_bytes // max(1, row_bytes))
+        if step >= band.shape[2]:
+            yield y, band
+            continue
+        for start in range(0, band.shape[2], step):  # contiguous: strided views run slow paths
+            yield y + start, band[:, :, start : start + step].contiguous()
 
 
 def _resample(
@@ -234,6 +259,10 @@ def _finish(
         pixels[:, :, -1] = info.constant_alpha
     elif alpha16 is not None and info.coverage is not None:
         pixels[:, :, -1] = alpha_.keep_coverage(alpha16, info.coverage, image.bits, info.soft)
+        if info.premultiplied:  # its colour was multiplied by the alpha the model made
+            alpha_.follow_alpha(pixels, alpha16, image.bits, info.kind)
+    if info.premultiplied:  # after the final alpha: no colour above it, none under alpha 0
+        alpha_.clamp_premultiplied(pixels, image.bits, info.kind)
     palette, keep_palette = image.palette, False
     if options.palette == "keep" and palette is not None and palette.shape[1] == pixels.shape[2]:
         from upscaler.texture.palette import snap
@@ -243,15 +272,25 @@ def _finish(
         options.dds_format, info.kind == "color", info.two_channel, quality=options.dds_quality
     )
     result = image.with_pixels(np.ascontiguousarray(pixels))
-    return replace(result, write_palette=keep_palette, dds_write=dds_write)
+    return replace(
+        result, write_palette=keep_palette, dds_write=dds_write, premultiplied=info.premultiplied
+    )
 
 
-def for_output(image: ImageFile, info: MapInfo, fmt: str) -> ImageFile:
-    """``image`` ready for the encoder of ``fmt``: a DDS that wants mips gets its chain here,
-    filtered per map type (``texture.mips``); the encoder only packs what it is given."""
+def for_output(image: ImageFile, info: MapInfo, fmt: str) -> tuple[ImageFile, list[str]]:
+    """``image`` ready for the encoder of ``fmt``, and notes on what that changed: a DDS that
+    wants mips gets its chain here, filtered per map type (``texture.mips``); premultiplied
+    alpha bound for a format that holds only straight alpha is divided out. The encoder only
+    packs what it is given."""
     write = image.dds_write
-    if fmt != "DDS" or not wants_mips(image.info.get("dds"), write.format):
-        return image
-    levels = len(chain_sizes(*image.size))
-    chain = build_chain(image.pixels, image.bits, info, levels)
-    return replace(image, dds_write=replace(write, mips=tuple(chain[1:])))
+    if fmt == "DDS":
+        if not wants_mips(image.info.get("dds"), write.format):
+            return image, []
+        levels = len(chain_sizes(*image.size))
+        chain = build_chain(image.pixels, image.bits, info, levels)
+        return replace(image, dds_write=replace(write, mips=tuple(chain[1:]))), []
+    if image.premultiplied:
+        pixels = alpha_.unpremultiply(image.pixels, image.bits, info.kind)
+        note = f"premultiplied alpha written as straight alpha ({fmt} has no other)"
+        return replace(image, pixels=pixels, premultiplied=False), [note]
+    return image, []

@@ -83,7 +83,11 @@ class Rules:
             where = f"{source}: rule [{pattern!r}]"
             if not isinstance(options, dict):
                 raise RulesError(f'{where}: must be a table of options, e.g. ["{pattern}"]')
-            rules.append(Rule(pattern, glob_regex(pattern), _check(options, where)))
+            try:
+                regex = glob_regex(pattern)
+            except RulesError as exc:
+                raise RulesError(f"{where}: {exc}") from None
+            rules.append(Rule(pattern, regex, _check(options, where)))
         return cls(tuple(rules), source)
 
     def settings(self, relative: PurePath | str) -> dict[str, Any]:
@@ -171,4 +175,7 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(p[i]))
             i += 1
     prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(prefix + "".join(out), re.IGNORECASE)
+    try:
+        return re.compile(prefix + "".join(out), re.IGNORECASE)
+    except re.error as exc:  # e.g. a range written backwards: [z-a]
+        raise RulesError(f"pattern {pattern!r} is not a valid glob ({exc})") from None

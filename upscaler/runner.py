@@ -3,11 +3,14 @@
 Files are grouped by their header (size, mode) in work-list order, so batches do not depend on which
 outputs already exist: a run resumed with ``skip_existing`` computes every image exactly as an
 uninterrupted run would (a partly finished group is recomputed, and only its missing files are
-written). A bad file fails alone; a full disk or an unwritable output stops the run.
+written). A bad file fails alone; a full disk, an unwritable output or a model that produces NaN
+stops the run. Reporting (the ``on_result`` callback) can never stop it: a callback that raises is
+switched off and the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -17,14 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from upscaler.atomic import is_disk_full, remove_stale_temps, temp_path_for
-from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
+from upscaler.engine.pipeline import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
 from upscaler.formats.image import (
     ImageFile,
     ImageReadError,
     ImageWriteError,
+    output_limit,
     probe,
     read_image,
-    verify_image,
     write_image,
 )
 from upscaler.process import (
@@ -36,10 +39,10 @@ from upscaler.process import (
     upscale_images,
 )
 from upscaler.rules import Rules
+from upscaler.state import LEGACY_MANIFEST, RunState, file_sha256, recipe
 from upscaler.texture.maps import MapInfo
 from upscaler.worklist import Job
 
-MANIFEST = ".upscale-done.jsonl"
 MAX_BATCH_OUTPUT_PIXELS = 64 << 20
 
 
@@ -89,45 +92,23 @@ class _Item:
     key: tuple[object, ...]
     options: TextureOptions  # the run's, refined by the rules file for this file
     done: bool = False  # output already complete
+    recipe: str = ""  # what the output is made from (see ``state``)
 
 
-class Manifest:
-    """Outputs this tool completed, with their byte sizes: a cheap, trustworthy skip check."""
+def producer(upscaler: Upscaler) -> dict[str, object]:
+    """What, besides each file's options and format, decides an output's pixels: the model file's
+    SHA-256 (its name when it was built in memory), scale and precision."""
+    source = Path(upscaler.info.source) if upscaler.info.source else None
+    try:
+        model = file_sha256(source) if source is not None else f"name:{upscaler.info.name}"
+    except OSError:
+        model = f"name:{upscaler.info.name}"
+    return {"model": model, "scale": upscaler.scale, "dtype": str(upscaler.dtype)}
 
-    def __init__(self, root: Path) -> None:
-        self.path = root / MANIFEST
-        self.sizes: dict[str, int] = {}
-        self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-            self._cut_short = bool(text) and not text.endswith("\n")
-            for line in text.splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.sizes[entry["target"]] = int(entry["bytes"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a crash
-        except OSError:
-            pass
 
-    def complete(self, target: Path, size: tuple[int, int]) -> bool:
-        try:
-            actual = target.stat().st_size
-        except OSError:
-            return False
-        if self.sizes.get(str(target)) == actual:
-            return True
-        try:
-            return verify_image(target, size)  # not ours, or not recorded: decode it fully
-        except Exception:  # a decoder bug on an old output: redo it rather than stop
-            return False
-
-    def record(self, target: Path) -> None:
-        line = json.dumps({"target": str(target), "bytes": target.stat().st_size}) + "\n"
-        if self._cut_short:
-            line, self._cut_short = "\n" + line, False
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)  # one short O_APPEND write: atomic even with several shards
+def made_by(job: Job, options: TextureOptions, producer: Mapping[str, object]) -> str:
+    """The recipe of ``job``'s output (see ``state``); raises OSError if its source is gone."""
+    return recipe(job.source, {**producer, "options": asdict(options), "format": job.format})
 
 
 def _header(job: Job) -> tuple[tuple[int, int], tuple[object, ...]]:
@@ -163,8 +144,10 @@ class Runner:
         self.rules = rules or Rules()
         self.on_result = on_result or (lambda result: None)
         self.root = options.output_root.resolve()
-        self.manifest = Manifest(self.root)
+        self.state = RunState(self.root)
+        self.producer = producer(upscaler)
         self.results: list[FileResult] = []
+        self.reporting_error: str | None = None  # why on_result was switched off, if it was
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -178,9 +161,17 @@ class Runner:
             size, key = probed
             texture = self.rules.options_for(job.name, self.texture)
             item = _Item(job, size, (*key, texture), texture)
+            too_big = output_limit(job.format, output_size(size, self.upscaler.scale, texture))
+            if too_big is not None:
+                self._emit(self._result(item, "failed", too_big))
+                continue
+            try:
+                item.recipe = made_by(job, texture, self.producer)
+            except OSError as exc:
+                self._emit(self._result(item, "failed", f"cannot read: {exc.strerror or exc}"))
+                continue
             if self.options.skip_existing:
-                target_size = output_size(size, self.upscaler.scale, texture)
-                item.done = self.manifest.complete(job.target, target_size)
+                item.done = self.state.complete(job.target, item.recipe)
             items.append(item)
         return items
 
@@ -196,11 +187,14 @@ class Runner:
     # -- running --------------------------------------------------------------------------------
 
     def run(self, jobs: list[Job]) -> list[FileResult]:
+        """Run ``jobs``; results also land in ``results`` as they come, so that after a
+        ``FatalError`` or ``KeyboardInterrupt`` they say what was done so far. On either, work not
+        yet started is dropped; decodes and writes under way finish (nothing half-written)."""
         self._check_output_root()
-        with (
-            ThreadPoolExecutor(self.options.workers, "decode") as readers,
-            ThreadPoolExecutor(self.options.workers, "encode") as writers,
-        ):
+        readers = ThreadPoolExecutor(self.options.workers, "decode")
+        writers = ThreadPoolExecutor(self.options.workers, "encode")
+        self._writes: list[Future[FileResult]] = []  # submitted, result not yet emitted
+        try:
             items = self.plan(jobs, readers)
             for item in items:
                 if item.done:
@@ -210,16 +204,18 @@ class Runner:
                 for g in _groups(items, self.options.max_batch, self.upscaler.scale)
                 if not all(i.done for i in g)
             ]
-            pending: list[Future[FileResult]] = []
-            try:
-                for group, decoded in self._decoded(groups, readers):
-                    pending += self._compute(group, decoded, writers)
-                    pending = self._collect(pending, block=False)
-                self._collect(pending, block=True)
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+            for group, decoded in self._decoded(groups, readers):
+                self._compute(group, decoded, writers)
+                self._collect(block=False)
+            self._collect(block=True)
+        finally:
+            for future in self._writes:
+                future.cancel()
+            readers.shutdown(wait=True, cancel_futures=True)
+            writers.shutdown(wait=True, cancel_futures=True)
+            for future in self._writes:  # writes that were under way when the run stopped
+                if not future.cancelled() and future.exception() is None:
+                    self._emit(future.result())
         return self.results
 
     def _decoded(
@@ -248,7 +244,7 @@ class Runner:
 
     def _compute(
         self, group: list[_Item], decoded: list[ImageFile | FileResult], writers: ThreadPoolExecutor
-    ) -> list[Future[FileResult]]:
+    ) -> None:
         batches: dict[tuple[object, ...], list[tuple[_Item, ImageFile, MapInfo]]] = {}
         for item, image in zip(group, decoded, strict=True):
             if isinstance(image, FileResult):
@@ -261,35 +257,35 @@ class Runner:
                 continue
             key = (*batch_key(image, info), item.options)
             batches.setdefault(key, []).append((item, image, info))
-        futures = []
         for members in batches.values():
-            futures += self._upscale(members, writers)
-        return futures
+            self._upscale(members, writers)
 
     def _upscale(
         self, members: list[tuple[_Item, ImageFile, MapInfo]], writers: ThreadPoolExecutor
-    ) -> list[Future[FileResult]]:
+    ) -> None:
         start = time.perf_counter()
         try:
             images, infos = [m[1] for m in members], [m[2] for m in members]
             options = members[0][0].options
             outputs = upscale_images(self.upscaler, images, options, infos=infos)
+        except NonFiniteOutputError as exc:  # the model, not this file: nothing it makes is usable
+            raise FatalError(f"model refused: {exc}") from exc
         except Exception as exc:  # one bad batch must not end the run: retry alone, then fail
             if len(members) > 1 and not isinstance(exc, NotEnoughMemoryError):
-                return [f for m in members for f in self._upscale([m], writers)]
+                for member in members:
+                    self._upscale([member], writers)
+                return
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if not isinstance(exc, (NotEnoughMemoryError, ValueError)):
                 reason = f"{type(exc).__name__}: {reason}"
             for item, _, _ in members:
                 self._emit(self._result(item, "failed", reason[:300]))
-            return []
+            return
         seconds = (time.perf_counter() - start) / len(members)
-        futures = []
         for (item, _, info), output in zip(members, outputs, strict=True):
             if item.done:
                 continue  # recomputed only to keep its batch-mates bit-identical
-            futures.append(writers.submit(self._write, item, output, seconds, info))
-        return futures
+            self._writes.append(writers.submit(self._write, item, output, seconds, info))
 
     def _write(self, item: _Item, image: ImageFile, seconds: float, info: MapInfo) -> FileResult:
         target = item.job.target
@@ -298,14 +294,14 @@ class Runner:
             if not self._inside_root(target.parent):
                 raise ImageWriteError(target, "output folder resolves outside the output root")
             target.parent.mkdir(parents=True, exist_ok=True)
-            image = for_output(image, info, item.job.format)
-            notes = write_image(target, image, item.job.format, png_level=self.options.png_level)
+            image, notes = for_output(image, info, item.job.format)
+            notes += write_image(target, image, item.job.format, png_level=self.options.png_level)
             result.notes += notes
-            self.manifest.record(target)
+            self.state.record(target, item.recipe)
         except ImageWriteError as exc:
             result.status, result.reason = "failed", exc.reason
         except OSError as exc:
-            if is_disk_full(exc):  # the image itself or its manifest line: nothing more fits
+            if is_disk_full(exc):  # nothing more fits
                 raise FatalError(
                     f"disk full while writing {target}; earlier outputs are intact"
                 ) from exc
@@ -314,14 +310,12 @@ class Runner:
             result.status, result.reason = "failed", f"cannot encode: {one_line(exc)}"
         return result
 
-    def _collect(self, pending: list[Future[FileResult]], block: bool) -> list[Future[FileResult]]:
-        remaining = []
-        for future in pending:
+    def _collect(self, block: bool) -> None:
+        """Emit the results of finished writes (of all, waiting for them, with ``block``)."""
+        for future in list(self._writes):
             if block or future.done():
+                self._writes.remove(future)
                 self._emit(future.result())  # re-raises FatalError from the writer
-            else:
-                remaining.append(future)
-        return remaining
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -345,6 +339,8 @@ class Runner:
             raise FatalError(f"output folder {self.root} is not writable: {why}") from exc
         for folder, _, _ in os.walk(self.root):
             remove_stale_temps(Path(folder))
+        with contextlib.suppress(OSError):  # older versions kept resume state in the tree
+            (self.root / LEGACY_MANIFEST).unlink()
 
     def _result(
         self,
@@ -368,7 +364,12 @@ class Runner:
 
     def _emit(self, result: FileResult) -> None:
         self.results.append(result)
-        self.on_result(result)
+        if self.reporting_error is not None:
+            return
+        try:
+            self.on_result(result)
+        except Exception as exc:  # a closed stderr, a broken pipe: the batch goes on, unreported
+            self.reporting_error = one_line(exc)
 
 
 def write_report(path: Path, results: list[FileResult], summary: Mapping[str, object]) -> None:

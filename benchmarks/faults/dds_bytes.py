@@ -82,3 +82,43 @@ def unsupported(index: int, dxt1: bytes | None, patch: np.ndarray) -> tuple[str,
         data = np.zeros(h * w * 4, dtype=np.float16).tobytes()
         return name, header(w, h, fourcc=b"DX10", dx10=(DXGI_R16G16B16A16_FLOAT, 3, 0, 1)) + data
     return name, header(w, h, fourcc=b"ATC ") + blocks
+
+
+# Pixel-format flags of a legacy header, and the header's PITCH flag.
+PF_ALPHAPIXELS, PF_ALPHA, PF_FOURCC, PF_RGB, PF_LUMINANCE = 0x1, 0x2, 0x4, 0x40, 0x20000
+DDSD_PITCH, DDSD_MIPMAPCOUNT = 0x8, 0x20000
+
+
+def legacy_header(
+    width: int,
+    height: int,
+    *,
+    pf_flags: int = PF_RGB,
+    fourcc: bytes = b"\0\0\0\0",
+    bitcount: int = 0,
+    masks: tuple[int, int, int, int] = (0, 0, 0, 0),
+    pitch: int = 0,
+    mips: int = 0,
+    extra_flags: int = 0,
+) -> bytes:
+    """The 128-byte legacy header (magic included) of any layout, as other tools write them:
+    uncompressed (flags, bit count, masks; ``pitch`` with the PITCH flag) or FourCC."""
+    flags = 0x1 | 0x2 | 0x4 | 0x1000 | extra_flags
+    flags |= DDSD_PITCH if pitch else 0
+    flags |= DDSD_MIPMAPCOUNT if mips else 0
+    body = struct.pack("<7I", flags, height, width, pitch, 0, mips, 0) + b"\0" * 40
+    pixel_format = struct.pack("<II4sI4I", 32, pf_flags, fourcc, bitcount, *masks)
+    return (
+        b"DDS "
+        + struct.pack("<I", 124)
+        + body
+        + pixel_format
+        + struct.pack("<5I", 0x1000, 0, 0, 0, 0)
+    )
+
+
+def dx10_header(width: int, height: int, dxgi: int, *, alpha_mode: int = 0, mips: int = 0) -> bytes:
+    """A DX10 file's 148 header bytes: the legacy header with FourCC ``DX10``, then the DX10
+    header (2D texture, one slice, ``alpha_mode`` in its misc flags 2)."""
+    legacy = legacy_header(width, height, pf_flags=PF_FOURCC, fourcc=b"DX10", mips=mips)
+    return legacy + struct.pack("<5I", dxgi, 3, 0, 1, alpha_mode)

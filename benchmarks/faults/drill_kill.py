@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from upscaler.atomic import is_temp_file
-from upscaler.runner import MANIFEST
 
 from .corpus import VALID, load_patches, source_textures
 from .procs import file_hashes, run_upscale, temp_files
@@ -47,12 +46,9 @@ def make_tree(root: Path, files: int, seed: int) -> list[str]:
 
 
 def _outputs(out: Path) -> dict[str, str]:
-    """Files at final paths (not temporaries, not the manifest) and their hashes."""
-    return {
-        k: v
-        for k, v in file_hashes(out).items()
-        if not k.endswith(MANIFEST) and not is_temp_file(Path(k))
-    }
+    """Files at final paths (not temporaries) and their hashes: resume state is kept outside
+    the output tree, so anything else here would be a stray file."""
+    return {k: v for k, v in file_hashes(out).items() if not is_temp_file(Path(k))}
 
 
 def run(work: Path, model: Path, kills: int, files: int = 48, seed: int = 0) -> dict[str, Any]:

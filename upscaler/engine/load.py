@@ -22,6 +22,8 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(f"{device} asked for, but there are {torch.cuda.device_count()} GPUs")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError("MPS was asked for but is not available on this machine")
     return device

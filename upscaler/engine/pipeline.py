@@ -23,7 +23,14 @@ from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, til
 from upscaler.models.contract import ModelInfo
 from upscaler.texture.seamless import wrap_index
 
-__all__ = ["ModelInfo", "NotEnoughMemoryError", "Upscaler", "is_out_of_memory", "memory_budget"]
+__all__ = [
+    "ModelInfo",
+    "NonFiniteOutputError",
+    "NotEnoughMemoryError",
+    "Upscaler",
+    "is_out_of_memory",
+    "memory_budget",
+]
 
 DEFAULT_BLEND = 4  # input pixels of cross-fade beyond the receptive field at tile seams
 MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest core
@@ -36,6 +43,11 @@ MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see mode
 
 class NotEnoughMemoryError(RuntimeError):
     """The image could not be processed within memory, even at the smallest tile allowed."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced NaN or Inf: its weights (or the precision) are broken for every
+    input, so the run stops rather than write black or white images."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +322,13 @@ class Upscaler:
             raise RuntimeError(
                 f"model returned {tuple(out.shape[2:])} for input {tuple(batch.shape[2:])}; "
                 f"expected x{self.scale}"
+            )
+        if not bool(torch.isfinite(out).all()):
+            dtype = str(self.dtype).removeprefix("torch.")
+            raise NonFiniteOutputError(
+                f"model {self.info.name} produced NaN or Inf values ({dtype}, a "
+                f"{batch.shape[2]}x{batch.shape[3]} px tile); its outputs would be solid "
+                "black or white"
             )
         return out.float()
 

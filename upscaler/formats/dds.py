@@ -10,13 +10,16 @@ that can, with a note naming both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from upscaler.formats import bcn
 from upscaler.formats.bits import full_scale, to_8bit
 from upscaler.formats.ddsheader import (
+    ALPHA_PREMULTIPLIED,
+    DX10_BYTES,
+    HEADER_BYTES,
     M8,
     RGBA8,
     DdsError,
@@ -26,18 +29,23 @@ from upscaler.formats.ddsheader import (
     describe,
     dx10_format,
     pack_header,
+    parse_header,
     read_info,
-    surface_bytes,
+    top_level_bytes,
 )
 from upscaler.options import DDS_FORMATS
 
 __all__ = [
+    "ALPHA_PREMULTIPLIED",
+    "DX10_BYTES",
+    "HEADER_BYTES",
     "DdsError",
     "DdsFormat",
     "DdsInfo",
     "check_length",
     "describe",
     "encode",
+    "parse_header",
     "read_info",
     "read_pixels",
 ]
@@ -65,16 +73,20 @@ def pixel_bits(fmt: DdsFormat) -> int:
     return 16 if len(found) == 1 and found[0][0].bit_count() > 8 else 8
 
 
-def read_pixels(path: Path, info: DdsInfo) -> np.ndarray:
-    """The top level as ``(H, W, C)`` uint8 (uint16 for 16-bit gray layouts)."""
+def read_pixels(handle: BinaryIO, info: DdsInfo) -> np.ndarray:
+    """The top level of the open DDS file as ``(H, W, C)`` uint8 (uint16 for 16-bit gray)."""
     fmt, h, w = info.format, info.height, info.width
-    with open(path, "rb") as handle:
-        handle.seek(info.data_offset)
-        data = handle.read(surface_bytes(fmt, h, w))
-    if len(data) < surface_bytes(fmt, h, w):
+    handle.seek(info.data_offset)
+    need = top_level_bytes(info)
+    data = handle.read(need)
+    if len(data) < need:
         raise DdsError("truncated DDS file")
     if fmt.block:
         return _decode_blocks(data, fmt, h, w)
+    if info.pitch:  # rows padded to whole words: drop the padding
+        row = w * fmt.bitcount // 8
+        padded = np.frombuffer(data + bytes(info.pitch - row), np.uint8).reshape(h, info.pitch)
+        data = np.ascontiguousarray(padded[:, :row]).tobytes()
     return _decode_masks(data, fmt, h, w)
 
 
@@ -111,6 +123,8 @@ def _decode_masks(data: bytes, fmt: DdsFormat, h: int, w: int) -> np.ndarray:
     top = full_scale(bits)
     out = np.zeros((h, w, channels), dtype=np.uint16 if bits == 16 else np.uint8)
     for mask, channel in found:
+        if not mask:  # a layout without this channel (e.g. blue alone in an RGB file): 0
+            continue
         shift = (mask & -mask).bit_length() - 1
         most = mask >> shift
         v = ((value & mask) >> shift).astype(np.uint64)
@@ -239,6 +253,8 @@ def _encode_masks(pixels: np.ndarray, fmt: DdsFormat) -> bytes:
     top = full_scale(16 if pixels.dtype == np.uint16 else 8)
     value = np.zeros((h, w), dtype=np.uint64)
     for mask, channel in found:
+        if not mask:
+            continue
         shift = (mask & -mask).bit_length() - 1
         most = mask >> shift
         v = (pixels[:, :, channel].astype(np.uint64) * most + top // 2) // top

@@ -50,6 +50,9 @@ class DdsFormat:
     dxgi: int = 0
 
 
+ALPHA_PREMULTIPLIED = 2  # DX10 header's alpha mode: colour stored multiplied by alpha
+
+
 @dataclass(frozen=True)
 class DdsInfo:
     width: int
@@ -58,6 +61,12 @@ class DdsInfo:
     format: DdsFormat
     data_offset: int
     alpha_mode: int = 0  # DX10 header: 0 unknown, 1 straight, 2 premultiplied, 3 opaque, 4 custom
+    pitch: int = 0  # bytes from one row of the top level to the next when rows are padded
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row of the top level as stored (its padding included)."""
+        return self.pitch or self.width * self.format.bitcount // 8
 
 
 M8 = (0xFF, 0, 0, 0)
@@ -167,11 +176,17 @@ def read_info(path: Path) -> DdsInfo:
         return parse_header(handle.read(HEADER_BYTES + DX10_BYTES))
 
 
-def check_length(path: Path, info: DdsInfo) -> None:
-    """Raise ``DdsError`` if ``path`` is too short to hold the top level (after the size check,
-    so an absurd header fails as too big, not as truncated)."""
-    size = path.stat().st_size
-    need = info.data_offset + surface_bytes(info.format, info.height, info.width)
+def top_level_bytes(info: DdsInfo) -> int:
+    """Bytes the top level takes in the file (the last row needs no padding after it)."""
+    if info.format.block or not info.pitch:
+        return surface_bytes(info.format, info.height, info.width)
+    return (info.height - 1) * info.pitch + info.width * info.format.bitcount // 8
+
+
+def check_length(size: int, info: DdsInfo) -> None:
+    """Raise ``DdsError`` if a file of ``size`` bytes is too short to hold the top level (after
+    the size check, so an absurd header fails as too big, not as truncated)."""
+    need = info.data_offset + top_level_bytes(info)
     if size < need:
         raise DdsError(f"truncated DDS file ({size:,} bytes, the top level needs {need:,})")
 
@@ -209,7 +224,19 @@ def parse_header(head: bytes) -> DdsInfo:
     else:
         fmt = legacy_uncompressed_format(pf_flags, bitcount, masks)
     mip_count = max(1, mips) if flags & _MIPMAPCOUNT else 1
-    return DdsInfo(width, height, mip_count, fmt, offset, alpha_mode)
+    return DdsInfo(
+        width, height, mip_count, fmt, offset, alpha_mode, _padded_pitch(flags, _pitch, fmt, width)
+    )
+
+
+def _padded_pitch(flags: int, pitch: int, fmt: DdsFormat, width: int) -> int:
+    """The header's row pitch when it pads uncompressed rows to whole 32-bit words, as Direct3D 9
+    laid out 24-bit (and odd-width 8/16-bit) surfaces; 0 when rows are packed. Any other pitch
+    is ignored: many writers leave garbage there."""
+    row = width * fmt.bitcount // 8
+    if fmt.block or not flags & _PITCH or row % 4 == 0:
+        return 0
+    return pitch if pitch == row + (-row % 4) else 0
 
 
 def dx10_format(dxgi: int) -> DdsFormat:

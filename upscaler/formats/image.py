@@ -5,16 +5,26 @@ Reading checks the file against an explicit list of formats (by extension *and* 
 EPS bytes named ``.png`` are refused) and an explicit pixel limit sized for textures, before any
 pixel is decoded. Pixels come back as ``(H, W, C)`` uint8 or uint16 arrays with C = 1..4 (gray,
 gray + alpha, RGB, RGBA); what is needed to write the file back the same way (format, bit depth,
-ICC profile, TGA layout, JPEG sampling, palette) travels in ``ImageFile``. Writes are atomic.
+ICC profile, TGA layout, JPEG sampling, palette, PNG colour key) travels in ``ImageFile``.
+
+Only regular files are opened, and without blocking: a FIFO, socket or device named like an image
+is refused before a byte is read (a FIFO would block the reader until some writer appears). EXIF
+orientation (JPEG, PNG eXIf, WebP) is applied to the pixels and the tag is not written back, as
+most tools do, so every viewer shows the output as the source looked. Writes are atomic.
 """
 
 from __future__ import annotations
 
 import io as _io
+import logging
+import os
+import stat
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +33,16 @@ from PIL import ImageFile as PILImageFile
 from upscaler.atomic import atomic_write
 from upscaler.formats import dds
 from upscaler.formats.bits import to_8bit
+from upscaler.formats.containers import (
+    apply_colour_key,
+    bmp_with_alpha,
+    exif_orientation,
+    matching_icc,
+    oriented,
+    turns_sideways,
+    webp_lossless,
+    with_png_chunks,
+)
 
 if TYPE_CHECKING:
     from upscaler.formats.dds import DdsInfo
@@ -32,6 +52,11 @@ MAX_SIDE = 65536
 from upscaler.options import FORMATS  # noqa: E402  (one table for every layer)
 
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+# Most pixels per side each output format can hold (DDS, PNG and BMP hold far more than we make).
+SIDE_LIMITS = {"JPEG": 65_500, "TGA": 65_535, "WEBP": 16_383}
+# imagecodecs reports libpng's warnings (damaged ancillary chunks) through logging; with no
+# handler of its own, Python's last-resort handler would print them as stray lines on stderr.
+logging.getLogger("imagecodecs").addHandler(logging.NullHandler())
 # Pillow refuses images above its bomb limit before we can apply ours; ours is the one that counts.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
 PILImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -82,6 +107,8 @@ class ImageFile:
     # the format holds one (the pixels were snapped to ``palette``), and how to write a DDS.
     write_palette: bool = False
     dds_write: dds.DdsWrite = field(default_factory=dds.DdsWrite)
+    premultiplied: bool = False  # colour stored multiplied by alpha (DDS DX10 alpha mode 2)
+    notes: tuple[str, ...] = ()  # what decoding changed (e.g. an EXIF orientation applied)
 
     @property
     def channels(self) -> int:
@@ -121,16 +148,58 @@ def _png_header(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _check(path: Path) -> tuple[str, bytes]:
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """``a FIFO``, ``a socket``... for a ``st_mode`` that is not a regular file's."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if, and only if, it is a regular file; else ``ImageReadError``.
+
+    The file is opened non-blocking and checked on the open descriptor, so a FIFO (whose plain
+    open blocks until a writer comes), a socket or a device is never read, not even when it
+    replaces a regular file between a folder listing and this call.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ImageReadError(path, f"is {file_kind(mode)}, not an image file; not read")
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to block on
+    flags = os.O_RDONLY | nonblock | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageReadError(path, f"is {file_kind(mode)}, not an image file; not read")
+        if nonblock:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check(path: Path, handle: BinaryIO) -> tuple[str, bytes]:
     """The format by extension, confirmed by content; the file's first bytes."""
     fmt = expected_format(path)
     if fmt is None:
         raise ImageReadError(path, f"unsupported file type {path.suffix!r}")
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
-    except IsADirectoryError:
-        raise ImageReadError(path, "is a directory, not an image") from None
+        head = handle.read(64)
     except OSError as exc:
         raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
     if not head:
@@ -142,21 +211,18 @@ def _check(path: Path) -> tuple[str, bytes]:
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
-    if (
-        width < 1
-        or height < 1
-        or width > MAX_SIDE
-        or height > MAX_SIDE
-        or width * height > MAX_PIXELS
-    ):
+    if width < 1 or height < 1:
+        raise ImageReadError(path, f"{width}x{height}: an image needs at least 1 pixel each way")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise ImageReadError(path, f"{width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit")
 
 
-def _dds_info(path: Path) -> DdsInfo:
+def _dds_info(path: Path, handle: BinaryIO) -> DdsInfo:
     try:
-        info = dds.read_info(path)
+        handle.seek(0)
+        info = dds.parse_header(handle.read(dds.HEADER_BYTES + dds.DX10_BYTES))
         _check_size(path, info.width, info.height)
-        dds.check_length(path, info)
+        dds.check_length(os.fstat(handle.fileno()).st_size, info)
     except dds.DdsError as exc:
         raise ImageReadError(path, exc.reason) from None
     except OSError as exc:
@@ -164,11 +230,12 @@ def _dds_info(path: Path) -> DdsInfo:
     return info
 
 
-def _open(path: Path, fmt: str) -> Image.Image:
+def _open(path: Path, handle: BinaryIO, fmt: str) -> Image.Image:
+    handle.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path, formats=[fmt])
+            im = Image.open(handle, formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(path, f"declares more than {MAX_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
@@ -191,40 +258,51 @@ def _describe(exc: BaseException, fmt: str) -> str:
 
 
 def probe(path: Path) -> tuple[int, int]:
-    """(height, width) from the header, with all the checks of ``read_image``."""
+    """(height, width) as ``read_image`` returns it, from the header, with all of its checks."""
     path = Path(path)
-    fmt, _ = _check(path)
-    if fmt == "DDS":
-        info = _dds_info(path)
-        return info.height, info.width
-    with _open(path, fmt) as im:
-        return im.size[1], im.size[0]
+    with open_regular(path) as handle:
+        fmt, _ = _check(path, handle)
+        if fmt == "DDS":
+            info = _dds_info(path, handle)
+            return info.height, info.width
+        with _open(path, handle, fmt) as im:
+            w, h = im.size
+            return (w, h) if turns_sideways(exif_orientation(im)) else (h, w)
 
 
 def read_image(path: str | Path) -> ImageFile:
     """Decode ``path`` fully. Raises ``ImageReadError`` with a one-line reason for any bad file."""
     path = Path(path)
-    fmt, head = _check(path)
-    if fmt == "DDS":
-        return _read_dds(path)
-    with _open(path, fmt) as im:
-        try:
-            image = _decode(path, im, fmt, head)
-        except ImageReadError:
-            raise
-        except MemoryError:
-            raise ImageReadError(path, "not enough memory to decode") from None
-        except (OSError, ValueError, SyntaxError, NotImplementedError, EOFError, TypeError) as exc:
-            raise ImageReadError(path, _describe(exc, fmt)) from None
-        except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
-            raise ImageReadError(path, _describe(exc, fmt)) from None
-    return image
+    with open_regular(path) as handle:
+        fmt, head = _check(path, handle)
+        if fmt == "DDS":
+            return _read_dds(path, handle)
+        with _open(path, handle, fmt) as im:
+            try:
+                return _decode(path, handle, im, fmt, head)
+            except ImageReadError:
+                raise
+            except MemoryError:
+                raise ImageReadError(path, "not enough memory to decode") from None
+            except (
+                OSError,
+                ValueError,
+                SyntaxError,
+                NotImplementedError,
+                EOFError,
+                TypeError,
+                struct.error,
+                zlib.error,
+            ) as exc:
+                raise ImageReadError(path, _describe(exc, fmt)) from None
+            except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
+                raise ImageReadError(path, _describe(exc, fmt)) from None
 
 
-def _read_dds(path: Path) -> ImageFile:
-    info = _dds_info(path)
+def _read_dds(path: Path, handle: BinaryIO) -> ImageFile:
+    info = _dds_info(path, handle)
     try:
-        pixels = dds.read_pixels(path, info)
+        pixels = dds.read_pixels(handle, info)
     except dds.DdsError as exc:
         raise ImageReadError(path, exc.reason) from None
     except MemoryError:
@@ -233,31 +311,47 @@ def _read_dds(path: Path) -> ImageFile:
         raise ImageReadError(path, _describe(exc, "DDS")) from None
     bits = 16 if pixels.dtype == np.uint16 else 8
     extra = {"dds": info, "pixel_format": dds.describe(info)}
-    return ImageFile(pixels, "DDS", bits, source_mode=info.format.name, info=extra)
+    premultiplied = info.alpha_mode == dds.ALPHA_PREMULTIPLIED and pixels.shape[2] in (2, 4)
+    return ImageFile(
+        pixels, "DDS", bits, source_mode=info.format.name, info=extra, premultiplied=premultiplied
+    )
 
 
-def _decode(path: Path, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
+def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
     icc = im.info.get("icc_profile")
     options: dict[str, Any] = {}
+    orientation = exif_orientation(im)
+    notes = (
+        (f"EXIF orientation {orientation} applied to the pixels; the tag is not written",)
+        if orientation != 1
+        else ()
+    )
     png = _png_header(head)
     if png is not None and png[0] == 16:
-        # Pillow reduces 16-bit colour PNGs to 8 bits; imagecodecs keeps all 16.
+        # Pillow reduces 16-bit colour PNGs to 8 bits; imagecodecs keeps all 16 (and turns a
+        # tRNS colour key into an alpha channel, put back as a key when the PNG is written).
         import imagecodecs
 
-        pixels = imagecodecs.png_decode(path.read_bytes())
+        handle.seek(0)
+        pixels = imagecodecs.png_decode(handle.read())
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-        return ImageFile(pixels.astype(np.uint16, copy=False), fmt, 16, icc, f"{png[1]}:16")
+        if "transparency" in im.info and pixels.shape[2] in (2, 4):
+            options["colour_key"] = im.info["transparency"]
+        pixels = oriented(pixels.astype(np.uint16, copy=False), orientation)
+        return ImageFile(pixels, fmt, 16, icc, f"{png[1]}:16", save_options=options, notes=notes)
     source_mode = im.mode
     palette = None
     if fmt == "TGA":
         options["compression"] = im.info.get("compression")
         options["orientation"] = im.info.get("orientation", 1)
+        options["right_to_left"] = bool(head[17] & 0x10) if len(head) > 17 else False
     if fmt == "JPEG":
         from PIL import JpegImagePlugin
 
         options["subsampling"] = JpegImagePlugin.get_sampling(im)
     if fmt == "WEBP":
-        options["lossless"] = b"VP8L" in head[12:16]
+        options["lossless"] = webp_lossless(handle)
+        handle.seek(0)
     im.load()
     if im.mode == "P" or im.mode == "PA":
         has_alpha = im.mode == "PA" or "transparency" in im.info
@@ -268,9 +362,8 @@ def _decode(path: Path, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
         array = np.array(im)
         if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
             raise ImageReadError(path, f"{im.mode} pixels outside the 16-bit range")
-        return ImageFile(
-            array.astype(np.uint16)[:, :, None], fmt, 16, icc, source_mode, save_options=options
-        )
+        array = oriented(array.astype(np.uint16)[:, :, None], orientation)
+        return ImageFile(array, fmt, 16, icc, source_mode, save_options=options, notes=notes)
     elif im.mode == "1":
         im = im.convert("L")
     elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -281,10 +374,16 @@ def _decode(path: Path, im: Image.Image, fmt: str, head: bytes) -> ImageFile:
         im = im.convert("RGBA")
     elif im.mode not in ("L", "LA", "RGB", "RGBA"):
         raise ImageReadError(path, f"unsupported pixel mode {im.mode}")
+    if im.mode in ("L", "RGB") and "transparency" in im.info:
+        # A colour key (PNG tRNS): texels of that exact value are transparent. Carried as a
+        # real alpha channel through the upscaling and written back as a key (``_encode``).
+        options["colour_key"] = im.info["transparency"]
+        im = im.convert("LA" if im.mode == "L" else "RGBA")
     array = np.array(im)  # a writable copy, owned by us
     if array.ndim == 2:
         array = array[:, :, None]
-    return ImageFile(np.ascontiguousarray(array), fmt, 8, icc, source_mode, palette, options)
+    array = oriented(np.ascontiguousarray(array), orientation)
+    return ImageFile(array, fmt, 8, icc, source_mode, palette, options, notes=notes)
 
 
 def encode_image(image: ImageFile, fmt: str | None = None, *, png_level: int = 3) -> bytes:
@@ -292,29 +391,61 @@ def encode_image(image: ImageFile, fmt: str | None = None, *, png_level: int = 3
     return _encode(image, fmt or image.format, png_level)[0]
 
 
+def output_limit(fmt: str, size: tuple[int, int]) -> str | None:
+    """Why an image of (height, width) ``size`` cannot be written as ``fmt``, or None."""
+    limit = SIDE_LIMITS.get(fmt)
+    if limit is None or max(size) <= limit:
+        return None
+    return (
+        f"a {size[1]}x{size[0]} output is too big for {fmt} (at most {limit:,} px per side); "
+        "choose another format, e.g. --format png"
+    )
+
+
 def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str]]:
     """The encoded file and notes about anything not kept as it was."""
     if fmt == "DDS":
         return dds.encode(image.pixels, image.bits, image.info.get("dds"), image.dds_write)
+    notes: list[str] = []
     pixels = image.pixels
+    if image.premultiplied:  # the texture stage converts before a format without it
+        raise ValueError(f"premultiplied alpha cannot be written as {fmt}")
+    key = image.save_options.get("colour_key")
+    if key is not None and fmt == "PNG" and pixels.shape[2] in (2, 4):
+        pixels = apply_colour_key(pixels, key, image.bits)
+    else:
+        key = None
+    if fmt == "TGA" and image.save_options.get("right_to_left"):
+        pixels = pixels[:, ::-1]  # stored right to left, as the source was
+    icc = matching_icc(image.icc_profile, pixels.shape[2], notes)
     if fmt == "PNG" and image.bits == 16:
         import imagecodecs
 
         data = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
-        return bytes(imagecodecs.png_encode(np.ascontiguousarray(data), level=png_level)), []
+        png = bytes(imagecodecs.png_encode(np.ascontiguousarray(data), level=png_level))
+        chunks = [b"iCCP" + b"ICC profile\0\0" + zlib.compress(icc)] if icc else []
+        if key is not None:
+            values = key if isinstance(key, tuple) else (key,)
+            chunks.append(b"tRNS" + struct.pack(f">{len(values)}H", *values))
+        return with_png_chunks(png, chunks), notes
     if image.bits == 16:  # only PNG keeps 16 bits; other formats get the nearest 8-bit value
         pixels = to_8bit(pixels)
+    paletted = _paletted(image, pixels, fmt)
+    if fmt == "BMP" and paletted is None and pixels.shape[2] in (2, 4):
+        return bmp_with_alpha(pixels), notes
     mode = MODES[pixels.shape[2]]
-    im = _paletted(image, pixels, fmt) or Image.fromarray(
+    im = paletted or Image.fromarray(
         np.ascontiguousarray(pixels[:, :, 0] if mode == "L" else pixels), mode=mode
     )
     params: dict[str, Any] = {}
-    if image.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TGA"):
-        params["icc_profile"] = image.icc_profile
+    if icc and fmt in ("PNG", "JPEG", "WEBP", "TGA"):
+        params["icc_profile"] = icc
     if fmt == "PNG":
         params["compress_level"] = png_level
         if im.mode == "P" and "transparency" in im.info:
             params["transparency"] = im.info["transparency"]
+        elif key is not None:
+            params["transparency"] = key
     elif fmt == "JPEG":
         if im.mode in ("LA", "RGBA"):
             im = im.convert("L" if im.mode == "LA" else "RGB")
@@ -329,7 +460,10 @@ def _encode(image: ImageFile, fmt: str, png_level: int) -> tuple[bytes, list[str
         params.update(lossless=bool(image.save_options.get("lossless")), quality=95)
     buffer = _io.BytesIO()
     im.save(buffer, format=fmt, **params)
-    return buffer.getvalue(), []
+    encoded = buffer.getvalue()
+    if fmt == "TGA" and image.save_options.get("right_to_left"):
+        encoded = encoded[:17] + bytes([encoded[17] | 0x10]) + encoded[18:]  # right-to-left
+    return encoded, notes
 
 
 def _paletted(image: ImageFile, pixels: np.ndarray, fmt: str) -> Image.Image | None:
@@ -371,19 +505,13 @@ def write_image(
     about anything not kept as it was (e.g. a DDS format written as the closest one we can)."""
     path = Path(path)
     fmt = fmt or expected_format(path) or image.format
+    too_big = output_limit(fmt, image.size)
+    if too_big is not None:
+        raise ImageWriteError(path, too_big)
     try:
         data, notes = _encode(image, fmt, png_level)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ImageWriteError(path, f"cannot encode as {fmt}: {exc}") from None
     with atomic_write(path) as handle:
         handle.write(data)
-    return notes
-
-
-def verify_image(path: Path, size: tuple[int, int]) -> bool:
-    """Whether ``path`` is a complete, decodable image of (height, width) ``size``."""
-    try:
-        image = read_image(path)
-    except ImageReadError:
-        return False
-    return image.size == size
+    return list(image.notes) + notes

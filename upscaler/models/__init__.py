@@ -7,6 +7,7 @@ Community architectures we do not own (SPAN, SwinIR, ...) are loaded through spa
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,12 @@ def make_config(arch: str, values: dict[str, Any]) -> Any:
         raise ValueError(
             f"unknown {arch} config keys {sorted(unknown)}; valid keys: {sorted(valid)}"
         )
+    hints = typing.get_type_hints(config_type)
+    for key, value in values.items():  # metadata is untrusted: 8.0 blocks is not a network
+        wanted = hints[key]
+        fits = isinstance(value, wanted) and not (wanted is not bool and isinstance(value, bool))
+        if not fits and not (wanted is float and type(value) is int):
+            raise ValueError(f"{arch} config {key} must be {wanted.__name__}, got {value!r}")
     return config_type(**values)
 
 

@@ -49,6 +49,11 @@ _DTYPE_BYTES = {
     "F8_E4M3": 1,
     "F8_E5M2": 1,
 }
+_FLOAT8 = tuple(
+    getattr(torch, name)
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(torch, name)
+)
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "netG", "generator")
 CONVERT_HINT = (
     "convert it to .safetensors on a machine you trust, e.g. "
@@ -290,7 +295,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     else:
         known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
         raise ModelFileError(path, f"unknown model file type {suffix!r} (expected {known})")
-    for name, tensor in state_dict.items():
+    for name, tensor in list(state_dict.items()):
+        if tensor.dtype in _FLOAT8:  # few ops exist for fp8 (not even isfinite): widen it
+            state_dict[name] = tensor = tensor.float()
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelFileError(path, f"weight {name!r} contains NaN or Inf values")
     return state_dict, metadata

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from upscaler.texture.colour import linear_to_srgb, srgb_to_linear
 from upscaler.texture.levels import full_scale, quantize, to_levels, to_tensor
 
 # Cutout: at least this share of texels within NEAR_BINARY of 0 or of full, with both present.
@@ -214,4 +215,59 @@ def bleed_levels(
         target = out[r0:r1]
         for k, channel in enumerate(channels):
             target[..., channel][holes] = values[..., k][holes].astype(out.dtype)
+    return out
+
+
+PREMULTIPLIED_ROWS = 1024  # rows converted at once by the premultiplied-alpha helpers
+
+
+def clamp_premultiplied(pixels: np.ndarray, bits: int, kind: str) -> np.ndarray:
+    """Premultiplied ``(H, W, C)`` levels (alpha last) with no colour above its alpha, in place.
+
+    In premultiplied alpha a texel's colour is at most its alpha: more adds light where the
+    texture is (partly) transparent, and any colour under alpha 0 glows when blended. Model
+    overshoot and resampling can break that; this restores it. Colour maps are sRGB-encoded, so
+    the bound is taken in linear light (``srgb(a)`` as stored); data is bounded as stored.
+    """
+    top = full_scale(bits)
+    for r0 in range(0, pixels.shape[0], PREMULTIPLIED_ROWS):
+        band = pixels[r0 : r0 + PREMULTIPLIED_ROWS]
+        a = torch.from_numpy(band[:, :, -1].astype(np.float32)) / top
+        limit = linear_to_srgb(a) if kind == "color" else a
+        levels = (limit * top + 0.5).floor().numpy().astype(pixels.dtype)
+        np.minimum(band[:, :, :-1], levels[:, :, None], out=band[:, :, :-1])
+    return pixels
+
+
+def follow_alpha(pixels: np.ndarray, before16: np.ndarray, bits: int, kind: str) -> np.ndarray:
+    """Premultiplied ``(H, W, C)`` levels whose alpha was just changed (a cutout re-threshold)
+    from ``before16`` (16-bit levels): colour scaled by new / old alpha (in linear light for
+    colour maps), in place, so the straight colour under it stays what it was."""
+    top = full_scale(bits)
+    for r0 in range(0, pixels.shape[0], PREMULTIPLIED_ROWS):
+        band = pixels[r0 : r0 + PREMULTIPLIED_ROWS]
+        old = torch.from_numpy(before16[r0 : r0 + PREMULTIPLIED_ROWS].astype(np.float32))[..., None]
+        new = torch.from_numpy(band[:, :, -1:].astype(np.float32)) / top
+        x = torch.from_numpy(band[:, :, :-1].astype(np.float32)) / top
+        colour = srgb_to_linear(x) if kind == "color" else x
+        ratio = torch.where(old > 0, new * U16 / old.clamp(min=1), torch.zeros_like(new))
+        colour = (colour * ratio).clamp(0, 1)
+        colour = linear_to_srgb(colour) if kind == "color" else colour
+        band[:, :, :-1] = (colour * top + 0.5).floor().numpy().astype(pixels.dtype)
+    return pixels
+
+
+def unpremultiply(pixels: np.ndarray, bits: int, kind: str) -> np.ndarray:
+    """Premultiplied ``(H, W, C)`` levels (alpha last) to straight alpha, as a new array: colour
+    divided by alpha (in linear light for colour maps); 0 where alpha is 0."""
+    top = full_scale(bits)
+    out = pixels.copy()
+    for r0 in range(0, pixels.shape[0], PREMULTIPLIED_ROWS):
+        band = out[r0 : r0 + PREMULTIPLIED_ROWS]
+        x = torch.from_numpy(band.astype(np.float32)) / top
+        a = x[:, :, -1:]
+        colour = srgb_to_linear(x[:, :, :-1]) if kind == "color" else x[:, :, :-1]
+        straight = torch.where(a > 0, colour / a.clamp(min=1e-12), torch.zeros_like(colour))
+        straight = linear_to_srgb(straight) if kind == "color" else straight.clamp(0, 1)
+        band[:, :, :-1] = (straight * top + 0.5).floor().numpy().astype(pixels.dtype)
     return out

@@ -95,6 +95,7 @@ class MapInfo:
     constant_alpha: int | None = None
     wrap: tuple[bool, bool] = (False, False)
     notes: tuple[str, ...] = ()
+    premultiplied: bool = False  # colour stored multiplied by alpha: kept so, never bled
 
 
 def detect(

@@ -43,6 +43,11 @@ def build_chain(
         x = resize(x, size, "box", wrap=info.wrap)
         level = to_levels(quantize_filtered(x, info, bits)).astype(pixels.dtype)
         if target is not None:
-            level[:, :, -1] = alpha_.keep_coverage(alpha_.to_u16(x[0, -1]), target, bits, soft)
+            before = alpha_.to_u16(x[0, -1])
+            level[:, :, -1] = alpha_.keep_coverage(before, target, bits, soft)
+            if info.premultiplied:
+                alpha_.follow_alpha(level, before, bits, info.kind)
+        if info.premultiplied:
+            alpha_.clamp_premultiplied(level, bits, info.kind)
         chain.append(np.ascontiguousarray(level))
     return chain

@@ -76,12 +76,18 @@ def quantize(v: torch.Tensor, bits: int) -> torch.Tensor:
         gap.append((back - v) ** 2)
     best_cost = torch.full_like(v[:, :1], float("inf"))
     best = torch.zeros_like(v[:, :1], dtype=torch.uint8)
+    # The same arithmetic as on fresh tensors, in four reused buffers: allocating (and faulting
+    # in) new ones for each of the 8 choices cost more than the arithmetic on chunked bands.
+    cost, distance = torch.empty_like(best_cost), torch.empty_like(best_cost)
+    better = torch.empty_like(best, dtype=torch.bool)
     for choice, (bx, by, bz) in enumerate(itertools.product((0, 1), repeat=3)):
-        length = (square[bx][:, 0:1] + square[by][:, 1:2] + square[bz][:, 2:3]).sqrt_()
-        distance = (gap[bx][:, 0:1] + gap[by][:, 1:2] + gap[bz][:, 2:3]).sqrt_()
-        cost = (length - 1).abs_().add_(distance, alpha=BEST_FIT_DISTANCE_WEIGHT)
-        better = cost < best_cost
-        best_cost = torch.where(better, cost, best_cost)
+        torch.add(square[bx][:, 0:1], square[by][:, 1:2], out=cost)
+        cost.add_(square[bz][:, 2:3]).sqrt_()  # the decoded length
+        torch.add(gap[bx][:, 0:1], gap[by][:, 1:2], out=distance)
+        distance.add_(gap[bz][:, 2:3]).sqrt_()
+        cost.sub_(1).abs_().add_(distance, alpha=BEST_FIT_DISTANCE_WEIGHT)
+        torch.lt(cost, best_cost, out=better)
+        torch.where(better, cost, best_cost, out=best_cost)
         best.masked_fill_(better, choice)
     bit = torch.stack([(best >> shift) & 1 for shift in (2, 1, 0)], dim=1)[:, :, 0]
     return torch.where(bit.bool(), high, low).to(torch.uint8)

@@ -1,0 +1,131 @@
+"""Resume state: which outputs this tool wrote, from what, and their exact bytes.
+
+``--skip-existing`` keeps an output only if this state says this tool wrote it from the same
+input (size and modification time), the same model (SHA-256 of its file), the same scale and
+precision and the same options that change pixels (map, alpha, seamless, native, output scale,
+palette, DDS format, tile, output format), and if the file still has the bytes written (SHA-256).
+Anything else is redone: another model, a changed option, a corrupted or replaced file, an output
+of another tool.
+
+The state lives outside the output tree, so it never ships with a mod: one JSON-lines file per
+output folder in ``$UPSCALE_STATE_DIR``, else ``$XDG_CACHE_HOME/texture-upscaler/runs`` (default
+``~/.cache/texture-upscaler/runs``; ``%LOCALAPPDATA%`` on Windows), named after the output folder
+and a hash of its absolute path. Each record is one short ``O_APPEND`` write, so shards running on
+one machine can share it, and a line cut by a kill is skipped. If the state cannot be written the
+run goes on; only ``--skip-existing`` loses its memory of those files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+STATE_ENV = "UPSCALE_STATE_DIR"
+LEGACY_MANIFEST = ".upscale-done.jsonl"  # where older versions kept it: inside the output tree
+
+
+def state_dir() -> Path:
+    """The folder that holds every output folder's state file."""
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.environ.get("LOCALAPPDATA")
+    return Path(base or Path.home() / ".cache") / "texture-upscaler" / "runs"
+
+
+def state_path(output_root: Path) -> Path:
+    """The state file of the output folder ``output_root`` (an absolute, resolved path)."""
+    digest = hashlib.sha256(os.fsencode(str(output_root))).hexdigest()[:16]
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", output_root.name)[:40] or "root"
+    return state_dir() / f"{label}-{digest}.jsonl"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recipe(source: Path, producer: Mapping[str, object]) -> str:
+    """A short hash of what makes an output what it is: the producer (model hash, scale,
+    precision, options that change pixels, output format) and the input's size and mtime."""
+    info = os.stat(source)
+    data = {**producer, "source": [info.st_size, info.st_mtime_ns]}
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class RunState:
+    """The records of one output folder, loaded once; ``record`` appends one line per output."""
+
+    def __init__(self, output_root: Path, path: Path | None = None) -> None:
+        self.root = output_root
+        self.path = path or state_path(output_root)
+        self.records: dict[str, dict[str, object]] = {}
+        self.error: str | None = None  # why the state could not be written, if it could not
+        self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        self._cut_short = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+                self.records[str(entry["target"])] = {
+                    "bytes": int(entry["bytes"]),
+                    "sha256": str(entry["sha256"]),
+                    "recipe": str(entry["recipe"]),
+                }
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash
+
+    def _name(self, target: Path) -> str:
+        try:
+            return target.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(target)
+
+    def written_by_us(self, target: Path) -> bool:
+        """Whether ``target`` holds exactly the bytes this tool last wrote there."""
+        entry = self.records.get(self._name(target))
+        return entry is not None and self._same_bytes(target, entry)
+
+    def complete(self, target: Path, made_by: str) -> bool:
+        """Whether ``target`` is this tool's output from the recipe ``made_by``, intact."""
+        entry = self.records.get(self._name(target))
+        return entry is not None and entry["recipe"] == made_by and self._same_bytes(target, entry)
+
+    @staticmethod
+    def _same_bytes(target: Path, entry: Mapping[str, object]) -> bool:
+        try:
+            if os.stat(target).st_size != entry["bytes"]:
+                return False
+            return file_sha256(target) == entry["sha256"]
+        except OSError:
+            return False
+
+    def record(self, target: Path, made_by: str) -> None:
+        """Append ``target``'s record. Never raises: a state that cannot be written only costs
+        ``--skip-existing`` its memory of this file (``error`` says why)."""
+        try:
+            entry = {
+                "target": self._name(target),
+                "bytes": os.stat(target).st_size,
+                "sha256": file_sha256(target),
+                "recipe": made_by,
+            }
+            line = json.dumps(entry) + "\n"
+            if self._cut_short:
+                line, self._cut_short = "\n" + line, False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)  # one short O_APPEND write: atomic even with several shards
+        except OSError as exc:
+            self.error = self.error or f"{self.path}: {exc.strerror or exc}"
