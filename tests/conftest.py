@@ -1,17 +1,12 @@
-"""Shared fixtures: tiny real models on disk and small odd-sized images."""
+"""Shared fixtures: tiny real models on disk, and every test's caches and state kept out of the
+user's home. The plain helpers they use live in ``helpers.py``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-
-from upscaler import save_weights
-from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
-
-DATA = Path(__file__).parent / "data"
+from helpers import write_blur, write_compact, write_rrdb
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -20,58 +15,6 @@ def _contract_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["UPSCALE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-
-
-def make_pixels(h: int = 17, w: int = 11, c: int = 3, seed: int = 0, bits: int = 8) -> np.ndarray:
-    """Smooth-ish random texture ``(H, W, C)``: odd and non-square by default (H/W swaps show)."""
-    rng = np.random.default_rng(seed)
-    base = rng.random((h, w, c))
-    smooth = (base + np.roll(base, 1, 0) + np.roll(base, 1, 1)) / 3
-    top = 65535 if bits == 16 else 255
-    return (smooth * top).round().astype(np.uint16 if bits == 16 else np.uint8)
-
-
-def write_compact(
-    path: Path,
-    scale: int = 4,
-    num_features: int = 8,
-    num_blocks: int = 2,
-    seed: int = 0,
-    **kwargs: object,
-) -> Path:
-    torch.manual_seed(seed)
-    config = CompactConfig(num_features=num_features, num_blocks=num_blocks, scale=scale, **kwargs)
-    save_weights(path, Compact(config), arch="compact", config=config)
-    return path
-
-
-def write_rrdb(path: Path, scale: int = 4, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    config = RRDBConfig(num_features=8, num_blocks=1, growth_channels=4, scale=scale)
-    save_weights(path, RRDBNet(config), arch="rrdb", config=config)
-    return path
-
-
-def write_blur(path: Path, scale: int = 2) -> Path:
-    """A real model file whose network is a fixed 3x3 box blur, then nearest upscaling: it mixes
-    neighbours like any SR model does, but predictably (fringes, seams and vector shortening
-    show up deterministically)."""
-    config = CompactConfig(num_features=3, num_blocks=0, scale=scale)
-    model = Compact(config)
-    with torch.no_grad():
-        first, act, last = model.body
-        first.weight.zero_()
-        first.bias.zero_()
-        for c in range(3):
-            first.weight[c, c] = 1 / 9
-            first.weight[c, c, 1, 1] -= 1  # blur minus identity: the residual adds x back
-        act.weight.fill_(1.0)  # PReLU slope 1: identity
-        last.weight.zero_()
-        last.bias.zero_()
-        for c in range(3):
-            last.weight[c * scale * scale : (c + 1) * scale * scale, c, 1, 1] = 1
-    save_weights(path, model, arch="compact", config=config)
-    return path
 
 
 @pytest.fixture(autouse=True)

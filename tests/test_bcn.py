@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from helpers import DATA
 
 from upscaler.cli import main
 from upscaler.formats import bcn, blockencoders

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_pixels, write_compact
+from helpers import make_pixels, write_compact
 from PIL import Image
 
 from upscaler.cli import main

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from helpers import DATA
 from PIL import Image
 
 from upscaler.cli import main
@@ -315,7 +315,7 @@ _LAYOUTS = [
 
 @pytest.mark.parametrize("layout", _LAYOUTS, ids=[layout[0] for layout in _LAYOUTS])
 def test_uncompressed_layouts_read_back_and_match_pillow(tmp_path: Path, layout: tuple) -> None:
-    from conftest import make_pixels
+    from helpers import make_pixels
 
     if len(layout) == 2:
         fmt = ddsheader.dx10_format(layout[1])

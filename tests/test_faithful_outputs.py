@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_pixels, write_blur
+from helpers import make_pixels, write_blur
 from PIL import Image, ImageOps
 
 from benchmarks.faults import dds_bytes, tga_bytes

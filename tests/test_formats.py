@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from helpers import DATA
 from PIL import Image, ImageCms
 
 from upscaler.cli import main

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import write_compact
 from fuzz_files import (
     Drawn,
     any_file,
@@ -35,6 +34,7 @@ from fuzz_files import (
     palette_files,
     tga_files,
 )
+from helpers import write_compact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, make_pixels
+from helpers import DATA, make_pixels
 
 from benchmarks.faults import dds_bytes, drill_corpus
 from benchmarks.faults.corpus import png_bomb

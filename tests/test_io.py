@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 
 from upscaler.formats.image import ImageReadError, probe, read_image, write_image

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 
 from upscaler import load_model

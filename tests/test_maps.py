@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA
 
 from training import maps as training_maps
 from upscaler import load_model

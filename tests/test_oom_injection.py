@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_pixels
+from helpers import make_pixels
 
 from benchmarks.faults import drill_oom
 from upscaler.formats.image import ImageFile

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from helpers import DATA
 from PIL import Image
 
 from upscaler import options

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_pixels, write_compact
+from helpers import make_pixels, write_compact
 from PIL import Image
 
 from benchmarks.faults.procs import environment, file_hashes

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 
 from benchmarks.faults.procs import environment, file_hashes, run_upscale, temp_files

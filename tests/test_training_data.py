@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 from training_helpers import height_field, normals_from_height, tileable_pixels, write_texture_tree
 

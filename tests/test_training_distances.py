@@ -74,7 +74,7 @@ def test_missing_inception_weights_name_the_file(
     with pytest.raises(FileNotFoundError, match=f"FID/KID needs .* {expected} is missing"):
         InceptionFeatures()
     val = write_texture_tree(tmp_path / "val", size=32, count=2)
-    from conftest import write_compact
+    from helpers import write_compact
 
     model = write_compact(tmp_path / "m.safetensors")
     result = CliRunner().invoke(main, ["eval", str(model), str(val), "--fid"])
@@ -101,7 +101,7 @@ def random_inception() -> InceptionFeatures:
 def test_eval_reports_distances_under_names_that_say_the_backbone_is_random(
     tmp_path: Path, random_inception: InceptionFeatures
 ) -> None:
-    from conftest import write_compact
+    from helpers import write_compact
 
     val = write_texture_tree(tmp_path / "val", size=32, count=3)
     model = write_compact(tmp_path / "m.safetensors")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 from training_helpers import tiny_overrides, write_texture_tree
 

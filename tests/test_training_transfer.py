@@ -12,7 +12,7 @@ import spandrel
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn

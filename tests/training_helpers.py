@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import make_pixels
+from helpers import make_pixels
 from PIL import Image
 
 RECIPES = (

@@ -1,0 +1,70 @@
+"""Plain helpers the tests share: the bundled test files and tiny real models written to disk.
+
+A module of its own (not ``conftest``, which pytest loads as a plugin): test modules import these
+names, including for module-level ``parametrize`` lists, which fixtures cannot feed. The fixtures
+built on them (``tiny_x2``, ``tiny_x4``, ...) are in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from upscaler import save_weights
+from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
+
+DATA = Path(__file__).parent / "data"
+
+
+def make_pixels(h: int = 17, w: int = 11, c: int = 3, seed: int = 0, bits: int = 8) -> np.ndarray:
+    """Smooth-ish random texture ``(H, W, C)``: odd and non-square by default (H/W swaps show)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((h, w, c))
+    smooth = (base + np.roll(base, 1, 0) + np.roll(base, 1, 1)) / 3
+    top = 65535 if bits == 16 else 255
+    return (smooth * top).round().astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def write_compact(
+    path: Path,
+    scale: int = 4,
+    num_features: int = 8,
+    num_blocks: int = 2,
+    seed: int = 0,
+    **kwargs: object,
+) -> Path:
+    torch.manual_seed(seed)
+    config = CompactConfig(num_features=num_features, num_blocks=num_blocks, scale=scale, **kwargs)
+    save_weights(path, Compact(config), arch="compact", config=config)
+    return path
+
+
+def write_rrdb(path: Path, scale: int = 4, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    config = RRDBConfig(num_features=8, num_blocks=1, growth_channels=4, scale=scale)
+    save_weights(path, RRDBNet(config), arch="rrdb", config=config)
+    return path
+
+
+def write_blur(path: Path, scale: int = 2) -> Path:
+    """A real model file whose network is a fixed 3x3 box blur, then nearest upscaling: it mixes
+    neighbours like any SR model does, but predictably (fringes, seams and vector shortening
+    show up deterministically)."""
+    config = CompactConfig(num_features=3, num_blocks=0, scale=scale)
+    model = Compact(config)
+    with torch.no_grad():
+        first, act, last = model.body
+        first.weight.zero_()
+        first.bias.zero_()
+        for c in range(3):
+            first.weight[c, c] = 1 / 9
+            first.weight[c, c, 1, 1] -= 1  # blur minus identity: the residual adds x back
+        act.weight.fill_(1.0)  # PReLU slope 1: identity
+        last.weight.zero_()
+        last.bias.zero_()
+        for c in range(3):
+            last.weight[c * scale * scale : (c + 1) * scale * scale, c, 1, 1] = 1
+    save_weights(path, model, arch="compact", config=config)
+    return path
