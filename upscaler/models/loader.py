@@ -42,9 +42,11 @@ def _native(
     if not 1 <= config.scale <= MAX_SCALE:
         raise ModelFileError(path, f"implausible scale x{config.scale}")
     _check_fits(path, arch, config, state_dict)
-    module = build_generator(arch, config)
+    with torch.device("meta"):  # no random init of weights that are replaced at once
+        module = build_generator(arch, config)
     try:
-        module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+        weights = {k: v.float().contiguous() for k, v in state_dict.items()}
+        module.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as exc:
         detail = str(exc).splitlines()[0][:200]
         raise ModelFileError(

@@ -38,6 +38,8 @@ class ResidualDenseBlock(nn.Module):
         self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            if conv.weight.is_meta:  # built to be loaded: shapes only (meta init is slow Python)
+                continue
             # ESRGAN's initialisation: Kaiming scaled by 0.1 keeps the deep residual stack stable.
             nn.init.kaiming_normal_(conv.weight)
             conv.weight.data.mul_(0.1)
