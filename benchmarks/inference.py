@@ -115,6 +115,8 @@ def _peak_rss_mb() -> float:
 
 
 def worker_ours(args: argparse.Namespace) -> dict[str, float]:
+    import torch  # noqa: F401  imported before the clock, as the peer's is: both time model load + run
+
     from upscaler.cli import main
 
     argv = [args.inputs, "-o", args.output, "--model", args.weights, "-q"]
@@ -174,15 +176,15 @@ def worker_peer(args: argparse.Namespace) -> dict[str, float]:
     shim = types.ModuleType("torchvision.transforms.functional_tensor")
     shim.rgb_to_grayscale = tvf.rgb_to_grayscale  # type: ignore[attr-defined]
     sys.modules["torchvision.transforms.functional_tensor"] = shim
+    import torch
     from basicsr.archs.rrdbnet_arch import RRDBNet
     from realesrgan import RealESRGANer
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
+    from upscaler.models.compact import infer_compact_config
+
+    start = time.perf_counter()  # the peer's script builds its network, then loads the weights
     if args.model != "x4plus":  # a compact, sized from the weights
-        import torch
-
-        from upscaler.models.compact import infer_compact_config
-
         state = torch.load(args.weights, map_location="cpu", weights_only=True)["params_ema"]
         shape = infer_compact_config(state)
         assert shape is not None
@@ -195,7 +197,6 @@ def worker_peer(args: argparse.Namespace) -> dict[str, float]:
         )
     else:
         net = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
-    start = time.perf_counter()
     upsampler = RealESRGANer(
         scale=4,
         model_path=args.weights,
