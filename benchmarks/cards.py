@@ -201,7 +201,8 @@ def main() -> None:
     for name in args.models.split(","):
         scale = MODELS[name][1]
         quality = json.loads((args.quality / f"quality-x{scale}.json").read_text())
-        (WEIGHTS / f"{name}.md").write_text(card(name, args.runs.expanduser(), quality, args.hardware))
+        text = card(name, args.runs.expanduser(), quality, args.hardware)
+        (WEIGHTS / f"{name}.md").write_text(text)
         print(f"wrote {WEIGHTS / (name + '.md')}")
 
 

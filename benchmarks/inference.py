@@ -379,6 +379,7 @@ def main() -> None:
                 print_rows(rows[-3:])
     lines = roofline(rows, flops, args.device)
     report = {"device": args.device, "cpu_bf16": cpu_has_bf16(), "cpus": os.cpu_count(),
+              "threads": os.environ.get("OMP_NUM_THREADS", "all"),
               "rows": rows, "roofline": lines}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -240,17 +240,25 @@ def bf16_agreement(
     module: nn.Module, half: nn.Module, in_channels: int, multiple: int, float_input: bool = False
 ) -> float:
     """Share of 8-bit output pixels of ``half`` (the bf16 copy) within one level of
-    ``module``'s (fp32), every channel, on the five bundled samples (128 px each)."""
+    ``module``'s (fp32), every channel, on the five bundled samples (128 px each).
+
+    Stops as soon as the samples seen already disagree too often for the whole to reach
+    ``BF16_AGREEMENT``, and returns the share the whole would have were the rest to agree: an
+    upper bound, still below the rule (RealESRGAN_x4plus: after 1 of 5 samples, 80% less time)."""
     module = module.to(memory_format=torch.channels_last)
     half = half.to(memory_format=torch.channels_last)
-    agree = total = 0
-    for x in probe_samples(in_channels, 128, multiple):
+    samples = probe_samples(in_channels, 128, multiple)
+    disagree = seen = 0
+    for i, x in enumerate(samples):
         ours = _forward(module, x)
         theirs = _forward(half, x if float_input else x.bfloat16())
         levels = [(y.clamp(0, 1) * 255).round() for y in (ours, theirs)]
         close = ((levels[0] - levels[1]).abs() <= 1).all(dim=1)
-        agree, total = agree + int(close.sum()), total + close.numel()
-    return agree / total
+        disagree, seen = disagree + int((~close).sum()), seen + close.numel()
+        total = seen * len(samples) // (i + 1)  # every sample has the same size
+        if disagree > (1 - BF16_AGREEMENT) * total:
+            return 1 - disagree / total
+    return 1 - disagree / seen
 
 
 # -- the cache ------------------------------------------------------------------------------------
