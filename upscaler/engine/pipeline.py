@@ -230,6 +230,8 @@ class Upscaler:
         return Costs(activations + 3 * out, out, self.weight_bytes + chunks)
 
     def _from_model(self, y: torch.Tensor, groups: list[_Group], b: int, c: int) -> torch.Tensor:
+        if len(groups) == 1 and not groups[0].replicate and groups[0].channels == tuple(range(c)):
+            return y[:, :c].clamp(0, 1)  # one group, channels in order: no index_put (28 ms)
         out = torch.empty(b, c, y.shape[2], y.shape[3], device=y.device)
         for i, g in enumerate(groups):
             part = y[i * b : (i + 1) * b]
@@ -323,7 +325,9 @@ class Upscaler:
                 f"model returned {tuple(out.shape[2:])} for input {tuple(batch.shape[2:])}; "
                 f"expected x{self.scale}"
             )
-        if not bool(torch.isfinite(out).all()):
+        # A sum is NaN or Inf if any term is (a 256^2 x4 output: 1 ms, the elementwise test 30);
+        # the elementwise test then tells a real one from a sum that overflowed.
+        if not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):
             dtype = str(self.dtype).removeprefix("torch.")
             raise NonFiniteOutputError(
                 f"model {self.info.name} produced NaN or Inf values ({dtype}, a "
