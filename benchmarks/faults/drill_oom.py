@@ -23,7 +23,7 @@ from upscaler.process import TextureOptions, upscale_images
 
 from .corpus import load_patches, source_textures
 
-BUDGET = 6 << 20  # bytes: small enough that 200-300 px textures take several tiles
+BUDGET = 12 << 20  # bytes: 200-300 px textures take 4-8 tiles of 96-136 px, each still splittable
 
 
 class InjectedOOM(nn.Module):
