@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,7 +79,7 @@ WEIGHTS_SHIPPED = {
 }
 
 
-def run_facts(folder: Path) -> dict[str, object]:
+def run_facts(folder: Path) -> dict[str, Any]:
     """Steps, active wall time and the final config of a run, from its metrics.jsonl."""
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     config = [r for r in records if r["kind"] == "config"][-1]["config"]
@@ -124,7 +125,9 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
     purpose, scale, stages, weights = MODELS[name]
     module, info = read_model(WEIGHTS / f"{name}.safetensors")
     params = sum(p.numel() for p in module.parameters())
-    cfg = run_facts(runs / stages[-1][0])["config"]
+    facts = {folder: run_facts(runs / folder) for folder, _, _ in stages}  # each log read once
+    last = facts[stages[-1][0]]
+    cfg = last["config"]
     model = cfg["model"]
     lines = [
         f"# {name}",
@@ -141,12 +144,11 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
         "| --- | --- | ---: | ---: | ---: |",
     ]
     for folder, recipe, what in stages:
-        facts = run_facts(runs / folder)
-        c = facts["config"]
+        c = facts[folder]["config"]
         lines.append(
-            f"| {what} | `training/configs/{recipe}.toml` | {facts['steps']:,} | "
+            f"| {what} | `training/configs/{recipe}.toml` | {facts[folder]['steps']:,} | "
             f"{c['data']['batch_size']} x {c['data']['crop_size']} px | "
-            f"{facts['minutes']:.0f} min |"
+            f"{facts[folder]['minutes']:.0f} min |"
         )
     gan = cfg["loss"].get("gan_weight", 0)
     lines += [
@@ -166,7 +168,7 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
             else ""
         ),
         f"- Shipped: {WEIGHTS_SHIPPED[weights]}, as written by `upscale-train export "
-        f"runs/{stages[-1][0]}/checkpoints/step-{run_facts(runs / stages[-1][0])['steps']:09d}.pt "
+        f"runs/{stages[-1][0]}/checkpoints/step-{last['steps']:09d}.pt "
         f"{name}.safetensors --weights {weights}` (float32 safetensors).",
         "",
         "## Measured",

@@ -128,25 +128,24 @@ DECODER_STRATEGIES = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(DECODER_STRATEGIES))
-def test_decoders_refuse_cleanly_or_decode_consistently(kind: str) -> None:
-    @_settings(150, slow=False)
+def _fuzz_decoders(kind: str, examples: int, slow: bool) -> None:
+    @_settings(examples, slow=slow)
     @given(drawn=DECODER_STRATEGIES[kind])
     def run(drawn: Drawn) -> None:
         check_decoders(drawn)
 
     run()
+
+
+@pytest.mark.parametrize("kind", sorted(DECODER_STRATEGIES))
+def test_decoders_refuse_cleanly_or_decode_consistently(kind: str) -> None:
+    _fuzz_decoders(kind, 150, slow=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(DECODER_STRATEGIES))
 def test_decoders_refuse_cleanly_or_decode_consistently_long(kind: str) -> None:
-    @_settings(3000, slow=True)
-    @given(drawn=DECODER_STRATEGIES[kind])
-    def run(drawn: Drawn) -> None:
-        check_decoders(drawn)
-
-    run()
+    _fuzz_decoders(kind, 3000, slow=True)
 
 
 # -- the real command, on generated trees -----------------------------------------------------
@@ -279,20 +278,19 @@ def fuzz_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_compact(tmp_path_factory.mktemp("fuzz") / "fuzz-x2.safetensors", scale=2)
 
 
-def test_the_command_on_generated_trees(fuzz_model: Path) -> None:
-    @_settings(6, slow=False)
+def _fuzz_command(model: Path, examples: int, slow: bool) -> None:
+    @_settings(examples, slow=slow)
     @given(tree=trees())
     def run(tree: Tree) -> None:
-        check_command(tree, fuzz_model)
+        check_command(tree, model)
 
     run()
+
+
+def test_the_command_on_generated_trees(fuzz_model: Path) -> None:
+    _fuzz_command(fuzz_model, 6, slow=False)
 
 
 @pytest.mark.slow
 def test_the_command_on_generated_trees_long(fuzz_model: Path) -> None:
-    @_settings(120, slow=True)
-    @given(tree=trees())
-    def run(tree: Tree) -> None:
-        check_command(tree, fuzz_model)
-
-    run()
+    _fuzz_command(fuzz_model, 120, slow=True)
