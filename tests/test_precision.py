@@ -74,3 +74,21 @@ def test_realesrgan_x4plus_stays_float32_by_default():
     _, info = read_model(PEERS / "RealESRGAN_x4plus.safetensors")
     assert 0 < info.bf16_agreement < BF16_AGREEMENT
     assert pick_dtype("auto", CPU, info) == torch.float32
+
+
+def test_auto_says_why_a_model_runs_in_fp32_on_a_cpu_with_bf16(monkeypatch):
+    from upscaler.cli import _precision_note
+    from upscaler.engine.pipeline import Upscaler
+
+    module, info = read_model("texture-x4")
+    monkeypatch.setattr(load, "native_bf16", lambda device: True)
+    differs = Upscaler(module, replace(info, bf16_agreement=0.95), device=CPU, dtype=torch.float32)
+    note = _precision_note(differs)
+    assert note is not None
+    assert "fp32" in note and "95.0%" in note and "99.9%" in note and "--precision bf16" in note
+    # bf16 chosen, or the agreement unknown: nothing to explain
+    assert _precision_note(Upscaler(module, info, device=CPU, dtype=torch.bfloat16)) is None
+    unknown = replace(info, bf16_agreement=0.0)
+    assert _precision_note(Upscaler(module, unknown, device=CPU, dtype=torch.float32)) is None
+    monkeypatch.setattr(load, "native_bf16", lambda device: False)  # no native bf16: no choice
+    assert _precision_note(differs) is None

@@ -80,7 +80,7 @@ class FileResult:
 class RunOptions:
     output_root: Path
     skip_existing: bool = False
-    png_level: int = 3
+    png_level: int | None = None  # None: fast run-length PNG (formats.image._png)
     max_batch: int = 16
     workers: int = 2
 
