@@ -20,7 +20,7 @@ from torch import nn
 from upscaler.engine import budget as budget_
 from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
 from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
-from upscaler.models.contract import ModelInfo
+from upscaler.models.contract import ModelInfo, keep_input_layer
 from upscaler.texture.seamless import wrap_index
 
 __all__ = [
@@ -84,6 +84,8 @@ class Upscaler:
         self.dtype = dtype
         self.info = info
         self.module = module.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
+        if dtype in (torch.bfloat16, torch.float16) and info.input_layer:
+            keep_input_layer(self.module, info.input_layer)  # it then takes float32 input
         # Channels-last convolutions run ~1.4x faster with oneDNN on CPU and on tensor cores.
         self.module = self.module.to(memory_format=torch.channels_last)
         # ``max_memory`` (bytes) caps everything the upscaling holds on the device, weights,
@@ -314,7 +316,7 @@ class Upscaler:
         data = batch.to(self.device, non_blocking=True)
         if not data.is_floating_point():  # integers are scaled on the device: 4x less to copy
             data = data.float().div_(_max_value(batch))
-        if not self.info.float_input:  # else the model casts, and keeps its residual base exact
+        if not (self.info.float_input or self.info.input_layer):  # else the model casts
             data = data.to(self.dtype)
         data = data.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), circular_padding(self.module, circular):

@@ -204,6 +204,7 @@ def describe(
         bf16_bytes_per_pixel=measured.bf16_bytes_per_pixel,
         bf16_agreement=measured.bf16_agreement,
         float_input=float_input,
+        input_layer=measured.input_layer,
         circular=arch in contract.CONV_ONLY,
         num_params=sum(p.numel() for p in module.parameters()),
         source=str(source or ""),
