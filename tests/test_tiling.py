@@ -7,10 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
+from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler, circular_padding
 from upscaler.engine.tiling import plan_tiles, split_tile, tile_weights
 from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
 from upscaler.models.contract import ModelInfo
+from upscaler.models.rrdb import ResidualDenseBlock
 
 torch.manual_seed(0)
 COMPACT = {
@@ -158,3 +159,31 @@ def test_bad_input_shapes_are_reported() -> None:
         up(torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match="1-4 channels"):
         up(torch.rand(1, 5, 8, 8))
+
+
+@pytest.mark.parametrize("size", [(3, 5), (7, 7), (12, 9)])
+def test_rrdb_blocks_wrap_themselves_as_circular_convolutions_would(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    """Each dense block pads once and runs unpadded convolutions: the output is the middle of
+    the endlessly tiled image, as with every convolution padded circularly (also for images
+    smaller than the block's 5 px margin)."""
+    torch.manual_seed(0)
+    net = RRDBNet(RRDBConfig(num_features=8, growth_channels=4, num_blocks=2)).eval()
+    for p in net.parameters():  # strong weights: every layer's neighbours matter
+        p.data.mul_(4)
+    x = torch.rand(1, 3, *size)
+    with torch.inference_mode():
+        with circular_padding(net):
+            blocks = net(x)
+        reps = [2 * -(-48 // s) + 1 for s in size]  # radius: 2 x 15 trunk convs + the rest
+        tiled = net(x.repeat(1, 1, *reps))
+        top, left = (r // 2 * s * 4 for r, s in zip(reps, size, strict=True))
+        middle = tiled[..., top : top + size[0] * 4, left : left + size[1] * 4]
+        monkeypatch.setattr(ResidualDenseBlock, "wraps_itself", False)
+        with circular_padding(net):
+            hooks = net(x)
+    atol = 1e-5 * float(middle.abs().max())  # float32 rounding (float64 differs by as much)
+    torch.testing.assert_close(blocks, hooks, rtol=0, atol=atol)
+    torch.testing.assert_close(blocks, middle, rtol=0, atol=atol)
+    assert not any(getattr(m, "wrap", False) for m in net.modules())  # restored

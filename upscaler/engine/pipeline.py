@@ -21,6 +21,7 @@ from upscaler.engine import budget as budget_
 from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
 from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
 from upscaler.models.contract import ModelInfo, keep_input_layer
+from upscaler.models.padding import wrap_pad
 from upscaler.texture.seamless import wrap_index
 
 __all__ = [
@@ -339,27 +340,24 @@ class Upscaler:
         return out.float()
 
 
-def wrap_pad(x: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
-    """``(B, C, H, W)`` padded circularly, keeping ``x``'s memory format (``F.pad``'s circular
-    mode returns a contiguous copy, which costs a channels-last convolution a conversion)."""
-    if pad_y:
-        x = torch.cat([x[..., -pad_y:, :], x, x[..., :pad_y, :]], dim=2)
-    if pad_x:
-        x = torch.cat([x[..., -pad_x:], x, x[..., :pad_x]], dim=3)
-    return x
-
-
 @contextmanager
 def circular_padding(module: nn.Module, on: bool = True) -> Iterator[None]:
     """Make every padded convolution of ``module`` pad circularly (wrap around the image) while
     active: for a network of convolutions and per-pixel or upsampling layers, the output is then
     that of the image tiled endlessly."""
+    # Blocks that wrap themselves (``wraps_itself``: pad once, then unpadded convolutions; see
+    # models.rrdb) do it for the convolutions inside them; the hooks take the rest.
+    own = [m for m in module.modules() if getattr(m, "wraps_itself", False)] if on else []
+    inside = {id(c) for m in own for c in m.modules()}
     convs = [
         c
         for c in module.modules()
-        if isinstance(c, nn.Conv2d) and isinstance(c.padding, tuple) and any(c.padding)
+        if isinstance(c, nn.Conv2d)
+        and id(c) not in inside
+        and isinstance(c.padding, tuple)
+        and any(c.padding)
     ]
-    if not on or not convs:
+    if not on or not (convs or own):
         yield
         return
     pads = [(int(c.padding[0]), int(c.padding[-1])) for c in convs]
@@ -372,11 +370,15 @@ def circular_padding(module: nn.Module, on: bool = True) -> Iterator[None]:
             )
         )
     try:
+        for block in own:
+            setattr(block, "wrap", True)  # noqa: B010  (a plain attribute of those blocks)
         yield
     finally:
         for conv, pad, hook in zip(convs, pads, hooks, strict=True):
             conv.padding = pad
             hook.remove()
+        for block in own:
+            setattr(block, "wrap", False)  # noqa: B010
 
 
 class _ModelInput:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upscaler.models.padding import wrap_pad
+
 
 @dataclass(frozen=True)
 class RRDBConfig:
@@ -29,6 +31,12 @@ class RRDBConfig:
 
 
 class ResidualDenseBlock(nn.Module):
+    # Circular padding (``engine.pipeline.circular_padding``) wraps this block as a whole: the
+    # input padded once by 5 (one pixel per conv), then unpadded convolutions whose dense inputs
+    # are cropped to match. Padding each conv's concatenated input instead copies 64-192 channels
+    # twice per conv.
+    wraps_itself = True
+
     def __init__(self, nf: int, gc: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
@@ -37,6 +45,7 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
         self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        self.wrap = False  # set by circular_padding while active
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
             if conv.weight.is_meta:  # built to be loaded: shapes only (meta init is slow Python)
                 continue
@@ -46,12 +55,28 @@ class ResidualDenseBlock(nn.Module):
             nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # conv2d has a bias here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.wrap:
+            return self._forward_wrapped(x)
         x1 = self.lrelu(self.conv1(x))
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
         x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
         return x5 * 0.2 + x
+
+    def _forward_wrapped(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` for an image that tiles endlessly: the same sums, on the periodic
+        extension, with each convolution unpadded."""
+        feats = [wrap_pad(x, 5, 5)]  # feature j keeps a margin of 5 - j pixels
+        for k, conv in enumerate((self.conv1, self.conv2, self.conv3, self.conv4, self.conv5)):
+            parts = [_crop(f, k - j) for j, f in enumerate(feats)]  # all at margin 5 - k
+            out = F.conv2d(parts[0] if k == 0 else torch.cat(parts, 1), conv.weight, conv.bias)
+            feats.append(self.lrelu(out) if k < 4 else out)  # margin 4 - k
+        return feats[-1] * 0.2 + x
+
+
+def _crop(x: torch.Tensor, c: int) -> torch.Tensor:
+    return x[..., c:-c, c:-c] if c else x
 
 
 class RRDB(nn.Module):
