@@ -469,10 +469,11 @@ def _png(pixels: np.ndarray, icc: bytes | None, key: Any, level: int | None) -> 
     imagecodecs, with the ICC profile and a colour key (tRNS) inserted as chunks.
 
     ``level`` None (the default) writes 8-bit images with the Paeth filter and run-length
-    deflate: upscaled textures are smooth, so the filtered rows are mostly short runs. On 40
-    upscaled textures (``benchmarks/png.py``) that is 2.5x faster than zlib level 3 with adaptive
-    filters and 7% smaller; encoding runs beside inference on the same cores. A level 0-9 uses
-    zlib's default strategy and adaptive filters at that level (9: smallest, slowest)."""
+    deflate: upscaled textures are smooth, so the filtered rows are mostly short runs. On 24
+    upscaled validation textures (``benchmarks/png.py``) that takes 0.41x the time of zlib level
+    3 with adaptive filters, for files 4% smaller; encoding runs beside inference on the same
+    cores. A level 0-9 uses zlib's default strategy and adaptive filters at that level (9:
+    smallest, slowest)."""
     import imagecodecs
 
     data = np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
