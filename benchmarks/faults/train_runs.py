@@ -103,20 +103,22 @@ def fit(
     full_env = {**environment(), "OMP_NUM_THREADS": "1", SAVE_MARKS: "1", **(env or {})}
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
+        # The context closes the pipe: left to the garbage collector, it raised a
+        # ResourceWarning at a random later moment (once inside ``newest_checkpoint``).
+        with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=err, env=full_env, text=True
-        )
-        assert proc.stdout is not None
-        child, saves = Child(0), 0
-        with _deadline(proc, timeout):
-            for line in proc.stdout:
-                child.marks.append((time.perf_counter() - started, line.rstrip("\n")))
-                if line.startswith("save-start"):
-                    saves += 1
-                    if saves == kill_at_save:
-                        time.sleep(kill_delay)
-                        proc.send_signal(signal.SIGKILL)
-            child.returncode = proc.wait()
+        ) as proc:
+            assert proc.stdout is not None
+            child, saves = Child(0), 0
+            with _deadline(proc, timeout):
+                for line in proc.stdout:
+                    child.marks.append((time.perf_counter() - started, line.rstrip("\n")))
+                    if line.startswith("save-start"):
+                        saves += 1
+                        if saves == kill_at_save:
+                            time.sleep(kill_delay)
+                            proc.send_signal(signal.SIGKILL)
+                child.returncode = proc.wait()
         err.seek(0)
         child.stderr = err.read().decode(errors="replace")
     return child
@@ -184,7 +186,8 @@ def newest_checkpoint(folder: Path) -> tuple[dict[str, Any] | None, int, bool]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         state = ckpt.latest_checkpoint(folder)
-    return state, unloadable, bool(caught)
+    fell_back = any("falling back to an older checkpoint" in str(w.message) for w in caught)
+    return state, unloadable, fell_back
 
 
 def max_steps(kills: int) -> int:
