@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import COLUMNS  # noqa: E402
 from upscaler.models.loader import read_model  # noqa: E402
+from upscaler.models.zoo import SHIPPED  # noqa: E402
 
 WEIGHTS = ROOT / "upscaler" / "models" / "weights"
 HARDWARE = "one thread of a 2-core Intel Xeon (AVX512-BF16, AMX) shared with other jobs"
@@ -56,22 +57,13 @@ BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
 
 X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
 X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
-# name -> (purpose, scale, [(run folder, recipe, what the stage did)], weights shipped)
-MODELS: dict[str, tuple[str, int, list[tuple[str, str, str]], str]] = {
-    "texture-x4": (
-        "x4 for game textures: detail back, no texel grid (the default)",
-        4,
-        [X4],
-        "live",
-    ),
-    "texture-x4-fidelity": ("x4, weight-averaged: smoother, the highest PSNR", 4, [X4], "ema"),
-    "texture-x2": (
-        "x2 for game textures: detail back, no texel grid (the default)",
-        2,
-        [X4, X2],
-        "live",
-    ),
-    "texture-x2-fidelity": ("x2, weight-averaged: smoother, the highest PSNR", 2, [X4, X2], "ema"),
+# name -> ([(run folder, recipe, what the stage did)], weights shipped); purpose and scale are
+# the zoo's (``upscaler.models.zoo.SHIPPED``)
+MODELS: dict[str, tuple[list[tuple[str, str, str]], str]] = {
+    "texture-x4": ([X4], "live"),
+    "texture-x4-fidelity": ([X4], "ema"),
+    "texture-x2": ([X4, X2], "live"),
+    "texture-x2-fidelity": ([X4, X2], "ema"),
 }
 WEIGHTS_SHIPPED = {
     "live": "the last trained weights of the last stage (more detail than their average)",
@@ -122,7 +114,10 @@ def quality_table(results: dict, name: str) -> str:
 
 
 def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
-    purpose, scale, stages, weights = MODELS[name]
+    stages, weights = MODELS[name]
+    shipped = SHIPPED[name]
+    scale = shipped.scale
+    purpose = shipped.summary + (" (the default)" if name == f"texture-x{scale}" else "")
     module, info = read_model(WEIGHTS / f"{name}.safetensors")
     params = sum(p.numel() for p in module.parameters())
     facts = {folder: run_facts(runs / folder) for folder, _, _ in stages}  # each log read once
@@ -192,14 +187,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True, help="folder of the training runs")
     parser.add_argument("--quality", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument(
-        "--hardware",
-        default="one thread of a 2-core Intel Xeon (AVX512-BF16, AMX) shared with other jobs",
-    )
+    parser.add_argument("--hardware", default=HARDWARE)
     parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
     for name in args.models.split(","):
-        scale = MODELS[name][1]
+        scale = SHIPPED[name].scale
         quality = json.loads((args.quality / f"quality-x{scale}.json").read_text())
         text = card(name, args.runs.expanduser(), quality, args.hardware)
         (WEIGHTS / f"{name}.md").write_text(text)

@@ -137,9 +137,10 @@ def worker_cost(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     from upscaler.engine.load import pick_device, pick_dtype
-    from upscaler.engine.pipeline import Upscaler, wrap_pad
+    from upscaler.engine.pipeline import Upscaler
     from upscaler.formats.image import read_image
     from upscaler.models.loader import read_model
+    from upscaler.models.padding import wrap_pad
     from upscaler.process import wrap_axes
 
     module, info = read_model(args.weights)
