@@ -312,3 +312,40 @@ def test_step_loss_sees_a_texel_grid_but_not_where_detail_falls() -> None:
     assert pred.grad is not None and float(pred.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="blocks of 24"):
         step_loss(gt, gt, 16, 24)
+
+
+def test_checker_loss_sees_an_added_screen_door_but_not_blur() -> None:
+    """One-sided: a pixel checker above the truth's costs, a smoother output does not."""
+    torch.manual_seed(0)
+    truth = F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic").clamp(0, 1)
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    screen = ((y + x) % 2).float().mul(2).sub(1) * 0.02
+    assert float(losses.checker_loss(truth, truth, 16)) == 0
+    assert float(losses.checker_loss(truth + screen, truth, 16)) > 0.01
+    blurred = F.avg_pool2d(F.pad(truth, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert float(losses.checker_loss(blurred, truth, 16)) == 0
+    with pytest.raises(ValueError, match="blocks of 16"):
+        losses.checker_loss(truth[..., :30, :30], truth[..., :30, :30], 16)
+
+
+def test_sr_features_of_a_span_file_are_frozen_and_give_gradients(tmp_path: Path) -> None:
+    """The SR-network perceptual term reads a SPAN file (here a random one), stays frozen and in
+    eval mode when the trainer calls ``train()``, and passes gradients to the prediction."""
+    from safetensors.torch import save_file
+
+    from training.archs import SpanConfig, build_module, settle
+
+    path = tmp_path / "span.safetensors"
+    torch.manual_seed(0)
+    save_file(settle(build_module("span", SpanConfig())).state_dict(), str(path))
+    features = perceptual.SRFeatures(path, blocks=2)
+    features.train()
+    assert not features.training and not any(p.requires_grad for p in features.parameters())
+    target = torch.rand(2, 3, 24, 24)
+    pred = (target + 0.05 * torch.randn_like(target)).requires_grad_(True)
+    loss = perceptual.sr_feature_loss(pred, target, features)
+    loss.backward()
+    assert loss.item() > 0 and pred.grad is not None and torch.isfinite(pred.grad).all()
+    assert perceptual.sr_feature_loss(target, target, features).item() == 0
+    with pytest.raises(ValueError, match="1..6"):
+        perceptual.SRFeatures(path, blocks=7)

@@ -289,3 +289,29 @@ def test_a_spandrel_architecture_we_do_not_train_is_named_and_still_evaluates(
         Trainer(config, log=_quiet)
     metrics = evaluate(path, folders[1])
     assert metrics["images"] == 4 and 0 < metrics["psnr_y"] < 60
+
+
+def test_a_span_without_input_normalisation_computes_the_same_map() -> None:
+    """span_without_norm moves SPAN's (x - mean) * 255 into conv_1 and keeps its weights at the
+    usual size (4xSPANkendata's folded first conv is 24x smaller and breaks under Adam): the same
+    output away from the border, in eval mode (fused convs) and in training mode (branches)."""
+    from training.archs import SpanConfig, build_module, settle, span_without_norm
+
+    torch.manual_seed(0)
+    source = settle(build_module("span", SpanConfig()))
+    with torch.no_grad():  # a folded first conv: tiny weights, as in 4xSPANkendata's file
+        source.conv_1.conv[1].weight.mul_(1 / 255)
+    settle(source)
+    target = build_module("span", SpanConfig(norm=False))
+    target.load_state_dict(span_without_norm(source.state_dict()), strict=True)
+    assert (
+        target.conv_1.conv[1].weight.abs().mean() > 100 * source.conv_1.conv[1].weight.abs().mean()
+    )
+    x = torch.rand(1, 3, 56, 56)
+    for train in (False, True):
+        source.train(train)
+        target.train(train)
+        with torch.no_grad():
+            a, b = source(x), target(x)
+        inner = (a - b)[..., 88:-88, 88:-88].abs().max()
+        assert float(inner) < 1e-4, (train, float(inner))

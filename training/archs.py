@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from upscaler.models import ARCHITECTURES, build_generator, make_config
@@ -55,6 +56,35 @@ def _build_span(config: SpanConfig) -> nn.Module:
     # In LR pixels: conv_1, 6 blocks x 3 convs, conv_2 and the upsampler conv, 3x3 each.
     module.receptive_field = 21
     return module
+
+
+SPAN_MEAN = (0.4488, 0.4371, 0.4040)  # spandrel's SPAN: (x - mean) * 255 before conv_1
+SPAN_RANGE = 255.0
+
+
+def span_without_norm(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A normalising SPAN's state dict rewritten for ``norm=False`` (the image in ``[0, 1]`` goes
+    straight into ``conv_1``), same output away from the 1-pixel border of ``conv_1``'s padding.
+
+    ``conv_1`` is linear in its input: scaling its branches by 255 and taking
+    ``255 * conv(mean)`` off the last bias is the same map. Why: a file whose normalisation was
+    folded into a tiny ``conv_1`` (4xSPANkendata's weights are 24x smaller than the official
+    SPAN's) cannot be fine-tuned with Adam, whose first steps move every weight by about the
+    learning rate: its first conv is wrecked within ten steps."""
+    out = dict(weights)
+    fused = weights["conv_1.eval_conv.weight"].double()
+    mean = torch.tensor(SPAN_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    shift = (fused * mean).sum(dim=(1, 2, 3)) * SPAN_RANGE
+    # The 3x3 branch takes the factor (its weights are the ones folding made tiny); the 1x1
+    # before it keeps its weights, its bias divided so that the branch's map stays the same.
+    scaled = {"conv_1.conv.1.weight": SPAN_RANGE, "conv_1.conv.0.bias": 1 / SPAN_RANGE}
+    scaled |= {"conv_1.sk.weight": SPAN_RANGE, "conv_1.eval_conv.weight": SPAN_RANGE}
+    for key, factor in scaled.items():
+        out[key] = (weights[key].double() * factor).to(weights[key].dtype)
+    for key in ("conv_1.conv.2.bias", "conv_1.eval_conv.bias"):
+        out[key] = (weights[key].double() - shift).to(weights[key].dtype)
+    out["no_norm"] = torch.zeros(1)
+    return out
 
 
 def _span_from_spandrel(hyper: dict[str, Any]) -> SpanConfig:

@@ -213,8 +213,14 @@ class LossConfig:
     colour_weight: float = 0.0  # colour consistency against the LR input
     step_weight: float = 0.0  # local step statistics per phase of the texel and block grid
     step_window: int = 32  # HR pixels per side of the blocks the step statistics average over
+    checker_weight: float = 0.0  # local 2x2 checker energy above the truth's (screen door)
     lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
     vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
+    # Features of a pretrained SPAN SR network (training/perceptual.py SRFeatures): a perceptual
+    # term that needs no ImageNet weights.
+    sr_feature_weight: float = 0.0
+    sr_feature_model: str = "../shared/peers/spanx4_ch48.safetensors"
+    sr_feature_blocks: int = 2
     gan_type: str = "nonsaturating"
     gan_weight: float = 0.0  # 0 with feature_match_weight 0: the PSNR stage (no discriminator)
     feature_match_weight: float = 0.0
@@ -229,8 +235,10 @@ class LossConfig:
             self.pixel_weight,
             self.colour_weight,
             self.step_weight,
+            self.checker_weight,
             self.lpips_weight,
             self.vgg_weight,
+            self.sr_feature_weight,
         )
         others = (self.gan_weight, self.feature_match_weight, self.clip_value, self.r1_weight)
         if min(*weights, *others, self.gp_weight) < 0:

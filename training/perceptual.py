@@ -156,3 +156,66 @@ class LPIPSLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return lpips_loss(pred, target, self.model)
+
+
+class SRFeatures(nn.Module):
+    """Feature maps of a pretrained SPAN super-resolution network, run on full-size images: the
+    perceptual signal this project can have without ImageNet weights.
+
+    A network trained to restore photos (the official SPAN x4 weights: DIV2K, Apache-2.0, in
+    ``../shared/peers``) has learnt filters for the edges, grain and small patterns of real
+    images. Its first convolution and first ``blocks`` SPAB blocks (receptive field 3 + 6 per
+    block pixels) are used as a frozen feature extractor, as VGG is in ESRGAN: the loss compares
+    local structure, not exact pixel values. It is what it is: features of an SR network, not an
+    ImageNet classifier; the recipes and cards name it so.
+    """
+
+    def __init__(self, path: str | Path, blocks: int = 2) -> None:
+        super().__init__()
+        from spandrel import ModelLoader
+
+        from .archs import settle
+
+        model = ModelLoader().load_from_file(str(path)).model
+        if type(model).__name__ != "SPAN":
+            raise ValueError(f"{path}: the SR feature loss needs a SPAN model file")
+        if not 1 <= blocks <= 6:
+            raise ValueError(f"loss.sr_feature_blocks must be in 1..6, got {blocks}")
+        settle(model)
+        self.pretrained = True
+        self.norm = bool(getattr(model, "is_norm", True))
+        self.register_buffer("mean", model.mean.detach().clone().float().view(1, 3, 1, 1))
+        self.img_range = float(getattr(model, "img_range", 255.0))
+        self.first = model.conv_1
+        self.blocks = nn.ModuleList(getattr(model, f"block_{i}") for i in range(1, blocks + 1))
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> SRFeatures:
+        return super().train(False)  # Conv3XC re-fuses its branches in training mode: never
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.norm:
+            x = (x - self.mean) * self.img_range
+        feature = self.first(x)
+        out = [feature]
+        for block in self.blocks:
+            feature = block(feature)[0]
+            out.append(feature)
+        return out
+
+
+def sr_feature_loss(pred: torch.Tensor, target: torch.Tensor, features: SRFeatures) -> torch.Tensor:
+    """Mean over layers of L1 between ``features`` of ``pred`` and ``target`` ``(B, 3, H, W)`` in
+    ``[0, 1]``, each layer divided by the target's mean magnitude (so each counts alike)."""
+    if pred.shape != target.shape or pred.shape[1] != 3:
+        raise ValueError(
+            f"need two (B, 3, H, W) images, got {tuple(pred.shape)}, {tuple(target.shape)}"
+        )
+    with torch.no_grad():
+        theirs = features(target)
+    ours = features(pred)
+    terms = [
+        (a - b).abs().mean() / b.abs().mean().clamp(min=1e-6)
+        for a, b in zip(ours, theirs, strict=True)
+    ]
+    return torch.stack(terms).mean()

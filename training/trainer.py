@@ -29,6 +29,7 @@ from .contracts import CONTRACTS, cautions
 from .data import build_loader, check_paths
 from .distances import InceptionFeatures
 from .losses import (
+    checker_loss,
     clip_weights_,
     colour_consistency_loss,
     discriminator_loss,
@@ -44,9 +45,11 @@ from .metrics import diversity, out_of_range
 from .monitor import Health, IntervalMeans, MetricsLog, Progress, shown
 from .perceptual import (
     ALEXNET_FILE,
+    SRFeatures,
     VGGFeatures,
     build_lpips,
     lpips_loss,
+    sr_feature_loss,
     vgg_perceptual_loss,
     weights_available,
 )
@@ -121,6 +124,11 @@ class Trainer:
         loss = config.loss
         self.lpips = build_lpips().to(device) if loss.lpips_weight > 0 else None
         self.vgg = VGGFeatures().to(device) if loss.vgg_weight > 0 else None
+        self.sr_features = (
+            SRFeatures(loss.sr_feature_model, loss.sr_feature_blocks).to(device)
+            if loss.sr_feature_weight > 0
+            else None
+        )
         self.val_lpips = self.lpips
         if self.val_lpips is None and weights_available(ALEXNET_FILE) and config.val.folder:
             self.val_lpips = build_lpips().to(device)
@@ -155,11 +163,17 @@ class Trainer:
         if loss.step_weight:
             period = 4 * scale  # the input's texels, and the 4x4 blocks of block compression
             terms["step"] = loss.step_weight * step_loss(sr, gt, period, loss.step_window)
+        if loss.checker_weight:
+            terms["checker"] = loss.checker_weight * checker_loss(sr, gt, loss.step_window)
         colour = ~normal.to(sr.device)  # perceptual nets know photos, not vector fields
         if self.lpips is not None and bool(colour.any()):
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
         if self.vgg is not None and bool(colour.any()):
             terms["vgg"] = loss.vgg_weight * vgg_perceptual_loss(sr[colour], gt[colour], self.vgg)
+        if self.sr_features is not None and bool(colour.any()):
+            with self._autocast():
+                sr_term = sr_feature_loss(sr[colour], gt[colour], self.sr_features)
+            terms["sr_feature"] = loss.sr_feature_weight * sr_term.float()
         if d is not None:
             with self._autocast():
                 logits, features = d(torch.cat([gt, sr]))

@@ -21,6 +21,7 @@ from torch import nn
 
 from upscaler.models.checkpoint import ModelFileError, read_weights
 
+from .archs import span_without_norm
 from .checkpoint import (
     CheckpointError,
     checkpoint_dir,
@@ -120,6 +121,8 @@ def _init_generator(state: TrainState, log: Callable[[str], None]) -> None:
     ours = dataclasses.asdict(state.arch_config)  # type: ignore[call-overload]
     theirs = dict(info["arch_config"])
     same_arch = info["arch"] == model.arch
+    if same_arch and model.arch == "span" and theirs.get("norm") and not ours.get("norm", True):
+        weights, theirs = span_without_norm(weights), {**theirs, "norm": False}
     other_scale = same_arch and theirs != ours and {**theirs, "scale": ours["scale"]} == ours
     fit = match(state.g.state_dict(), weights)
     described = f"{info['path']} ({info.get('source') or info['arch']})"
