@@ -134,3 +134,31 @@ def test_wrapped_integer_shrink_matches_general_path() -> None:
             * weights.view(*([1] * (dim)), *weights.shape, *([1] * (3 - dim)))
         ).sum(dim + 1)
         torch.testing.assert_close(resize_axis(x, size, dim, wrap=True), general, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("native", [False, True])
+def test_gray_stored_as_rgb_stays_gray(tiny_x4, channels: int, native: bool) -> None:  # type: ignore[no-untyped-def]
+    """A colour model fed three equal channels can answer with three different ones (the issue's
+    blue/yellow checker on gray chainmail): gray kept in RGB(A) goes through as one channel and
+    comes back with R = G = B, alpha kept; within one level of gray (a codec's) counts as gray."""
+    from upscaler.process import plan_texture
+
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (20, 24), dtype=np.int64)
+    rgb = np.stack([gray, np.clip(gray + rng.integers(-1, 2, gray.shape), 0, 255), gray], axis=2)
+    alpha = np.where(rng.random(gray.shape) > 0.5, 255, 0)[:, :, None]
+    pixels = (np.concatenate([rgb, alpha], axis=2) if channels == 4 else rgb).astype(np.uint8)
+    image = ImageFile(pixels, "PNG")
+    options = TextureOptions(native=native)
+    info = plan_texture(image, "chainmail.png", options)
+    assert info.gray_rgb and any("gray stored as RGB" in note for note in info.notes)
+    out = upscale_images(load_model(tiny_x4), [image], options, infos=[info])[0].pixels
+    assert out.shape[2] == channels
+    assert np.array_equal(out[:, :, 0], out[:, :, 1]) and np.array_equal(out[:, :, 1], out[:, :, 2])
+    if channels == 4:
+        coverage = (out[:, :, 3] >= 128).mean()  # alpha kept as alpha: the cutout's coverage
+        assert abs(coverage - (pixels[:, :, 3] >= 128).mean()) < 0.05
+    colour = pixels.copy()
+    colour[::3, ::3, 0] = 255 - colour[::3, ::3, 0]
+    assert not plan_texture(ImageFile(colour, "PNG"), "chainmail.png", options).gray_rgb

@@ -109,8 +109,13 @@ def plan_texture(
     premultiplied = image.premultiplied and image.channels in (2, 4) and kind != "normal"
     if image.premultiplied and not premultiplied and kind == "normal":
         notes.append("premultiplied alpha on a normal map: treated as straight alpha")
+    # Gray kept in RGB goes through the model as one channel: a colour model fed three equal
+    # channels can still give three different answers (a checker of invented colour).
+    gray = kind == "color" and maps.is_gray_rgb(image.pixels, image.bits)
+    if gray:
+        notes.append("gray stored as RGB: upscaled as one gray channel")
     return MapInfo(
-        kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes), premultiplied
+        kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes), premultiplied, gray
     )
 
 
@@ -125,6 +130,7 @@ def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
         info.alpha,
         info.two_channel,
         info.constant_alpha is None,
+        info.gray_rgb,
     )
 
 
@@ -133,6 +139,8 @@ def model_input(image: ImageFile, info: MapInfo) -> np.ndarray:
     channel, with colour bled under fully transparent texels, with Z rebuilt in blue for a
     two-channel normal map."""
     pixels = image.pixels if info.constant_alpha is None else image.pixels[:, :, :-1]
+    if info.gray_rgb:
+        pixels = maps.gray_of(pixels)
     # Premultiplied colour is already zero where nothing shows: it filters right as it is.
     bleed = info.alpha in ("cutout", "blended") and not info.premultiplied
     if not (bleed or info.two_channel):
@@ -182,7 +190,10 @@ def upscale_images(
     )
     extra = 1 if info.constant_alpha is not None else 0
     dtype = np.uint16 if bits == 16 else np.uint8
-    outputs = [np.empty((*target, channels + extra), dtype) for _ in images]
+    # Gray kept in RGB came through as gray: its one channel is copied back into R, G and B.
+    spread = [0, 0, 0, *range(1, channels)] if info.gray_rgb else None
+    width = channels if spread is None else len(spread)
+    outputs = [np.empty((*target, width + extra), dtype) for _ in images]
     alpha16 = [np.empty(target, np.uint16) for _ in images] if info.alpha == "cutout" else None
     if target == (h * upscaler.scale, w * upscaler.scale):
         quantized = ((y, band, maps.quantize_encoded(band, info, bits)) for y, band in bands)
@@ -196,7 +207,7 @@ def upscale_images(
         chunk = levels.permute(0, 2, 3, 1).cpu().numpy()
         alpha = alpha_.to_u16(band[:, -1]) if alpha16 is not None else None
         for i, out in enumerate(outputs):
-            out[rows, :, :channels] = chunk[i]
+            out[rows, :, :width] = chunk[i] if spread is None else chunk[i][:, :, spread]
             if alpha16 is not None and alpha is not None:
                 alpha16[i][rows] = alpha[i]
     results = []

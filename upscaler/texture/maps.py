@@ -96,6 +96,7 @@ class MapInfo:
     wrap: tuple[bool, bool] = (False, False)
     notes: tuple[str, ...] = ()
     premultiplied: bool = False  # colour stored multiplied by alpha: kept so, never bled
+    gray_rgb: bool = False  # gray stored as RGB(A): one channel through the model, copied back
 
 
 def detect(
@@ -118,6 +119,33 @@ def detect(
     if forced:
         return "normal", False, [f"set as a normal map, but {detail}; renormalised anyway"]
     return "color", False, [f"named as a normal map, but {detail}: treated as colour"]
+
+
+def is_gray_rgb(pixels: np.ndarray, bits: int) -> bool:
+    """Whether ``(H, W, C)`` RGB(A) pixels hold gray: the three colour channels within one 8-bit
+    level of each other everywhere (exact gray, or gray that went through a codec). A strided
+    sample is looked at first, so a colour texture costs next to nothing."""
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return False
+    tolerance = 1 if bits == 8 else 257
+
+    def spread(rgb: np.ndarray) -> int:
+        rgb = rgb.astype(np.int32)
+        return int(
+            max(np.abs(rgb[..., 0] - rgb[..., 1]).max(), np.abs(rgb[..., 1] - rgb[..., 2]).max())
+        )
+
+    if spread(pixels[::7, ::7, :3]) > tolerance:
+        return False
+    return all(spread(pixels[y : y + 256, :, :3]) <= tolerance for y in range(0, len(pixels), 256))
+
+
+def gray_of(pixels: np.ndarray) -> np.ndarray:
+    """Gray-as-RGB(A) ``(H, W, 3|4)`` to ``(H, W, 1|2)``: the mean of the colour channels (the
+    channel itself for exact gray), alpha kept."""
+    rgb = pixels[:, :, :3].astype(np.uint32)
+    gray = ((rgb.sum(axis=2) + 1) // 3).astype(pixels.dtype)[:, :, None]
+    return np.concatenate([gray, pixels[:, :, 3:]], axis=2) if pixels.shape[2] > 3 else gray
 
 
 def colour_channels(kind: str, channels: int) -> list[int]:
