@@ -1,8 +1,9 @@
-"""Model quality on the validation textures, next to bicubic, Lanczos and Real-ESRGAN's x4plus.
+"""Model quality on held-out textures, next to bicubic, Lanczos and the pretrained peers.
 
     PYTHONPATH=. python benchmarks/quality.py                          # shipped x4 models + peers
     PYTHONPATH=. python benchmarks/quality.py --models my.safetensors --limit 8 --no-peers
     PYTHONPATH=. python benchmarks/quality.py --scale 2                # the x2 models
+    PYTHONPATH=. python benchmarks/quality.py --val data/warzone/color --lowres data/warzone-lowres
 
 For each colour texture of ``../shared/data/textures/val/color`` (centre crop of at most
 ``--max-side``, a multiple of 4): the ground truth GT, and low-res inputs *clean* (bicubic shrink
@@ -24,7 +25,21 @@ seamless detection, tiling, precision), and is scored per image:
   above ~1.2 the method invents structure where there is none;
 - **native** ("old game" test): N = BC1(point-sample GT down by the scale), reference R = GT
   shrunk with Lanczos-3 in linear light; PSNR-Y against R of N itself (before), of a Lanczos
-  round trip, and of ``upscale --native``.
+  round trip, and of ``upscale --native``;
+- **checker** (clean inputs): energy of the 2x2 checker filter ``[[1, -1], [-1, 1]]`` on each
+  channel over GT's, the median over images: the one-pixel "screen door" a sub-pixel upsampler
+  can lay over a texture (1.0 = as much as the truth; blur lowers it);
+- **gray**: the GT made gray (BT.601 luma) and stored as RGB, shrunk and upscaled: the largest
+  difference between two channels of any output pixel, in 8-bit levels (invented colour);
+- **pattern**: PSNR-Y and the mean level error (8-bit levels of luma, signed: darker is
+  negative) on the textures whose names say they hold a fine regular pattern (wires, grates,
+  mesh, chains, grilles, fences, ladders, windows, tiles);
+- with ``--lowres FOLDER`` (real low-res game textures, no truth): the checker energy of each
+  method's x``scale`` output over a bicubic upscale's, median and 90th percentile.
+
+The peers (``../shared/peers``; see its README): Real-ESRGAN's x4plus (BSD-3), the official SPAN
+x4/x2 (Apache-2.0), 4xSPANkendata (CC-BY-SA-4.0) and ClearReality4x (non-commercial: a reference
+only).
 
 Results: a table per scale, JSON (``--out``) and Markdown (``--markdown``).
 """
@@ -46,7 +61,14 @@ sys.path.insert(0, str(ROOT))
 
 from training.codecs import bc_roundtrip  # noqa: E402
 from training.degradations import point_sample, resize_down  # noqa: E402
-from training.metrics import gmsd, grid_ratio, high_frequency_energy, psnr_y  # noqa: E402
+from training.metrics import (  # noqa: E402
+    checker_energy,
+    gmsd,
+    grid_ratio,
+    high_frequency_energy,
+    psnr_y,
+    rgb_to_y,
+)
 from upscaler.engine.load import pick_device, pick_dtype  # noqa: E402
 from upscaler.engine.pipeline import Upscaler  # noqa: E402
 from upscaler.formats.image import ImageFile, read_image  # noqa: E402
@@ -58,8 +80,18 @@ from upscaler.texture.resample import resize  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 VAL = SHARED / "data" / "textures" / "val" / "color"
-PEERS = {"x4plus": SHARED / "peers" / "RealESRGAN_x4plus.safetensors"}
+PEER_DIR = SHARED / "peers"
+PEERS = {
+    4: {
+        "SPAN x4 (official)": PEER_DIR / "spanx4_ch48.safetensors",
+        "4xSPANkendata": PEER_DIR / "4xSPANkendata.safetensors",
+        "ClearReality4x (NC)": PEER_DIR / "ClearReality4x.safetensors",
+        "Real-ESRGAN x4plus": PEER_DIR / "RealESRGAN_x4plus.safetensors",
+    },
+    2: {"SPAN x2 (official)": PEER_DIR / "spanx2_ch48.safetensors"},
+}
 CALM_WORDS = ("sky", "cloud", "water", "sand", "snow", "grass", "fire", "lava", "noise")
+PATTERN_WORDS = ("wire", "grate", "grill", "mesh", "chain", "fence", "ladder", "window", "tile")
 DEFAULT_MODELS = {4: "texture-x4,texture-x4-fidelity", 2: "texture-x2,texture-x2-fidelity"}
 
 Method = Callable[[torch.Tensor, bool], torch.Tensor]
@@ -110,6 +142,52 @@ def is_calm(name: str, gt_energy: float, threshold: float) -> bool:
     return gt_energy <= threshold or any(word in name.lower() for word in CALM_WORDS)
 
 
+def is_pattern(name: str) -> bool:
+    stem = name.lower().removesuffix(".png")
+    # "tile" as a word part: bathtile, windowstile; not the numbered tiles of a tile sheet
+    return any(word in stem for word in PATTERN_WORDS) and "tile-" not in stem
+
+
+def gray_rgb(x: torch.Tensor) -> torch.Tensor:
+    """``(1, 3, H, W)`` as gray stored in RGB: BT.601 luma in all three channels."""
+    y = (rgb_to_y(x) - 16 / 255) * (255 / 219)
+    return round_to_levels(y.clamp(0, 1)).expand(-1, 3, -1, -1).contiguous()
+
+
+def channel_spread(x: torch.Tensor) -> float:
+    """The largest difference between two channels of any pixel, in 8-bit levels."""
+    levels = (x.clamp(0, 1) * 255).round()
+    return float((levels.amax(dim=1) - levels.amin(dim=1)).max())
+
+
+def load_lowres(folder: Path, limit: int) -> list[tuple[str, torch.Tensor]]:
+    """Real low-res textures as they are (no truth): ``(1, 3, H, W)`` floats."""
+    images = []
+    for path in sorted(folder.glob("*.png"))[:limit]:
+        pixels = read_image(path).pixels
+        if pixels.shape[2] < 3:
+            pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
+        x = torch.from_numpy(pixels[:, :, :3].astype(np.float32) / 255).permute(2, 0, 1)[None]
+        images.append((path.name, x.contiguous()))
+    return images
+
+
+def lowres_checker(
+    method: Method, scale: int, images: list[tuple[str, torch.Tensor]]
+) -> dict[str, float]:
+    """Checker energy of ``method``'s output over a bicubic upscale's, per real low-res texture."""
+    ratios = []
+    for _, lq in images:
+        size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
+        reference = round_to_levels(resize(lq, size, "bicubic").clamp(0, 1))
+        sr = round_to_levels(method(lq, False))
+        ratios.append(float(checker_energy(sr)) / max(float(checker_energy(reference)), 1e-12))
+    return {
+        "lowres_checker": float(np.median(ratios)),
+        "lowres_checker_p90": float(np.quantile(ratios, 0.9)),
+    }
+
+
 def evaluate(
     name: str, method: Method, scale: int, images: list[tuple[str, torch.Tensor]]
 ) -> dict[str, object]:
@@ -130,21 +208,34 @@ def evaluate(
             rows.setdefault(f"{kind}_grid", []).append(float(grid_ratio(sr, period)))
             if kind == "clean" and is_calm(image_name, energy, threshold):
                 rows.setdefault("calm_detail", []).append(ratio)
+            if kind == "clean":
+                checker = float(checker_energy(sr)) / max(float(checker_energy(gt)), 1e-12)
+                rows.setdefault("checker", []).append(checker)
+            if kind == "clean" and is_pattern(image_name):
+                rows.setdefault("pattern_psnr", []).append(float(psnr_y(sr, gt, scale)))
+                shift = float((rgb_to_y(sr) - rgb_to_y(gt)).mean()) * 255
+                rows.setdefault("pattern_level", []).append(shift)
+        gray = gray_rgb(gt)
+        gray_sr = method(round_to_levels(resize_down(gray, scale, "bicubic")), False)
+        rows.setdefault("gray", []).append(channel_spread(gray_sr))
         old = round_to_levels(bc_roundtrip(point_sample(gt, scale)[0], "bc1")[None])
         reference = round_to_levels(shrink_linear(gt, scale))
         native = round_to_levels(method(old, True))
         rows.setdefault("native_before", []).append(float(psnr_y(old, reference)))
         rows.setdefault("native", []).append(float(psnr_y(native, reference)))
     results = {
-        key: float(np.median(values) if key.endswith("detail") else np.mean(values))
+        key: float(np.median(values) if key.endswith(("detail", "checker")) else np.mean(values))
         for key, values in rows.items()
     }
     results["calm_detail_max"] = float(np.max(rows["calm_detail"]))
+    results["gray"] = float(np.max(rows["gray"]))
+    results["checker_p90"] = float(np.quantile(rows["checker"], 0.9))
     return {
         "method": name,
         "scale": scale,
         "images": len(images),
         "calm_images": len(rows["calm_detail"]),
+        "pattern_images": len(rows.get("pattern_psnr", [])),
         "seconds": time.perf_counter() - started,
         "results": results,
     }
@@ -160,6 +251,8 @@ COLUMNS = (
     ("bc1_grid", "BC1 blocks", ".2f"),
     ("calm_detail", "calm detail", ".2f"),
     ("native", "--native", ".2f"),
+    ("checker", "checker", ".2f"),
+    ("gray", "gray", ".0f"),
 )
 
 
@@ -169,7 +262,7 @@ def markdown(reports: list[dict[str, object]], truth: dict[str, float]) -> str:
         head.format(reports[0]["scale"]),
         "| --- |" + " ---: |" * len(COLUMNS),
         "| ground truth | - | 0 | 1.00 | "
-        f"{truth['grid']:.2f} | - | 0 | {truth['blocks']:.2f} | 1.00 | - |",
+        f"{truth['grid']:.2f} | - | 0 | {truth['blocks']:.2f} | 1.00 | - | 1.00 | 0 |",
     ]
     for report in reports:
         r = report["results"]
@@ -182,6 +275,18 @@ def markdown(reports: list[dict[str, object]], truth: dict[str, float]) -> str:
         f"\n*--native*: PSNR-Y against the clean map at the input's size; the old-game input "
         f"itself scores {before['native_before']:.2f}."
     )
+    extra = [("pattern_psnr", "pattern PSNR-Y", ".2f"), ("pattern_level", "pattern level", "+.2f")]
+    extra += [("lowres_checker", "low-res checker", ".2f"), ("checker_p90", "checker p90", ".2f")]
+    extra += [("lowres_checker_p90", "low-res checker p90", ".2f")]
+    extra = [column for column in extra if column[0] in before]
+    if extra:
+        lines += ["", "| method | " + " | ".join(label for _, label, _ in extra) + " |"]
+        lines.append("| --- |" + " ---: |" * len(extra))
+        for report in reports:
+            r = report["results"]
+            assert isinstance(r, dict)
+            cells = [format(r[key], fmt) if key in r else "-" for key, _, fmt in extra]
+            lines.append(f"| {report['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +294,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="comma-separated names or files")
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4))
-    parser.add_argument("--no-peers", action="store_true", help="skip Real-ESRGAN's x4plus")
+    parser.add_argument("--no-peers", action="store_true", help="skip the pretrained peers")
+    parser.add_argument("--peers", default=None, help="comma-separated peer names (default: all)")
+    parser.add_argument(
+        "--lowres", type=Path, default=None, help="real low-res textures: checker against bicubic"
+    )
     parser.add_argument("--precision", default="auto", help="for the models (auto: as upscale)")
     parser.add_argument("--val", type=Path, default=VAL)
     parser.add_argument("--limit", type=int, default=1000, help="at most this many textures")
@@ -198,14 +307,22 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    if not args.val.is_dir():
+        raise SystemExit(
+            f"quality.py: {args.val} is not a folder of textures (the validation set comes from "
+            "../shared/data/textures; give another with --val)"
+        )
     images = load_val(args.val, args.limit, args.max_side)
+    lowres = load_lowres(args.lowres, args.limit) if args.lowres else []
     s = args.scale
     methods: list[tuple[str, Method, str]] = [
         ("bicubic", kernel_method("bicubic", s), ""),
         ("Lanczos-3", kernel_method("lanczos3", s), ""),
     ]
     names = (args.models or DEFAULT_MODELS[s]).split(",")
-    peers = {} if args.no_peers or s != 4 else PEERS
+    peers = {} if args.no_peers else PEERS[s]
+    if args.peers:
+        peers = {k: v for k, v in peers.items() if k in args.peers.split(",")}
     for label, name in [*((n, n) for n in names), *((k, str(v)) for k, v in peers.items())]:
         run, scale, dtype = model_method(name, args.precision)
         if scale != s:
@@ -219,6 +336,10 @@ def main() -> None:
     for label, run, dtype in methods:
         report = evaluate(label, run, s, images)
         report["precision"] = dtype
+        if lowres:
+            results = report["results"]
+            assert isinstance(results, dict)
+            results.update(lowres_checker(run, s, lowres))
         reports.append(report)
         r = report["results"]
         assert isinstance(r, dict)
@@ -228,7 +349,13 @@ def main() -> None:
     print(f"\n{len(images)} textures of {args.val} (centre crops <= {args.max_side} px)\n")
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"val": str(args.val), "max_side": args.max_side, "truth": truth, "reports": reports}
+    record = {
+        "val": str(args.val),
+        "lowres": str(args.lowres or ""),
+        "max_side": args.max_side,
+        "truth": truth,
+        "reports": reports,
+    }
     args.out.write_text(json.dumps(record, indent=2))
     if args.markdown:
         args.markdown.write_text(table)
