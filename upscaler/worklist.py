@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from upscaler.atomic import is_temp_file
+from upscaler.atomic import file_kind, is_temp_file
 from upscaler.options import EXTENSIONS, FORMATS
 
 
@@ -74,8 +74,6 @@ class WorkList:
             raise PlanError(f"--report {report}: cannot be used ({exc})") from None
         why = None
         if info is not None:
-            from upscaler.formats.image import file_kind
-
             identity = (info.st_dev, info.st_ino)
             if not stat.S_ISREG(info.st_mode):
                 why = f"is {file_kind(info.st_mode)}; the report must be a file"
@@ -187,8 +185,6 @@ def _walk(root: Path, skip: Path, found: WorkList) -> tuple[list[tuple[Path, Pat
 def _regular(path: Path, found: WorkList) -> FileId | None:
     """The file's identity if it is a regular file; otherwise a problem is noted (a FIFO would
     block whoever opens it, a device may never end) and None returned."""
-    from upscaler.formats.image import file_kind  # lazily: --help must not load Pillow
-
     try:
         info = os.stat(path)
     except OSError as exc:
