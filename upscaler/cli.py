@@ -379,7 +379,7 @@ def _command(console: Console, p: Params) -> int:
     from upscaler.models.checkpoint import ModelFileError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
-    from upscaler.state import RunState
+    from upscaler.state import RunState, StateError
     from upscaler.worklist import PlanError, build_worklist
     from upscaler.worklist import shard as take_shard
 
@@ -400,7 +400,10 @@ def _command(console: Console, p: Params) -> int:
         except ModelFileError as exc:
             raise click.BadParameter(exc.reason, param_hint="--scale") from None
     device = _pick_device(p.device)
-    state = RunState(p.output.resolve())
+    try:
+        state = RunState(p.output.resolve())
+    except StateError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         worklist = build_worklist(
             list(p.inputs), p.output, out_format, rules.format_for, state.written_by_us

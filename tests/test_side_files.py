@@ -1,0 +1,127 @@
+"""Issue 23, the files beside a run: the resume state, review pages and the model caches are
+untrusted input; none is read unless it is a regular file, none is written through a link or onto
+a file the run reads, and each refusal is one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from helpers import make_pixels, within
+from PIL import Image
+
+from benchmarks.faults.procs import file_hashes
+from upscaler.cli import main
+from upscaler.state import RunState, StateError, file_sha256, state_path
+
+
+def _png(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(make_pixels(9, 7, 3, seed=seed)).save(path)
+    return path
+
+
+def _invoke(*args: object, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env)
+
+
+def _one_line_usage_error(result: Any, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in lines[-1], result.output
+
+
+# -- the resume state ---------------------------------------------------------------------------
+
+
+def test_a_fifo_as_the_state_file_neither_hangs_nor_is_used(tmp_path: Path, tiny_x2: Path) -> None:
+    _png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    fifo = state_path(out.resolve())
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    args = [tmp_path / "in", "-o", out, "--model", tiny_x2]
+    dry = within(10, lambda: _invoke(*args, "--dry-run"), fifo)
+    assert dry.exit_code == 0, dry.output
+    run = within(20, lambda: _invoke(*args), fifo)
+    assert run.exit_code == 0 and (out / "a.png").is_file(), run.output
+    assert "resume state not saved" in run.output and "is a FIFO" in run.output
+
+
+def test_a_symlinked_state_file_is_not_written_through(tmp_path: Path, tiny_x2: Path) -> None:
+    _png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file\n")
+    link = state_path(out.resolve())
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim)
+    result = _invoke(tmp_path / "in", "-o", out, "--model", tiny_x2)
+    assert result.exit_code == 0 and (out / "a.png").is_file(), result.output
+    assert "resume state not saved" in result.output and "symbolic link" in result.output
+    assert victim.read_text() == "the user's file\n" and link.is_symlink()
+
+
+def test_state_records_are_validated(tmp_path: Path) -> None:
+    """Only a well-formed record naming a file under the output folder counts."""
+    out = tmp_path / "out"
+    good = _png(out / "a.png")
+    digest, size = file_sha256(good), good.stat().st_size
+    record = {"target": "a.png", "bytes": size, "sha256": digest, "recipe": "r"}
+    forged = [
+        {**record, "target": str(good)},  # absolute
+        {**record, "target": "../out/a.png"},
+        {**record, "target": "sub/../a.png"},
+        {**record, "target": "./a.png"},
+        {**record, "target": ""},
+        {**record, "target": 7},
+        {**record, "bytes": str(size)},
+        {**record, "bytes": -1},
+        {**record, "bytes": True},
+        {**record, "sha256": digest.upper()},
+        {**record, "sha256": digest[:20]},
+        {**record, "recipe": ["r"]},
+        ["a.png", size, digest],
+    ]
+    state = tmp_path / "state.jsonl"
+    lines = [json.dumps(f) for f in forged] + ["[" * 50_000, json.dumps(record)]
+    state.write_text("\n".join(lines) + "\n")
+    loaded = RunState(out.resolve(), state)
+    assert set(loaded.records) == {"a.png"} and loaded.written_by_us(good)
+    assert not loaded.written_by_us(tmp_path / "elsewhere.png")
+
+
+def test_a_forged_record_cannot_claim_a_users_file_by_another_spelling(
+    tmp_path: Path, tiny_x2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``upscale in -o in/sub`` from the folder above: the user's in/sub/a.png stays theirs
+    whatever a record spelled as the output path given on the command line says."""
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "in" / "a.png", seed=1)
+    user = _png(tmp_path / "in" / "sub" / "a.png", seed=2)
+    record = {"bytes": user.stat().st_size, "sha256": file_sha256(user), "recipe": "r"}
+    state = state_path((tmp_path / "in" / "sub").resolve())
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"target": "in/sub/a.png", **record}) + "\n")
+    before = file_hashes(tmp_path / "in")
+    result = _invoke("in", "-o", "in/sub", "--model", tiny_x2)
+    _one_line_usage_error(result, "would overwrite a file inside the input folder")
+    assert file_hashes(tmp_path / "in") == before
+
+
+def test_a_state_folder_inside_the_output_tree_is_refused(tmp_path: Path, tiny_x2: Path) -> None:
+    _png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    for where in (out, out / "deep" / ".state"):
+        env = {"UPSCALE_STATE_DIR": str(where)}
+        result = _invoke(tmp_path / "in", "-o", out, "--model", tiny_x2, env=env)
+        _one_line_usage_error(result, "inside the output folder", "UPSCALE_STATE_DIR")
+        assert not out.exists()
+    with pytest.raises(StateError):
+        RunState(out.resolve(), out / "state.jsonl")
