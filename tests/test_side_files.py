@@ -125,3 +125,86 @@ def test_a_state_folder_inside_the_output_tree_is_refused(tmp_path: Path, tiny_x
         assert not out.exists()
     with pytest.raises(StateError):
         RunState(out.resolve(), out / "state.jsonl")
+
+
+# -- the review page ----------------------------------------------------------------------------
+
+
+def _hashes(*paths: Path) -> dict[Path, str]:
+    return {p: file_sha256(p) for p in paths}
+
+
+@pytest.mark.parametrize("onto", ["model", "rules", "report"])
+def test_review_page_never_replaces_a_file_the_run_reads_or_writes(
+    tmp_path: Path, tiny_x2: Path, onto: str
+) -> None:
+    _png(tmp_path / "in" / "a.png")
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(tiny_x2.read_bytes())
+    rules = tmp_path / "rules.toml"
+    rules.write_text('["*.png"]\nmap = "color"\n')
+    report = tmp_path / "report.json"
+    page = {"model": model, "rules": rules, "report": report}[onto]
+    before = _hashes(model, rules)
+    args = [tmp_path / "in", "-o", tmp_path / "out", "--model", model, "--rules", rules]
+    result = _invoke(*args, "--report", report, "--review", page)
+    _one_line_usage_error(result, f"review page {page} would overwrite the")
+    assert _hashes(model, rules) == before
+    assert not (tmp_path / "out").exists() and not report.exists()
+    assert not page.with_name(f"{page.stem}_files").exists()
+
+
+def _special_files(tmp_path: Path) -> list[tuple[str, Path]]:
+    """A FIFO, a socket and (where this user may make one) a character device, to write onto."""
+    import socket
+    import stat
+
+    fifo = tmp_path / "fifo.html"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock.html"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+    found = [("a FIFO", fifo), ("a socket", sock_path)]
+    try:  # a private twin of /dev/null: replacing it would harm nothing
+        os.mknod(tmp_path / "null.html", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        found.append(("a character device", tmp_path / "null.html"))
+    except OSError:
+        pass
+    return found
+
+
+def test_review_pages_are_never_written_onto_fifos_or_devices(
+    tmp_path: Path, tiny_x2: Path
+) -> None:
+    from upscaler.review.command import main as review_main
+
+    _png(tmp_path / "in" / "a.png")
+    report = tmp_path / "report.json"
+    run = _invoke(tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_x2, "--report", report)
+    assert run.exit_code == 0, run.output
+    for kind, special in _special_files(tmp_path):
+        mode = os.lstat(special).st_mode
+        args = [tmp_path / "in", "-o", tmp_path / "o2", "--model", tiny_x2, "--review", special]
+        result = within(10, lambda args=args: _invoke(*args), special)
+        _one_line_usage_error(result, f"is {kind}; the page must be a new or regular file")
+        assert not (tmp_path / "o2").exists()
+        again = CliRunner().invoke(review_main, [str(report), "-o", str(special)])
+        _one_line_usage_error(again, f"is {kind}")
+        assert os.lstat(special).st_mode == mode  # still what it was, not a page
+
+
+def test_upscale_review_never_writes_over_its_own_report(tmp_path: Path, tiny_x2: Path) -> None:
+    from upscaler.review.command import main as review_main
+
+    _png(tmp_path / "in" / "a.png")
+    report = tmp_path / "report.json"
+    run = _invoke(tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_x2, "--report", report)
+    assert run.exit_code == 0, run.output
+    before = report.read_bytes()
+    link = tmp_path / "link.json"
+    link.symlink_to(report)
+    for page in (report, link, tmp_path / "." / "report.json"):
+        result = CliRunner().invoke(review_main, [str(report), "-o", str(page)])
+        _one_line_usage_error(result, "would overwrite the report")
+        assert report.read_bytes() == before
+    assert not (tmp_path / "report_files").exists() and not (tmp_path / "link_files").exists()

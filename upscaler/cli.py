@@ -413,7 +413,8 @@ def _command(console: Console, p: Params) -> int:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
         raise click.UsageError(shown(exc)) from None
-    others = [f for f in (_model_file(name), p.rules_file) if f is not None]  # inputs too
+    model_file = _model_file(name)
+    others = [f for f in (model_file, p.rules_file) if f is not None]  # inputs too
     report = _shard_name(p.report, shard_spec) if p.report is not None else None
     try:
         if report is not None:
@@ -427,7 +428,10 @@ def _command(console: Console, p: Params) -> int:
         if p.dry_run:
             raise click.UsageError("--review needs a run; --dry-run writes nothing")
         try:
-            review = check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs)
+            keep = [("the model file", model_file), ("the rules file", p.rules_file)]
+            keep.append(("the report", report))
+            sides = [(label, path) for label, path in keep if path is not None]
+            review = check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs, sides)
         except ReviewError as exc:
             raise click.UsageError(str(exc)) from None
     texture = TextureOptions(
