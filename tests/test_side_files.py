@@ -208,3 +208,90 @@ def test_upscale_review_never_writes_over_its_own_report(tmp_path: Path, tiny_x2
         _one_line_usage_error(result, "would overwrite the report")
         assert report.read_bytes() == before
     assert not (tmp_path / "report_files").exists() and not (tmp_path / "link_files").exists()
+
+
+# -- the model caches and registries ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "missing", "folder", "deep"])
+def test_a_known_models_file_that_cannot_be_used_is_one_line(
+    tmp_path: Path, tiny_x2: Path, kind: str
+) -> None:
+    _png(tmp_path / "in" / "a.png")
+    registry = tmp_path / "team.toml"
+    if kind == "fifo":
+        os.mkfifo(registry)
+    elif kind == "folder":
+        registry.mkdir()
+    elif kind == "deep":
+        registry.write_text("model = " + "[" * 5000 + "]" * 5000)
+    env = {"UPSCALE_KNOWN_MODELS": str(registry)}
+    args = [tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_x2]
+    for extra in (["--dry-run"], []):
+        result = within(10, lambda extra=extra: _invoke(*args, *extra, env=env), registry)
+        _one_line_usage_error(result, "UPSCALE_KNOWN_MODELS" if kind != "deep" else "team.toml")
+        assert str(registry) in result.output and not (tmp_path / "out").exists()
+
+
+def _measured(**changes: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "receptive_field": 12,
+        "wrap_field": 8,
+        "bytes_per_pixel": 900,
+        "bf16_bytes_per_pixel": 450,
+        "bf16_agreement": 0.999,
+        "probed_field": True,
+        "input_layer": "conv_first",
+    }
+    return {**record, **changes}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        _measured(receptive_field=-1),
+        _measured(wrap_field="8"),
+        _measured(bytes_per_pixel=900.5),
+        _measured(bf16_bytes_per_pixel=True),
+        _measured(bf16_agreement=2.0),
+        _measured(bf16_agreement=float("nan")),
+        _measured(bf16_agreement="0.9"),
+        _measured(probed_field=1),
+        _measured(input_layer=None),
+        _measured(extra=1),
+        ["not", "a", "record"],
+        "fifo",
+    ],
+)
+def test_a_bad_contract_cache_entry_is_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stored: object
+) -> None:
+    """Wrong types, negative or out-of-range fields, a FIFO: measured again, never a traceback,
+    a hang or a model refused on the cache's word."""
+    from upscaler.models import contract
+
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path))
+    key = "k" * 40
+    path = tmp_path / f"contract-{key[:32]}.json"
+    if stored == "fifo":
+        os.mkfifo(path)
+    else:
+        record = {"version": contract.CACHE_VERSION, "key": key, "measured": stored}
+        path.write_text(json.dumps(record))
+    fresh = contract.Measured(**_measured())  # type: ignore[arg-type]
+    got = within(10, lambda: contract.cached(key, lambda: fresh), path)
+    assert got == fresh
+    assert contract.cached(key, lambda: pytest.fail("measured twice")) == fresh  # stored again
+
+
+def test_a_good_contract_cache_entry_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from upscaler.models import contract
+
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path))
+    key = "g" * 40
+    record = {"version": contract.CACHE_VERSION, "key": key, "measured": _measured()}
+    (tmp_path / f"contract-{key[:32]}.json").write_text(json.dumps(record))
+    got = contract.cached(key, lambda: pytest.fail("a valid entry was measured again"))
+    assert got == contract.Measured(**_measured())  # type: ignore[arg-type]

@@ -375,7 +375,7 @@ def main(**params: object) -> None:
 
 
 def _command(console: Console, p: Params) -> int:
-    from upscaler.models import zoo
+    from upscaler.models import known, zoo
     from upscaler.models.checkpoint import ModelFileError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
@@ -392,6 +392,10 @@ def _command(console: Console, p: Params) -> int:
     try:
         rules = Rules.load(p.rules_file) if p.rules_file is not None else Rules()
     except RulesError as exc:
+        raise click.UsageError(shown(exc)) from None
+    try:  # the registry files ($UPSCALE_KNOWN_MODELS) are read here, once, before any plan
+        known.known_models()
+    except ValueError as exc:
         raise click.UsageError(shown(exc)) from None
     name = p.model_name
     if not name:

@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from upscaler.atomic import atomic_write, is_disk_full, remove_stale_temps
+from upscaler.atomic import atomic_write, is_disk_full, read_regular, remove_stale_temps
 from upscaler.models.checkpoint import ModelFileError
 
 NO_DOWNLOAD_ENV = "UPSCALE_NO_DOWNLOAD"
@@ -42,6 +42,7 @@ TIMEOUT_S = 30.0  # per connection attempt and per read: how long a silent serve
 DEADLINE_BASE_S = 600.0  # the whole transfer: this, plus the file's size at SLOWEST_RATE
 SLOWEST_RATE = 64 * 1024  # bytes per second: a 67 MB model may take 27 minutes, not 11 hours
 _CHUNK = 1 << 20
+MAX_REGISTRY_BYTES = 1 << 20  # a registry file of a team's models: a few kilobytes
 _SCHEMES = ("https://", "http://", "file://")
 
 Progress = Callable[[int, int], None]  # (bytes so far, total bytes)
@@ -138,9 +139,11 @@ def _registry(extra: str) -> dict[str, KnownModel]:
     shipped = resources.files("upscaler.models").joinpath("known.toml")
     sources: list[tuple[str, str]] = [("known.toml", shipped.read_text("utf-8"))]
     for name in filter(None, extra.split(os.pathsep)):
-        try:
-            sources.append((name, Path(name).read_text("utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # a regular file only: a FIFO here would block every command that names a model
+            sources.append((name, read_regular(name, MAX_REGISTRY_BYTES).decode("utf-8")))
+        except OSError as exc:
+            raise ValueError(f"{EXTRA_ENV}: cannot read {name} ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
             raise ValueError(f"{EXTRA_ENV}: cannot read {name} ({exc})") from None
     models: dict[str, KnownModel] = {}
     names: set[str] = set()
@@ -150,6 +153,8 @@ def _registry(extra: str) -> dict[str, KnownModel]:
             parsed = [_parse(entry) for entry in entries]
         except (tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
             raise ValueError(f"{origin}: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{origin}: TOML nested too deep") from None
         for model in parsed:
             for label in (model.name, *model.aliases):
                 if label.casefold() in names:
