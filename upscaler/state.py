@@ -82,7 +82,7 @@ class RunState:
         the mod, and the run would walk or overwrite it)."""
         self.root = output_root
         self.path = path or state_path(output_root)
-        if _resolved(self.path).is_relative_to(_resolved(output_root)):
+        if _real(self.path).is_relative_to(_real(output_root)):
             raise StateError(
                 f"the resume state {self.path} would lie inside the output folder {output_root}; "
                 f"set {STATE_ENV} to a folder outside it"
@@ -109,7 +109,7 @@ class RunState:
     def _name(self, target: Path) -> str | None:
         """``target``'s name relative to the output folder, or None outside it."""
         try:
-            return _resolved(target).relative_to(_resolved(self.root)).as_posix()
+            return _real(target).relative_to(_real(self.root)).as_posix()
         except ValueError:
             return None
 
@@ -173,8 +173,5 @@ def _parse(entry: dict[str, object]) -> tuple[str, dict[str, object]]:
     return target, {"bytes": size, "sha256": digest, "recipe": made_by}
 
 
-def _resolved(path: Path) -> Path:
-    try:
-        return Path(path).resolve()
-    except (OSError, RuntimeError):  # a symlink loop: as written, made absolute
-        return Path(os.path.abspath(path))
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))  # never raises: a symlink loop stays as written

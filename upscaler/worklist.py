@@ -77,7 +77,7 @@ class WorkList:
             identity = (info.st_dev, info.st_ino)
             if not stat.S_ISREG(info.st_mode):
                 why = f"is {file_kind(info.st_mode)}; the report must be a file"
-            elif identity in self.source_ids or identity in {_identity(i) for i in inputs}:
+            elif identity in self.source_ids or identity in {file_id(i) for i in inputs}:
                 why = "is an input of this run; the report would overwrite it"
         key = self.key(report)
         if why is not None:
@@ -101,9 +101,10 @@ def _resolve(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _identity(path: Path) -> FileId | None:
+def file_id(path: Path, *, follow_symlinks: bool = True) -> FileId | None:
+    """``path``'s (device, inode), or None where there is nothing (or nothing to stat)."""
     try:
-        info = os.stat(path)
+        info = os.stat(path, follow_symlinks=follow_symlinks)
     except (OSError, ValueError):
         return None
     return info.st_dev, info.st_ino
@@ -270,7 +271,7 @@ def _check_target(
 ) -> None:
     """Refuse a target that is an input of this run, or (output inside an input folder) an
     existing file this tool did not write."""
-    existing = _identity(target)
+    existing = file_id(target)
     if existing is None:
         return
     if existing in found.source_ids:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from upscaler.atomic import file_kind
+from upscaler.worklist import file_id
 
 MARKER = ".upscale-review"  # in the pictures folder: we made it, stale pictures may go
 _PICTURE = re.compile(r"^\d{5,}-[a-z-]+\.(jpg|png)$")
@@ -104,20 +105,12 @@ def _check_page_file(page: Path, real_page: Path, keep: Iterable[tuple[str, Path
     if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
         kind = file_kind(info.st_mode)
         raise ReviewError(f"review page {page} is {kind}; the page must be a new or regular file")
-    page_ids = {_identity(page, follow) for follow in (True, False)} - {None}
+    page_ids = {file_id(page), file_id(page, follow_symlinks=False)} - {None}
     for label, other in keep:
         other = Path(other)
-        same_id = _identity(other, True) in page_ids
+        same_id = file_id(other) in page_ids
         if same_id or other.parent.resolve() / other.name in (real_page, real_page.resolve()):
             raise ReviewError(f"review page {page} would overwrite {label} {other}")
-
-
-def _identity(path: Path, follow: bool) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path, follow_symlinks=follow)
-    except (OSError, ValueError):
-        return None
-    return info.st_dev, info.st_ino
 
 
 # -- entries: one per texture, from a run's results or a report -----------------------------------
