@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
 
     from upscaler.engine.pipeline import Upscaler
+    from upscaler.review import ReviewPaths
+    from upscaler.worklist import WorkList
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 # Same-size images per forward pass on a GPU. On a CPU one at a time is faster: 16 x 256^2 through
@@ -417,27 +419,7 @@ def _command(console: Console, p: Params) -> int:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
         raise click.UsageError(shown(exc)) from None
-    model_file = _model_file(name)
-    others = [f for f in (model_file, p.rules_file) if f is not None]  # inputs too
-    report = _shard_name(p.report, shard_spec) if p.report is not None else None
-    try:
-        if report is not None:
-            worklist.check_report(report, [*p.inputs, *others], p.output)
-    except PlanError as exc:
-        raise click.UsageError(shown(exc)) from None
-    review = None
-    if p.review is not None:
-        from upscaler.review import ReviewError, check_paths
-
-        if p.dry_run:
-            raise click.UsageError("--review needs a run; --dry-run writes nothing")
-        try:
-            keep = [("the model file", model_file), ("the rules file", p.rules_file)]
-            keep.append(("the report", report))
-            sides = [(label, path) for label, path in keep if path is not None]
-            review = check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs, sides)
-        except ReviewError as exc:
-            raise click.UsageError(str(exc)) from None
+    report, review = _side_files(p, name, shard_spec, worklist)
     texture = TextureOptions(
         tile=p.tile,
         seamless=p.seamless,
@@ -473,6 +455,39 @@ def _command(console: Console, p: Params) -> int:
     where["inputs"] = [str(path.resolve()) for path in p.inputs]
     files = RunFiles(report, review, where)
     return run_batch(console, jobs, upscaler, texture, rules, options, p.quiet, files, worklist)
+
+
+def _side_files(
+    p: Params, name: str, shard_spec: tuple[int, int] | None, worklist: WorkList
+) -> tuple[Path | None, ReviewPaths | None]:
+    """Where the report and the review page go (this shard's names), each checked against the
+    files the run reads and writes; a usage error where one would replace any of them."""
+    from upscaler.worklist import PlanError
+
+    model_file = _model_file(name)
+    others = [f for f in (model_file, p.rules_file) if f is not None]  # inputs too
+    report = _shard_name(p.report, shard_spec) if p.report is not None else None
+    try:
+        if report is not None:
+            worklist.check_report(report, [*p.inputs, *others], p.output)
+    except PlanError as exc:
+        raise click.UsageError(shown(exc)) from None
+    if p.review is None:
+        return report, None
+    from upscaler.review import ReviewError, check_paths
+
+    if p.dry_run:
+        raise click.UsageError("--review needs a run; --dry-run writes nothing")
+    keep = [
+        ("the model file", model_file),
+        ("the rules file", p.rules_file),
+        ("the report", report),
+    ]
+    sides = [(label, path) for label, path in keep if path is not None]
+    try:
+        return report, check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs, sides)
+    except ReviewError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _precision_note(upscaler: Upscaler) -> str | None:
