@@ -7,15 +7,46 @@ built on them (``tiny_x2``, ``tiny_x4``, ...) are in ``conftest.py``.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import pytest
 import torch
 
 from upscaler import save_weights
 from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
 
 DATA = Path(__file__).parent / "data"
+T = TypeVar("T")
+
+
+def within(seconds: float, call: Callable[[], T], fifo: Path) -> T:
+    """``call()``, which must return or raise within ``seconds``: a reader blocked on ``fifo`` is
+    released (a writer opens and closes it) and the test fails, instead of hanging."""
+    outcome: list[tuple[bool, object]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the test
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"blocked for over {seconds} s reading {fifo}")
+    returned, value = outcome[0]
+    if not returned:
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[return-value]
 
 
 def make_pixels(h: int = 17, w: int = 11, c: int = 3, seed: int = 0, bits: int = 8) -> np.ndarray:

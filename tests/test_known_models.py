@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -42,13 +43,15 @@ PEERS = next(
 
 class Server:
     """A real HTTP server on 127.0.0.1 in a thread. ``files`` maps a URL path to its bytes;
-    ``mode`` per path: "ok", "truncate" (announces the full length, sends half, hangs up) or
-    "unsized" (no Content-Length). Every request is recorded."""
+    ``mode`` per path: "ok", "truncate" (announces the full length, sends half, hangs up),
+    "unsized" (no Content-Length) or "drip" (one byte every 50 ms, until the client hangs up or
+    the server closes). Every request is recorded."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.mode: dict[str, str] = {}
         self.requests: list[str] = []
+        self.closing = threading.Event()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -65,6 +68,13 @@ class Server:
                 self.end_headers()
                 self.close_connection = True
                 with contextlib.suppress(ConnectionError):  # the client may hang up first
+                    if mode == "drip":
+                        for i in range(len(data)):
+                            if outer.closing.wait(0.05):
+                                return
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                        return
                     self.wfile.write(data[: len(data) // 2] if mode == "truncate" else data)
 
             def log_message(self, *args: object) -> None:
@@ -78,6 +88,7 @@ class Server:
         self.thread.start()
 
     def close(self) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -225,6 +236,39 @@ def test_truncated_transfer_keeps_nothing(hub: Path, server: Server) -> None:
         match=f"stopped after {len(data) // 2:,} of .* partial download was deleted",
     ):
         known.fetch(model)
+    assert leftovers(hub) == []
+
+
+def test_a_dripping_server_is_given_up_at_the_deadline(hub: Path, server: Server) -> None:
+    """One byte every 50 ms never trips the per-read timeout; the whole transfer's deadline
+    (1 s here, minutes by default) ends it, and the partial file goes."""
+    data = realesrgan_pth()
+    server.files["/tiny_esrgan.pth"] = data
+    server.mode["/tiny_esrgan.pth"] = "drip"
+    model = entry(data, url=server.url + "/tiny_esrgan.pth")
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailableError, match="not done within the 1 s allowed") as caught:
+        known.fetch(model, deadline_s=1.0)
+    assert time.monotonic() - start < 5
+    assert "stopped after" in str(caught.value) and "partial download was deleted" in str(
+        caught.value
+    )
+    assert leftovers(hub) == []
+    assert known.deadline_for(67_040_989) < 3600  # the largest shipped model: under an hour
+
+
+def test_ctrl_c_in_a_download_leaves_no_temporary(hub: Path, server: Server) -> None:
+    data = realesrgan_pth()
+    server.files["/tiny_esrgan.pth"] = data
+    server.mode["/tiny_esrgan.pth"] = "drip"
+    model = entry(data, url=server.url + "/tiny_esrgan.pth")
+
+    def interrupt(done: int, total: int) -> None:
+        if done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        known.fetch(model, progress=interrupt, deadline_s=10.0)
     assert leftovers(hub) == []
 
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import DATA
+from helpers import DATA, within
 from PIL import Image
 
 from upscaler import options
 from upscaler.cli import main
 from upscaler.process import TextureOptions
-from upscaler.rules import OPTIONS, Rules, RulesError, glob_regex
+from upscaler.rules import OPTIONS, Rules, RulesError, compile_glob
 from upscaler.texture import resample
 
 
@@ -34,11 +39,76 @@ from upscaler.texture import resample
     ],
 )
 def test_glob_semantics(pattern: str, matching: list[str], not_matching: list[str]) -> None:
-    regex = glob_regex(pattern)
+    glob = compile_glob(pattern)
     for path in matching:
-        assert regex.fullmatch(path), (pattern, path)
+        assert glob.matches(path), (pattern, path)
     for path in not_matching:
-        assert not regex.fullmatch(path), (pattern, path)
+        assert not glob.matches(path), (pattern, path)
+
+
+def _reference_regex(pattern: str) -> re.Pattern[str]:
+    """The glob as the regex it used to be compiled to (backtracking: small inputs only)."""
+    p = pattern.strip().replace("\\", "/")
+    anchored = "/" in p.rstrip("/")
+    p = p.lstrip("/")
+    p += "**" if p.endswith("/") else ""
+    out, i = [], 0
+    while i < len(p):
+        if p.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif p.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif p[i] in "*?":
+            out.append("[^/]*" if p[i] == "*" else "[^/]")
+            i += 1
+        elif p[i] == "[" and "]" in p[i + 2 :]:
+            end = p.index("]", i + 2)
+            body = p[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(p[i]))
+            i += 1
+    return re.compile(("" if anchored else "(?:.*/)?") + "".join(out), re.IGNORECASE | re.DOTALL)
+
+
+def test_globs_match_as_the_regexes_they_replace() -> None:
+    """Random globs over a small alphabet against random paths: the automaton says what the
+    regex translation said, for every pair."""
+    rng = random.Random(23)
+    pieces = ["a", "B", "/", "*", "**", "**/", "?", "[ab]", "[!a]", "[a-c]", "."]
+    letters = "aAbBc/."
+    for _ in range(400):
+        pattern = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 7)))
+        glob, regex = compile_glob(pattern), _reference_regex(pattern)
+        for _ in range(25):
+            path = "".join(rng.choice(letters) for _ in range(rng.randint(0, 9)))
+            assert glob.matches(path) == bool(regex.fullmatch(path)), (pattern, path)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path"),
+    [
+        ("**/" * 40 + "x.png", "/".join(["d"] * 200) + "/y.png"),
+        ("*a" * 40 + "*b", "a" * 4000),
+        ("**a" * 40 + "**b", "a/" * 2000),
+        ("?*" * 300 + "b", "a" * 4000),
+    ],
+)
+def test_pathological_globs_match_in_milliseconds(pattern: str, path: str) -> None:
+    """Regexes took minutes here (backtracking); the automaton is linear in the path."""
+    rules = Rules.parse(f'["{pattern}"]\nmap = "data"\n')
+    start = time.perf_counter()
+    for _ in range(3):
+        assert rules.settings(path) == {}
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_pattern_longer_than_any_path_is_refused() -> None:
+    with pytest.raises(RulesError, match="longer than 1,024"):
+        Rules.parse(f'["{"*a" * 600}"]\nmap = "data"\n', "rules.toml")
 
 
 def test_later_rules_win_and_options_apply() -> None:
@@ -139,6 +209,47 @@ def test_bad_rules_file_is_a_usage_error(tmp_path: Path, tiny_x2: Path) -> None:
         tmp_path / "grass01_n.png", "-o", tmp_path / "out", "--model", tiny_x2, "--rules", rules
     )
     assert result.exit_code == 2 and "unknown option 'model'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_rules_files_are_regular_files_of_bounded_size(tmp_path: Path) -> None:
+    """A FIFO is refused without waiting for a writer, a device without reading it, and a file
+    over the cap without reading it to the end; deep nesting is a one-line TOML error."""
+    fifo = tmp_path / "rules.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(RulesError, match="is a FIFO, not a regular file"):
+        within(5, lambda: Rules.load(fifo), fifo)
+    with pytest.raises(RulesError, match="is a character device, not a regular file"):
+        Rules.load(Path("/dev/zero"))
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(RulesError, match="larger than 1,048,576 bytes"):
+        Rules.load(big)
+    deep = tmp_path / "deep.toml"
+    for text in ("a = " + "[" * 5000 + "]" * 5000, "a = " + "{b=" * 5000 + "1" + "}" * 5000):
+        deep.write_text(text)
+        with pytest.raises(RulesError, match="nested too deep") as info:
+            Rules.load(deep)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "deep"])
+def test_unusable_rules_files_are_one_line_usage_errors(
+    tmp_path: Path, tiny_x2: Path, kind: str
+) -> None:
+    shutil.copy(DATA / "grass01_n.png", tmp_path)
+    rules = tmp_path / "rules.toml"
+    if kind == "fifo":
+        os.mkfifo(rules)
+    elif kind == "device":
+        rules = Path("/dev/zero")
+    else:
+        rules.write_text("x = " + "[" * 3000 + "]" * 3000)
+    args = [tmp_path / "grass01_n.png", "-o", tmp_path / "out", "--model", tiny_x2]
+    result: Any = within(10, lambda: _invoke(*args, "--rules", rules, "--dry-run"), rules)
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and str(rules) in last and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 
 

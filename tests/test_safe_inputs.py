@@ -7,14 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_pixels
+from helpers import make_pixels, within
 from PIL import Image
 
 from benchmarks.faults.procs import environment, file_hashes, run_upscale, temp_files
@@ -53,35 +51,13 @@ def test_a_fifo_named_like_an_image_is_reported_and_never_opened(
     assert lone.returncode == 1 and "is a FIFO" in lone.stderr and not lone.aborted
 
 
-def _raises_within(seconds: float, call: Callable[[], object], fifo: Path) -> BaseException:
-    """What ``call`` raises, which it must do within ``seconds``: a reader blocked on ``fifo``
-    is released (a writer opens and closes it) and the test fails, instead of hanging."""
-    outcome: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as exc:  # handed to the test
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(5)
-        pytest.fail(f"blocked for over {seconds} s reading {fifo}")
-    assert outcome, "no error raised"
-    return outcome[0]
-
-
 def test_reading_a_fifo_or_a_device_fails_at_once(tmp_path: Path) -> None:
     """The reader itself never blocks, whoever calls it (a FIFO swapped in after the walk)."""
     fifo = tmp_path / "swapped.png"
     os.mkfifo(fifo)
     for call in (lambda: probe(fifo), lambda: read_image(fifo)):
-        error = _raises_within(5, call, fifo)
-        assert isinstance(error, ImageReadError) and "is a FIFO, not an image file" in str(error)
+        with pytest.raises(ImageReadError, match="is a FIFO, not an image file"):
+            within(5, call, fifo)
     for device in (Path("/dev/zero"), Path("/dev/null")):
         with pytest.raises(ImageReadError, match="a character device, not an image file"):
             probe(device)

@@ -1,8 +1,13 @@
-"""Atomic file replacement: write to a temporary file beside the target, fsync, rename into place.
+"""The files a run reads and writes beside its images: atomic replacement, regular files only.
 
-A reader (or a rerun after a crash) sees either the old file or the complete new one, never a
-half-written file at the final path. Leftover temporaries carry ``TEMP_MARKER`` in their name so a
-later run can recognise and remove them.
+Writes go to a temporary file beside the target, are fsynced and renamed into place: a reader (or a
+rerun after a crash) sees either the old file or the complete new one, never a half-written file at
+the final path. Leftover temporaries carry ``TEMP_MARKER`` in their name so a later run can
+recognise and remove them.
+
+Reads of side files (rules, resume state, caches, registries) go through ``open_regular``: only a
+regular file is read, opened without blocking and checked on the open descriptor, so a FIFO, a
+socket or a device in its place is refused instead of hanging the run or reading without end.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +152,100 @@ def remove_stale_temps(directory: Path) -> int:
                     os.unlink(entry.path)
                     removed += 1
     return removed
+
+
+# -- regular files only ---------------------------------------------------------------------------
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """``a FIFO``, ``a socket``... for a ``st_mode`` that is not a regular file's."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+class NotRegularFileError(OSError):
+    """The path names something other than a regular file (``kind`` says what); not opened."""
+
+    def __init__(self, path: Path | str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"is {kind}, not a regular file")
+        self.filename, self.kind = str(path), kind
+
+
+class FileTooLargeError(OSError):
+    """A side file is larger than its reader accepts; not read."""
+
+    def __init__(self, path: Path | str, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"is larger than {limit:,} bytes")
+        self.filename = str(path)
+
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to block on
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_checked(path: Path | str, flags: int, mode: int, follow_symlinks: bool) -> int:
+    """An ``os.open`` descriptor of ``path`` if it is a regular file; ``NotRegularFileError`` if
+    it is not (checked before opening, so a FIFO is never opened, and again on the descriptor)."""
+    try:
+        info = os.stat(path, follow_symlinks=follow_symlinks)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    else:
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(path, file_kind(info.st_mode))
+    flags |= _NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags | (0 if follow_symlinks else _NOFOLLOW), mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:  # swapped for a link since the stat
+            raise NotRegularFileError(path, "a symbolic link") from None
+        raise
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise NotRegularFileError(path, file_kind(kind))
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular(path: Path | str, *, follow_symlinks: bool = True) -> BinaryIO:
+    """Open ``path`` for reading if, and only if, it is a regular file (a symbolic link to one
+    too, unless ``follow_symlinks`` is false); else ``NotRegularFileError``, or the ``OSError``
+    of the open. A FIFO (whose plain open blocks until a writer comes), a socket or a device is
+    never read, not even when it replaces a regular file between a check and this call."""
+    return os.fdopen(_open_checked(path, os.O_RDONLY, 0, follow_symlinks), "rb")
+
+
+def read_regular(path: Path | str, limit: int, *, follow_symlinks: bool = True) -> bytes:
+    """The bytes of the regular file ``path`` (see ``open_regular``), at most ``limit`` of them:
+    a longer file raises ``FileTooLargeError`` without being read to its end."""
+    with open_regular(path, follow_symlinks=follow_symlinks) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLargeError(path, limit)
+    return data
+
+
+def append_regular(path: Path | str, data: bytes) -> None:
+    """Append ``data`` to ``path`` in one ``O_APPEND`` write, creating the file if it is missing.
+    Refused (``NotRegularFileError``) if ``path`` is a symbolic link, a FIFO or anything else but a
+    regular file: a side file is never written through a link to somewhere else."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    fd = _open_checked(path, flags, 0o666, follow_symlinks=False)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

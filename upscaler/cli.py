@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
 
     from upscaler.engine.pipeline import Upscaler
+    from upscaler.review import ReviewPaths
+    from upscaler.worklist import WorkList
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 # Same-size images per forward pass on a GPU. On a CPU one at a time is faster: 16 x 256^2 through
@@ -375,11 +377,11 @@ def main(**params: object) -> None:
 
 
 def _command(console: Console, p: Params) -> int:
-    from upscaler.models import zoo
+    from upscaler.models import known, zoo
     from upscaler.models.checkpoint import ModelFileError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
-    from upscaler.state import RunState
+    from upscaler.state import RunState, StateError
     from upscaler.worklist import PlanError, build_worklist
     from upscaler.worklist import shard as take_shard
 
@@ -393,6 +395,10 @@ def _command(console: Console, p: Params) -> int:
         rules = Rules.load(p.rules_file) if p.rules_file is not None else Rules()
     except RulesError as exc:
         raise click.UsageError(shown(exc)) from None
+    try:  # the registry files ($UPSCALE_KNOWN_MODELS) are read here, once, before any plan
+        known.known_models()
+    except ValueError as exc:
+        raise click.UsageError(shown(exc)) from None
     name = p.model_name
     if not name:
         try:
@@ -400,7 +406,10 @@ def _command(console: Console, p: Params) -> int:
         except ModelFileError as exc:
             raise click.BadParameter(exc.reason, param_hint="--scale") from None
     device = _pick_device(p.device)
-    state = RunState(p.output.resolve())
+    try:
+        state = RunState(p.output.resolve())
+    except StateError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         worklist = build_worklist(
             list(p.inputs), p.output, out_format, rules.format_for, state.written_by_us
@@ -410,23 +419,7 @@ def _command(console: Console, p: Params) -> int:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
         raise click.UsageError(shown(exc)) from None
-    others = [f for f in (_model_file(name), p.rules_file) if f is not None]  # inputs too
-    report = _shard_name(p.report, shard_spec) if p.report is not None else None
-    try:
-        if report is not None:
-            worklist.check_report(report, [*p.inputs, *others], p.output)
-    except PlanError as exc:
-        raise click.UsageError(shown(exc)) from None
-    review = None
-    if p.review is not None:
-        from upscaler.review import ReviewError, check_paths
-
-        if p.dry_run:
-            raise click.UsageError("--review needs a run; --dry-run writes nothing")
-        try:
-            review = check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs)
-        except ReviewError as exc:
-            raise click.UsageError(str(exc)) from None
+    report, review = _side_files(p, name, shard_spec, worklist)
     texture = TextureOptions(
         tile=p.tile,
         seamless=p.seamless,
@@ -462,6 +455,39 @@ def _command(console: Console, p: Params) -> int:
     where["inputs"] = [str(path.resolve()) for path in p.inputs]
     files = RunFiles(report, review, where)
     return run_batch(console, jobs, upscaler, texture, rules, options, p.quiet, files, worklist)
+
+
+def _side_files(
+    p: Params, name: str, shard_spec: tuple[int, int] | None, worklist: WorkList
+) -> tuple[Path | None, ReviewPaths | None]:
+    """Where the report and the review page go (this shard's names), each checked against the
+    files the run reads and writes; a usage error where one would replace any of them."""
+    from upscaler.worklist import PlanError
+
+    model_file = _model_file(name)
+    others = [f for f in (model_file, p.rules_file) if f is not None]  # inputs too
+    report = _shard_name(p.report, shard_spec) if p.report is not None else None
+    try:
+        if report is not None:
+            worklist.check_report(report, [*p.inputs, *others], p.output)
+    except PlanError as exc:
+        raise click.UsageError(shown(exc)) from None
+    if p.review is None:
+        return report, None
+    from upscaler.review import ReviewError, check_paths
+
+    if p.dry_run:
+        raise click.UsageError("--review needs a run; --dry-run writes nothing")
+    keep = [
+        ("the model file", model_file),
+        ("the rules file", p.rules_file),
+        ("the report", report),
+    ]
+    sides = [(label, path) for label, path in keep if path is not None]
+    try:
+        return report, check_paths(_shard_name(p.review, shard_spec), p.output, p.inputs, sides)
+    except ReviewError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _precision_note(upscaler: Upscaler) -> str | None:

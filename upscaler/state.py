@@ -13,6 +13,11 @@ output folder in ``$UPSCALE_STATE_DIR``, else ``$XDG_CACHE_HOME/texture-upscaler
 and a hash of its absolute path. Each record is one short ``O_APPEND`` write, so shards running on
 one machine can share it, and a line cut by a kill is skipped. If the state cannot be written the
 run goes on; only ``--skip-existing`` loses its memory of those files.
+
+The state file is untrusted input: it is read and appended to only as a regular file (a FIFO, a
+device or a symbolic link in its place is neither read nor written through: the run goes on without
+resume state, and says so), and a record counts only if it is well formed and names a file under
+the output folder it belongs to. A state folder inside the output tree is refused (``StateError``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from upscaler.atomic import append_regular, read_regular
 
 STATE_ENV = "UPSCALE_STATE_DIR"
 LEGACY_MANIFEST = ".upscale-done.jsonl"  # where older versions kept it: inside the output tree
+MAX_STATE_BYTES = 1 << 28  # about a million records; a larger file is not read
+_HEX = frozenset("0123456789abcdef")
+
+
+class StateError(ValueError):
+    """The resume state cannot go where it is asked to; one line."""
 
 
 def state_dir() -> Path:
@@ -65,41 +78,51 @@ class RunState:
     """The records of one output folder, loaded once; ``record`` appends one line per output."""
 
     def __init__(self, output_root: Path, path: Path | None = None) -> None:
+        """``StateError`` if the state file would lie inside ``output_root`` (it would ship with
+        the mod, and the run would walk or overwrite it)."""
         self.root = output_root
         self.path = path or state_path(output_root)
+        if _real(self.path).is_relative_to(_real(output_root)):
+            raise StateError(
+                f"the resume state {self.path} would lie inside the output folder {output_root}; "
+                f"set {STATE_ENV} to a folder outside it"
+            )
         self.records: dict[str, dict[str, object]] = {}
         self.error: str | None = None  # why the state could not be written, if it could not
         self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            data = read_regular(self.path, MAX_STATE_BYTES, follow_symlinks=False)
+        except FileNotFoundError:
             return
+        except OSError as exc:  # a FIFO, a link, a device, too large: neither read nor written
+            self.error = f"{self.path}: {exc.strerror or exc}"
+            return
+        text = data.decode("utf-8", errors="replace")
         self._cut_short = bool(text) and not text.endswith("\n")
         for line in text.splitlines():
             try:
-                entry = json.loads(line)
-                self.records[str(entry["target"])] = {
-                    "bytes": int(entry["bytes"]),
-                    "sha256": str(entry["sha256"]),
-                    "recipe": str(entry["recipe"]),
-                }
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash
+                name, entry = _parse(json.loads(line))
+            except (ValueError, KeyError, TypeError, RecursionError):
+                continue  # a line cut short by a crash, or not one of ours
+            self.records[name] = entry
 
-    def _name(self, target: Path) -> str:
+    def _name(self, target: Path) -> str | None:
+        """``target``'s name relative to the output folder, or None outside it."""
         try:
-            return target.relative_to(self.root).as_posix()
+            return _real(target).relative_to(_real(self.root)).as_posix()
         except ValueError:
-            return str(target)
+            return None
 
     def written_by_us(self, target: Path) -> bool:
         """Whether ``target`` holds exactly the bytes this tool last wrote there."""
-        entry = self.records.get(self._name(target))
+        name = self._name(target)
+        entry = self.records.get(name) if name is not None else None
         return entry is not None and self._same_bytes(target, entry)
 
     def complete(self, target: Path, made_by: str) -> bool:
         """Whether ``target`` is this tool's output from the recipe ``made_by``, intact."""
-        entry = self.records.get(self._name(target))
+        name = self._name(target)
+        entry = self.records.get(name) if name is not None else None
         return entry is not None and entry["recipe"] == made_by and self._same_bytes(target, entry)
 
     @staticmethod
@@ -114,9 +137,12 @@ class RunState:
     def record(self, target: Path, made_by: str) -> None:
         """Append ``target``'s record. Never raises: a state that cannot be written only costs
         ``--skip-existing`` its memory of this file (``error`` says why)."""
+        name = self._name(target)
+        if name is None:
+            return  # outside the output folder: no record may claim it
         try:
             entry = {
-                "target": self._name(target),
+                "target": name,
                 "bytes": os.stat(target).st_size,
                 "sha256": file_sha256(target),
                 "recipe": made_by,
@@ -125,7 +151,27 @@ class RunState:
             if self._cut_short:
                 line, self._cut_short = "\n" + line, False
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line)  # one short O_APPEND write: atomic even with several shards
+            # one short O_APPEND write: atomic even with several shards; never through a link
+            append_regular(self.path, line.encode("utf-8"))
         except OSError as exc:
             self.error = self.error or f"{self.path}: {exc.strerror or exc}"
+
+
+def _parse(entry: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """A record's target name and fields; ``ValueError`` unless every field has its type and
+    the target is a plain relative path (no ``..``, not absolute) inside the output folder."""
+    target, size, digest, made_by = (entry[k] for k in ("target", "bytes", "sha256", "recipe"))
+    if not isinstance(target, str) or not isinstance(made_by, str):
+        raise ValueError("target and recipe must be strings")
+    parts = PurePosixPath(target).parts
+    if not parts or target.startswith("/") or any(p in (".", "..") for p in target.split("/")):
+        raise ValueError(f"{target!r} is not a path inside the output folder")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError("bytes must be a count")
+    if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
+        raise ValueError("sha256 must be a lowercase SHA-256")
+    return target, {"bytes": size, "sha256": digest, "recipe": made_by}
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))  # never raises: a symlink loop stays as written

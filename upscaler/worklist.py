@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from upscaler.atomic import is_temp_file
+from upscaler.atomic import file_kind, is_temp_file
 from upscaler.options import EXTENSIONS, FORMATS
 
 
@@ -74,12 +74,10 @@ class WorkList:
             raise PlanError(f"--report {report}: cannot be used ({exc})") from None
         why = None
         if info is not None:
-            from upscaler.formats.image import file_kind
-
             identity = (info.st_dev, info.st_ino)
             if not stat.S_ISREG(info.st_mode):
                 why = f"is {file_kind(info.st_mode)}; the report must be a file"
-            elif identity in self.source_ids or identity in {_identity(i) for i in inputs}:
+            elif identity in self.source_ids or identity in {file_id(i) for i in inputs}:
                 why = "is an input of this run; the report would overwrite it"
         key = self.key(report)
         if why is not None:
@@ -103,9 +101,10 @@ def _resolve(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _identity(path: Path) -> FileId | None:
+def file_id(path: Path, *, follow_symlinks: bool = True) -> FileId | None:
+    """``path``'s (device, inode), or None where there is nothing (or nothing to stat)."""
     try:
-        info = os.stat(path)
+        info = os.stat(path, follow_symlinks=follow_symlinks)
     except (OSError, ValueError):
         return None
     return info.st_dev, info.st_ino
@@ -187,8 +186,6 @@ def _walk(root: Path, skip: Path, found: WorkList) -> tuple[list[tuple[Path, Pat
 def _regular(path: Path, found: WorkList) -> FileId | None:
     """The file's identity if it is a regular file; otherwise a problem is noted (a FIFO would
     block whoever opens it, a device may never end) and None returned."""
-    from upscaler.formats.image import file_kind  # lazily: --help must not load Pillow
-
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -274,7 +271,7 @@ def _check_target(
 ) -> None:
     """Refuse a target that is an input of this run, or (output inside an input folder) an
     existing file this tool did not write."""
-    existing = _identity(target)
+    existing = file_id(target)
     if existing is None:
         return
     if existing in found.source_ids:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io as _io
 import logging
 import os
-import stat
 import struct
 import warnings
 import zlib
@@ -30,7 +29,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PIL import ImageFile as PILImageFile
 
-from upscaler.atomic import atomic_write
+from upscaler import atomic
+from upscaler.atomic import NotRegularFileError, atomic_write
 from upscaler.formats import dds
 from upscaler.formats.bits import to_8bit
 from upscaler.formats.containers import (
@@ -152,49 +152,19 @@ def _png_header(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def file_kind(mode: int) -> str:
-    """``a FIFO``, ``a socket``... for a ``st_mode`` that is not a regular file's."""
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
-
-
 def open_regular(path: Path) -> BinaryIO:
     """Open ``path`` for reading if, and only if, it is a regular file; else ``ImageReadError``.
 
-    The file is opened non-blocking and checked on the open descriptor, so a FIFO (whose plain
-    open blocks until a writer comes), a socket or a device is never read, not even when it
-    replaces a regular file between a folder listing and this call.
+    The file is opened non-blocking and checked on the open descriptor (``atomic.open_regular``),
+    so a FIFO (whose plain open blocks until a writer comes), a socket or a device is never read,
+    not even when it replaces a regular file between a folder listing and this call.
     """
     try:
-        mode = os.stat(path).st_mode
+        return atomic.open_regular(path)
+    except NotRegularFileError as exc:
+        raise ImageReadError(path, f"is {exc.kind}, not an image file; not read") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise ImageReadError(path, f"is {file_kind(mode)}, not an image file; not read")
-    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to block on
-    flags = os.O_RDONLY | nonblock | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageReadError(path, f"is {file_kind(mode)}, not an image file; not read")
-        if nonblock:
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _check(path: Path, handle: BinaryIO) -> tuple[str, bytes]:

@@ -28,7 +28,7 @@ import json
 import os
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from upscaler.atomic import write_bytes_atomic
+from upscaler.atomic import read_regular, write_bytes_atomic
 from upscaler.models.known import file_sha256
 
 # Architectures (ours, and spandrel's ids) in which only convolutions look at neighbouring
@@ -49,6 +49,7 @@ PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influe
 MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
 BF16_AGREEMENT = 0.999  # share of outputs within 1/255 of fp32 for bf16 to be the CPU default
 CACHE_VERSION = 6  # bump whenever what is measured, or how, changes
+MAX_CACHE_BYTES = 1 << 16  # a cached measurement is a few hundred bytes
 PROBE_FILE = Path(__file__).parent / "probe.png"
 
 
@@ -95,6 +96,28 @@ class Measured:
     bf16_agreement: float
     probed_field: bool = field(default=False)  # True: the radius was probed, not derived
     input_layer: str = ""  # "": none found, or the network does not run with it in float32
+
+    @classmethod
+    def from_record(cls, record: object) -> Measured:
+        """The measurement a cache file holds; ``ValueError`` unless every field is there with
+        its type and range (counts >= 0, agreement in [0, 1]): a cache is untrusted input."""
+        if not isinstance(record, dict) or set(record) != {f.name for f in fields(cls)}:
+            raise ValueError("not a measurement")
+        counts = ("receptive_field", "wrap_field", "bytes_per_pixel", "bf16_bytes_per_pixel")
+        for name in counts:
+            value = record[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a count, not {value!r}")
+        agreement = record["bf16_agreement"]
+        if not isinstance(agreement, int | float) or isinstance(agreement, bool):
+            raise ValueError("bf16_agreement must be a number")
+        if not 0 <= agreement <= 1:  # also refuses NaN
+            raise ValueError("bf16_agreement must be in [0, 1]")
+        if not isinstance(record["probed_field"], bool):
+            raise ValueError("probed_field must be true or false")
+        if not isinstance(record["input_layer"], str):
+            raise ValueError("input_layer must be a string")
+        return cls(**record)
 
 
 def measure(
@@ -334,13 +357,15 @@ def cache_dir() -> Path:
 
 def cached(key: str, compute: Callable[[], Measured]) -> Measured:
     """The measurement stored under ``key`` (a file hash and the torch version), or ``compute``
-    it and store it. An unreadable or unwritable cache only costs the measurement."""
+    it and store it. An unreadable or unwritable cache only costs the measurement; so does one
+    that is not a regular file (a FIFO is never opened) or whose fields are not as ``measure``
+    writes them (``Measured.from_record``)."""
     path = cache_dir() / f"contract-{key[:32]}.json"
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads(read_regular(path, MAX_CACHE_BYTES))
         if stored.get("version") == CACHE_VERSION and stored.get("key") == key:
-            return Measured(**stored["measured"])
-    except (OSError, ValueError, TypeError, KeyError):
+            return Measured.from_record(stored["measured"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         pass
     measured = compute()
     record = {"version": CACHE_VERSION, "key": key, "measured": asdict(measured)}

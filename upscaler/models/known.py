@@ -3,8 +3,10 @@
 The list is plain data, ``known.toml`` beside this module: name, scale, licence, file name, size,
 SHA-256 and download URL (or a page for a manual download), each with its source. A file is used
 only when its SHA-256 matches. A download streams into a temporary file beside its target, is
-checked for size and hash, and only then renamed into place (``upscaler.atomic``); on any failure
-nothing is left in the cache and the message says what to do.
+checked for size and hash, and only then renamed into place (``upscaler.atomic``); on any failure,
+Ctrl-C included, nothing is left in the cache and the message says what to do. A server that goes
+silent is given up after ``TIMEOUT_S``; one that drips is given up at the transfer's deadline
+(``deadline_for``), checked after every read, so at most one silent ``TIMEOUT_S`` past it.
 
 The cache is ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), where
 ``torch.hub.load_state_dict_from_url`` and the training losses' backbones live too.
@@ -20,6 +22,7 @@ import functools
 import hashlib
 import http.client
 import os
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -29,14 +32,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from upscaler.atomic import atomic_write, is_disk_full, remove_stale_temps
+from upscaler.atomic import atomic_write, is_disk_full, read_regular, remove_stale_temps
 from upscaler.models.checkpoint import ModelFileError
 
 NO_DOWNLOAD_ENV = "UPSCALE_NO_DOWNLOAD"
 MIRROR_ENV = "UPSCALE_MODEL_MIRROR"
 EXTRA_ENV = "UPSCALE_KNOWN_MODELS"
-TIMEOUT_S = 30.0  # per connection attempt and per read, not for the whole transfer
+TIMEOUT_S = 30.0  # per connection attempt and per read: how long a silent server is waited for
+DEADLINE_BASE_S = 600.0  # the whole transfer: this, plus the file's size at SLOWEST_RATE
+SLOWEST_RATE = 64 * 1024  # bytes per second: a 67 MB model may take 27 minutes, not 11 hours
 _CHUNK = 1 << 20
+MAX_REGISTRY_BYTES = 1 << 20  # a registry file of a team's models: a few kilobytes
 _SCHEMES = ("https://", "http://", "file://")
 
 Progress = Callable[[int, int], None]  # (bytes so far, total bytes)
@@ -133,9 +139,11 @@ def _registry(extra: str) -> dict[str, KnownModel]:
     shipped = resources.files("upscaler.models").joinpath("known.toml")
     sources: list[tuple[str, str]] = [("known.toml", shipped.read_text("utf-8"))]
     for name in filter(None, extra.split(os.pathsep)):
-        try:
-            sources.append((name, Path(name).read_text("utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # a regular file only: a FIFO here would block every command that names a model
+            sources.append((name, read_regular(name, MAX_REGISTRY_BYTES).decode("utf-8")))
+        except OSError as exc:
+            raise ValueError(f"{EXTRA_ENV}: cannot read {name} ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
             raise ValueError(f"{EXTRA_ENV}: cannot read {name} ({exc})") from None
     models: dict[str, KnownModel] = {}
     names: set[str] = set()
@@ -145,6 +153,8 @@ def _registry(extra: str) -> dict[str, KnownModel]:
             parsed = [_parse(entry) for entry in entries]
         except (tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
             raise ValueError(f"{origin}: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{origin}: TOML nested too deep") from None
         for model in parsed:
             for label in (model.name, *model.aliases):
                 if label.casefold() in names:
@@ -208,10 +218,12 @@ def fetch(
     download: bool | None = None,
     progress: Progress | None = None,
     cache: Path | None = None,
+    deadline_s: float | None = None,
 ) -> Path:
     """The verified local file of ``model``, downloaded first if needed and allowed.
 
-    ``download=None`` follows ``$UPSCALE_NO_DOWNLOAD``. Raises ``ModelUnavailableError`` with
+    ``download=None`` follows ``$UPSCALE_NO_DOWNLOAD``; ``deadline_s=None`` gives the transfer
+    ``deadline_for(model.size)`` seconds. Raises ``ModelUnavailableError`` with
     what to do when the file is missing and cannot be downloaded, when a download fails, or when
     the cache holds a different file under the model's name (it is never overwritten).
     """
@@ -237,8 +249,15 @@ def fetch(
     url = download_url(model)
     if not url:
         raise ModelUnavailableError(model.name, "no direct download; " + _by_hand(model, target))
-    _download(model, url, target, progress)
+    _download(
+        model, url, target, progress, deadline_for(model.size) if deadline_s is None else deadline_s
+    )
     return target
+
+
+def deadline_for(size: int) -> float:
+    """Seconds a download of ``size`` bytes may take in all, however its bytes trickle in."""
+    return DEADLINE_BASE_S + size / SLOWEST_RATE
 
 
 def _by_hand(model: KnownModel, target: Path) -> str:
@@ -250,14 +269,18 @@ class _TransferError(Exception):
     pass
 
 
-def _download(model: KnownModel, url: str, target: Path, progress: Progress | None) -> None:
+def _download(
+    model: KnownModel, url: str, target: Path, progress: Progress | None, deadline_s: float
+) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "texture-upscaler"})
     done = 0
+    end = time.monotonic() + deadline_s
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(target.parent)
         with contextlib.ExitStack() as stack:
-            response = stack.enter_context(urllib.request.urlopen(request, timeout=TIMEOUT_S))
+            timeout = min(TIMEOUT_S, deadline_s)
+            response = stack.enter_context(urllib.request.urlopen(request, timeout=timeout))
             offered = response.headers.get("Content-Length")
             if offered is not None and offered.isdigit() and int(offered) != model.size:
                 raise _TransferError(
@@ -268,7 +291,12 @@ def _download(model: KnownModel, url: str, target: Path, progress: Progress | No
             digest = hashlib.sha256()
             if progress is not None:
                 progress(0, model.size)
-            while chunk := response.read(_CHUNK):
+            # read1: what has arrived, up to a chunk; read() would wait for a whole chunk, and a
+            # server that drips a byte at a time would never let the deadline be looked at
+            while chunk := response.read1(_CHUNK):
+                if time.monotonic() > end:
+                    late = f"not done within the {deadline_s:g} s allowed"
+                    raise _TransferError(_stopped(url, done, model.size, late))
                 done += len(chunk)
                 if done > model.size:
                     raise _TransferError(

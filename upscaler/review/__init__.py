@@ -15,6 +15,7 @@ import html
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 from urllib.parse import quote
+
+from upscaler.atomic import file_kind
+from upscaler.worklist import file_id
 
 MARKER = ".upscale-review"  # in the pictures folder: we made it, stale pictures may go
 _PICTURE = re.compile(r"^\d{5,}-[a-z-]+\.(jpg|png)$")
@@ -48,14 +52,22 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def check_paths(page: Path, output_root: Path | None, inputs: Iterable[Path] = ()) -> ReviewPaths:
+def check_paths(
+    page: Path,
+    output_root: Path | None,
+    inputs: Iterable[Path] = (),
+    keep: Iterable[tuple[str, Path]] = (),
+) -> ReviewPaths:
     """Where the page and its pictures go; ``ReviewError`` if that is inside the output folder,
-    inside an input folder, on an input file, or a folder not made by a review."""
+    inside an input folder, on an input file, on one of the other files the run reads or writes
+    (``keep``: label and path, e.g. ``("the model file", path)``), on anything but a new or
+    regular file (a FIFO, a device), or a folder not made by a review."""
     paths = ReviewPaths.beside(page)
     real_page = paths.page.parent.resolve() / paths.page.name
     real_folder = paths.folder.parent.resolve() / paths.folder.name
     if paths.page.is_dir():
         raise ReviewError(f"review page {page} is a folder; give a file name such as review.html")
+    _check_page_file(page, real_page, keep)
     roots = [("output folder", Path(output_root).resolve())] if output_root is not None else []
     for item in inputs:
         item = Path(item)
@@ -79,6 +91,26 @@ def check_paths(page: Path, output_root: Path | None, inputs: Iterable[Path] = (
                 f"{folder} exists and was not made by a review; choose another page name"
             )
     return paths
+
+
+def _check_page_file(page: Path, real_page: Path, keep: Iterable[tuple[str, Path]]) -> None:
+    """The page replaces whatever is at its path: refuse a device or FIFO (as root, a page on
+    /dev/null would replace it), and any file the run reads or writes besides."""
+    try:
+        info = os.lstat(page)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ReviewError(f"review page {page}: cannot be used ({exc.strerror or exc})") from None
+    if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        kind = file_kind(info.st_mode)
+        raise ReviewError(f"review page {page} is {kind}; the page must be a new or regular file")
+    page_ids = {file_id(page), file_id(page, follow_symlinks=False)} - {None}
+    for label, other in keep:
+        other = Path(other)
+        same_id = file_id(other) in page_ids
+        if same_id or other.parent.resolve() / other.name in (real_page, real_page.resolve()):
+            raise ReviewError(f"review page {page} would overwrite {label} {other}")
 
 
 # -- entries: one per texture, from a run's results or a report -----------------------------------

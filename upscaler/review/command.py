@@ -43,7 +43,7 @@ def main(
         files, summary = load_reports(reports, outputs)
         output = Path(summary["output"]) if summary.get("output") else None
         inputs = [Path(p) for p in summary.get("inputs") or []]
-        paths = check_paths(page, output, inputs)
+        paths = check_paths(page, output, inputs, [("the report", r) for r in reports])
     except ReviewError as exc:
         raise click.UsageError(str(exc)) from None
     bar = None
