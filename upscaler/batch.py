@@ -39,6 +39,17 @@ class RunFiles:
     review: ReviewPaths | None = None
     where: dict[str, object] | None = None
 
+    def make_folders(self) -> str | None:
+        """Make the report's and the page's missing folders (their paths were checked when
+        the command line was); a reason when one cannot be made."""
+        pages = [self.review.page] if self.review is not None else []
+        for path in [*([self.report] if self.report is not None else []), *pages]:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot make the folder {path.parent}: {exc.strerror or exc}"
+        return None
+
 
 def dry_run(
     console: Console,
@@ -98,6 +109,11 @@ def run_batch(
     worklist: WorkList,
 ) -> int:
     from upscaler.runner import FatalError, FileResult, Runner, write_report
+
+    problem = files.make_folders()
+    if problem is not None:
+        console.line(f"error: {problem}")
+        return EXIT_FATAL
 
     problems = worklist.problems
     total = len(jobs) + len(problems)  # unreadable folders and odd files count as tried, failed

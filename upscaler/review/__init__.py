@@ -50,7 +50,9 @@ def _inside(path: Path, root: Path) -> bool:
 
 def check_paths(page: Path, output_root: Path | None, inputs: Iterable[Path] = ()) -> ReviewPaths:
     """Where the page and its pictures go; ``ReviewError`` if that is inside the output folder,
-    inside an input folder, on an input file, or a folder not made by a review."""
+    inside an input folder, on an input file, a folder not made by a review, or under a file."""
+    from upscaler.atomic import folder_problem
+
     paths = ReviewPaths.beside(page)
     real_page = paths.page.parent.resolve() / paths.page.name
     real_folder = paths.folder.parent.resolve() / paths.folder.name
@@ -70,6 +72,9 @@ def check_paths(page: Path, output_root: Path | None, inputs: Iterable[Path] = (
                     f"review {'page' if path == paths.page else 'pictures'} {path} would land "
                     f"inside the {what} {root}; put the page outside it"
                 )
+    problem = folder_problem(real_page.parent)  # a missing folder is made before the run
+    if problem is not None:
+        raise ReviewError(f"review page {page}: its folder cannot be made: {problem}")
     folder = paths.folder
     if folder.exists() or folder.is_symlink():
         if not folder.is_dir() or folder.is_symlink():
