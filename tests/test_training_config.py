@@ -86,6 +86,14 @@ def test_fit_cli_reports_config_errors_in_one_line() -> None:
     assert missing.exit_code == 2 and "compact-x4-psnr" in missing.output
 
 
+def test_a_mistyped_recipe_name_gets_the_closest_recipes() -> None:
+    result = CliRunner().invoke(main, ["fit", "compact-x4-psrn"])
+    assert result.exit_code == 2
+    assert result.output.rstrip().endswith("did you mean compact-x4-psnr or compact-x2-psnr?")
+    far = CliRunner().invoke(main, ["fit", "no-such-recipe"])
+    assert far.exit_code == 2 and "did you mean" not in far.output
+
+
 def test_learning_rate_schedules() -> None:
     multi = OptimConfig(schedule="multistep", milestones=(10, 20), gamma=0.5, warmup_steps=4)
     assert [lr_factor(s, 30, multi) for s in (0, 3, 4, 10, 25)] == [0.25, 1.0, 1.0, 0.5, 0.25]

@@ -14,13 +14,26 @@ import click
 from upscaler.formats.image import ImageReadError
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
+from .config import RECIPES, Config, ConfigError, load_config, recipe_names
 from .pack import PackError
 
 
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _load_config(name: str, overrides: list[str] | None = None) -> Config:
+    """``load_config``, whose error for a mistyped recipe name suggests the closest recipes."""
+    try:
+        return load_config(name, overrides)
+    except ConfigError as exc:
+        if Path(name).is_file() or (RECIPES / f"{name}.toml").is_file():
+            raise
+        from upscaler.models.zoo import did_you_mean
+
+        hint = did_you_mean(name, {n: n for n in recipe_names()})
+        raise ConfigError(f"{exc}{hint}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +69,7 @@ def fit(
     extra += [f"optim.g_steps={g_steps}"] if g_steps is not None else []
     extra += ["run.progress=false"] if quiet else []
     try:
-        cfg = load_config(config, extra)
+        cfg = _load_config(config, extra)
     except ConfigError as exc:
         _fail(str(exc))
     dist = ddp.setup(cfg.run.device)
@@ -139,7 +152,7 @@ def eval_command(
     from .evaluate import evaluate
 
     try:
-        degrade = load_config(degrade_from).degrade if degrade_from else None
+        degrade = _load_config(degrade_from).degrade if degrade_from else None
         metrics = evaluate(
             checkpoint,
             data,
