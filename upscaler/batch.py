@@ -123,11 +123,11 @@ def run_batch(
     def on_result(result: FileResult) -> None:
         if result.status == "failed":
             console.line(f"failed: {result.source}: {result.reason}")
-        progress.update(failed=result.status == "failed")
+        progress.update(failed=result.status == "failed", target=result.target)
         if result.status == "failed":
             progress.refresh()
 
-    runner = Runner(upscaler, texture, options, on_result, rules)
+    runner = Runner(upscaler, texture, options, on_result, rules, on_plan=progress.plan)
     for path, reason in problems:
         runner._emit(FileResult(str(path), "", "failed", reason))
     fatal, interrupted = None, False
