@@ -108,6 +108,14 @@ def test_quick_start_output_folder_is_ignored_by_git() -> None:
     assert subprocess.run(command, cwd=ROOT, timeout=60).returncode == 0
 
 
+def test_quick_start_shows_a_cpu_only_install_before_the_project() -> None:
+    quick = (ROOT / "README.md").read_text(encoding="utf-8").split("## Quick start")[1]
+    quick = quick.split("\n## ")[0]
+    index = "--index-url https://download.pytorch.org/whl/cpu"
+    cpu = f"pip install torch torchvision {index}\npip install -e ."
+    assert cpu in quick and "not measured" in quick
+
+
 def test_quick_start_command_on_the_bundled_samples(tmp_path: Path) -> None:
     """The README's first command, as a user runs it, with the shipped default model."""
     command = [sys.executable, "-m", "upscaler", str(SAMPLES), "-o", str(tmp_path), "--scale", "4"]
