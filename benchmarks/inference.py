@@ -109,6 +109,21 @@ def make_weights(folder: Path, model: str) -> tuple[str, Path]:
     return (model if source is None else str(source)), peer
 
 
+def missing_models(models: list[str]) -> str | None:
+    """One line on the first of ``models`` that is unknown or whose weights are not here (the
+    peers live in ``../shared``, beside a development clone, not in the repository)."""
+    for model in models:
+        if model not in MODELS:
+            return f"unknown model {model!r} (models: {', '.join(MODELS)})"
+        source = MODELS[model]
+        if source is not None and not source.is_file():
+            return (
+                f"{model} needs {source}, Real-ESRGAN's weights as converted in ../shared/peers "
+                "(not part of the repository); --models texture-x4 needs nothing else"
+            )
+    return None
+
+
 # -- workers (one subprocess each) ----------------------------------------------------------------
 
 
@@ -397,6 +412,9 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    problem = missing_models(args.models.split(","))
+    if problem:
+        sys.exit(f"benchmarks/inference.py: {problem}")
     rows: list[dict[str, object]] = []
     flops: dict[str, float] = {}
     first_use: dict[str, object] = {}

@@ -31,3 +31,30 @@ def test_benchmark_script_starts(script: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage" in proc.stdout.lower()
+
+
+def test_inference_benchmark_without_shared_says_so_in_one_line(tmp_path: Path) -> None:
+    """A clone with nothing beside it: the script, copied into such a clone, names the missing
+    weights in one line and exits non-zero; the shipped model needs nothing from ../shared."""
+    clone = tmp_path / "clone"
+    (clone / "benchmarks").mkdir(parents=True)
+    script = clone / "benchmarks" / "inference.py"
+    script.write_bytes((ROOT / "benchmarks" / "inference.py").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for models, missing in (
+        ("x4plus", "RealESRGAN_x4plus.safetensors"),
+        ("texture-x4,animevideov3", "realesr-animevideov3-x4.safetensors"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(script), "--models", models, "--out", str(tmp_path / "r.json")],
+            cwd=clone,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert str(tmp_path / "shared" / "peers" / missing) in proc.stderr
+        assert "--models texture-x4" in proc.stderr
+    assert not (tmp_path / "r.json").exists()

@@ -475,3 +475,18 @@ def test_cli_checks_the_scale_before_downloading(
 def test_a_missing_file_named_like_a_known_model_points_to_the_name(hub: Path) -> None:
     with pytest.raises(known.ModelFileError, match="--model realesrgan-x4plus"):
         zoo.resolve("weights/RealESRGAN_x4plus.pth")
+
+
+def test_a_mistyped_model_name_gets_the_closest_names(hub: Path, tmp_path: Path) -> None:
+    Image.fromarray(make_pixels(9, 7, 3)).save(tmp_path / "a.png")
+    args = [str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--dry-run", "-m"]
+    result = CliRunner().invoke(main, [*args, "realesrgan-x4pls"])
+    assert result.exit_code == 3
+    assert result.output.rstrip().endswith("did you mean realesrgan-x4plus or realesrgan-x2plus?")
+    alias = CliRunner().invoke(main, [*args, "RealESRGAN_x4PLS"])  # an alias suggests the name
+    assert "did you mean realesrgan-x4plus or" in alias.output
+    assert (
+        "did you mean texture-x4 or texture-x2?"
+        in CliRunner().invoke(main, [*args, "texture-x3"]).output
+    )
+    assert "did you mean" not in CliRunner().invoke(main, [*args, "gibberish"]).output

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from review_helpers import FAILING, ODD_NAME, make_batch, page_data
 
 from upscaler.cli import main as upscale
-from upscaler.review import MARKER
+from upscaler.review import MARKER, ReviewError, check_paths
 from upscaler.review.command import main as upscale_review
 from upscaler.review.pictures import detail_region, make_pictures, shade
 
@@ -133,6 +133,15 @@ def test_page_on_an_input_or_a_foreign_folder_is_refused(tmp_path: Path, tiny_x2
     result = _invoke(upscale, tmp_path / "in", *args, "--review", tmp_path / "p.html", "--dry-run")
     assert result.exit_code == 2
     assert not (tmp_path / "out").exists() and (tmp_path / "mine_files" / "keep.txt").exists()
+
+
+def test_page_under_a_file_is_refused_and_a_missing_folder_is_not(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ReviewError, match=r"notes\.txt is not a folder"):
+        check_paths(tmp_path / "notes.txt" / "sub" / "review.html", tmp_path / "out")
+    paths = check_paths(tmp_path / "new" / "deeper" / "review.html", tmp_path / "out")
+    assert paths.folder == tmp_path / "new" / "deeper" / "review_files"
+    assert not (tmp_path / "new").exists()  # checked, not made: the run makes it
 
 
 def test_review_of_an_earlier_run_matches_and_writes_no_output(

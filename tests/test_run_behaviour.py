@@ -162,6 +162,47 @@ def test_without_a_terminal_a_progress_line_comes_every_few_seconds(
     assert "upscaling: " not in quiet.stderr
 
 
+def test_time_left_weighs_files_by_pixels_not_by_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three small textures took 3 s; the one left has 16 times their pixels together."""
+    from upscaler import console
+
+    clock = [100.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: clock[0])
+    progress = console.Progress(console.Console(), total=5, quiet=True)
+    progress.update(failed=True, target="")  # unreadable: failed while planning, no work
+    clock[0] += 2.0  # reading headers: not work
+    work = {"a.png": 1024, "b.png": 1024, "c.png": 1024, "big.dds": 49152}
+    progress.plan(work)
+    assert progress.seconds_left(clock[0] + 1) is None  # nothing done yet: no guess
+    for name in ("a.png", "b.png", "c.png"):
+        clock[0] += 1.0
+        progress.update(target=name)
+    assert progress.describe(clock[0]).endswith(", 5 s, about 48 s left")  # by files: 1 s
+    clock[0] += 30.0
+    progress.update(target="big.dds")
+    assert progress.seconds_left(clock[0]) is None and "left" not in progress.describe(clock[0])
+
+
+def test_the_runner_plans_input_pixels_times_scale_squared(tmp_path: Path, tiny_x2: Path) -> None:
+    from upscaler.engine.load import load_model
+    from upscaler.process import TextureOptions
+    from upscaler.runner import Runner, RunOptions
+    from upscaler.worklist import build_worklist
+
+    _tree(tmp_path / "in", 3)  # 10x8, 11x8, 12x8
+    (tmp_path / "in" / "bad.png").write_bytes(b"junk")
+    jobs = build_worklist([tmp_path / "in"], tmp_path / "out").jobs
+    plans: list[dict[str, int]] = []
+    model = load_model(tiny_x2)
+    options = RunOptions(tmp_path / "out", skip_existing=True)
+    Runner(model, TextureOptions(), options, on_plan=plans.append).run(jobs)
+    out = tmp_path / "out"
+    assert plans == [{str(out / f"t{i}.png"): (10 + i) * 8 * 4 for i in range(3)}]
+    Image.fromarray(make_pixels(20, 8, 3)).save(tmp_path / "in" / "t0.png")  # changed: redone
+    Runner(model, TextureOptions(), options, on_plan=plans.append).run(jobs)
+    assert plans[1] == {str(out / "t0.png"): 20 * 8 * 4}  # the finished ones are no work
+
+
 # -- LOW: one clear line for bad options, environment and model files --------------------------
 
 

@@ -182,7 +182,8 @@ def test_names_that_differ_only_in_case_collide_where_the_disk_folds_case(
         ("out/sub", "is a folder the outputs of this run go into"),
         ("out/a.png/r.json", "lies under an output file of this run"),
         ("fifo", "is a FIFO; the report must be a file"),
-        ("missing/r.json", "does not exist"),
+        ("in/a.png/r.json", "its folder cannot be made: "),
+        ("fifo/deeper/r.json", "fifo is not a folder"),
     ],
 )
 def test_a_report_that_would_overwrite_an_input_or_an_output_is_refused(
@@ -202,6 +203,23 @@ def test_a_report_that_would_overwrite_an_input_or_an_output_is_refused(
         assert result.exit_code == 2 and why in result.output, result.output
     assert file_hashes(tmp_path / "in") == before and tiny_x2.read_bytes() == model_bytes
     assert not (tmp_path / "out").exists()
+
+
+def test_report_and_review_page_make_their_missing_folders(tmp_path: Path, tiny_x2: Path) -> None:
+    """As ``-o`` does; only once every check has passed, and not on a dry run."""
+    import json
+
+    _png(tmp_path / "in" / "a.png")
+    report, page = tmp_path / "logs" / "x" / "run.json", tmp_path / "pages" / "review.html"
+    args = [tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_x2, "-q", "--report", report]
+    assert _invoke(*args, "--dry-run").exit_code == 0
+    assert not (tmp_path / "logs").exists()
+    refused = _invoke(*args, "--review", tmp_path / "in" / "new" / "review.html")
+    assert refused.exit_code == 2 and not (tmp_path / "logs").exists()
+    result = _invoke(*args, "--review", page)
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["summary"]["done"] == 1
+    assert page.is_file() and (tmp_path / "pages" / "review_files").is_dir()
 
 
 def test_report_is_written_atomically_beside_its_final_name(tmp_path: Path, tiny_x2: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,24 @@ def test_shipped_models_beat_bicubic_on_validation_textures(name: str) -> None:
             box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
             pictures.append(im.convert("RGB").crop(box))
     assert _gain_over_bicubic(name, pictures) > VAL_MARGIN[name]
+
+
+def test_quick_start_output_folder_is_ignored_by_git() -> None:
+    """The README's first command writes ``upscaled/`` into the clone: never a change to commit."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "upscale samples/textures/ -o upscaled/ --scale 4" in readme
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    command = ["git", "check-ignore", "-q", "--no-index", "upscaled/rock.png"]
+    assert subprocess.run(command, cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_quick_start_shows_a_cpu_only_install_before_the_project() -> None:
+    quick = (ROOT / "README.md").read_text(encoding="utf-8").split("## Quick start")[1]
+    quick = quick.split("\n## ")[0]
+    index = "--index-url https://download.pytorch.org/whl/cpu"
+    cpu = f"pip install torch torchvision {index}\npip install -e ."
+    assert cpu in quick and "not measured" in quick
 
 
 def test_quick_start_command_on_the_bundled_samples(tmp_path: Path) -> None:

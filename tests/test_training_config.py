@@ -86,6 +86,14 @@ def test_fit_cli_reports_config_errors_in_one_line() -> None:
     assert missing.exit_code == 2 and "compact-x4-psnr" in missing.output
 
 
+def test_a_mistyped_recipe_name_gets_the_closest_recipes() -> None:
+    result = CliRunner().invoke(main, ["fit", "compact-x4-psrn"])
+    assert result.exit_code == 2
+    assert result.output.rstrip().endswith("did you mean compact-x4-psnr or compact-x2-psnr?")
+    far = CliRunner().invoke(main, ["fit", "no-such-recipe"])
+    assert far.exit_code == 2 and "did you mean" not in far.output
+
+
 def test_learning_rate_schedules() -> None:
     multi = OptimConfig(schedule="multistep", milestones=(10, 20), gamma=0.5, warmup_steps=4)
     assert [lr_factor(s, 30, multi) for s in (0, 3, 4, 10, 25)] == [0.25, 1.0, 1.0, 0.5, 0.25]
@@ -173,3 +181,47 @@ def test_readme_lists_every_recipe_and_shows_list_values_in_set() -> None:
     assert shown  # a list value on the command line, quoted for the shell
     for line in shown:  # and they parse as the README writes them
         load_config("compact-x4-psnr", [p.split('"')[0] for p in line.split('--set "')[1:]])
+
+
+def test_fit_help_names_the_common_set_keys() -> None:
+    text = CliRunner().invoke(main, ["fit", "--help"]).output
+    for key in (
+        "run.max_steps=",
+        "run.name=",
+        "val.folder=",
+        "data.crop_size=",
+        "model.init_from=",
+    ):
+        assert f"  {key}" in text, key
+
+
+def _readme_training_commands() -> list[list[str]]:
+    """The ``upscale-train`` lines of the README's training quick start, as the shell splits
+    them (continuation lines joined, comments dropped)."""
+    import shlex
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Training your own model")[1].split("\n## ")[0]
+    block = section.split("```sh\n")[1].split("```")[0].replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    return [words for words in lines if words[:1] == ["upscale-train"]]
+
+
+def test_readme_training_quick_start_names_one_consistent_set_of_paths() -> None:
+    """prepare makes the validation folder that both fits name; each fit is bounded and named,
+    stage 2 starts from stage 1's run folder, and eval and export read stage 2's."""
+    commands = _readme_training_commands()
+    assert [c[1] for c in commands] == ["prepare", "fit", "fit", "eval", "export"]
+    prepare = commands[0]
+    val = prepare[prepare.index("--val") + 1]
+    configs = []
+    for fit in commands[1:3]:
+        sets = [fit[i + 1] for i, word in enumerate(fit) if word == "--set"]
+        config = load_config(fit[2], sets)  # every key as written is valid
+        assert config.val.folder == val and 0 < config.run.max_steps <= 10_000
+        assert f"run.name={config.run.name}" in sets
+        configs.append(config)
+    runs = [config.run.name for config in configs]
+    assert runs[0] != runs[1] and configs[1].model.init_from == f"runs/{runs[0]}"
+    assert commands[3][2:] == [f"runs/{runs[1]}", val]
+    assert commands[4][2] == f"runs/{runs[1]}"

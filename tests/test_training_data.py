@@ -104,7 +104,7 @@ def test_pack_round_trip_skips_data_maps_and_small_and_loads_fast(tmp_path: Path
     Image.fromarray(make_pixels(10, 12, 3)).save(root / "tiny.png")
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     messages: list[str] = []
-    count = pack_folders(
+    packed = pack_folders(
         [root],
         tmp_path / "crops.safetensors",
         crop_size=24,
@@ -113,7 +113,8 @@ def test_pack_round_trip_skips_data_maps_and_small_and_loads_fast(tmp_path: Path
         report=messages.append,
     )
     pack = read_pack(tmp_path / "crops.safetensors")
-    assert count == len(pack) == 7 * 3
+    assert packed.crops == len(pack) == 7 * 3
+    assert packed.textures == 10 and packed.too_small == 1  # tiny.png
     assert pack.crops.shape == (21, 24, 24, 3) and pack.crops.dtype == np.uint8
     assert KINDS[int(pack.kinds[-1])] in ("color", "normal")
     assert sum(KINDS[int(k)] == "normal" for k in pack.kinds) == 3
@@ -126,6 +127,13 @@ def test_pack_round_trip_skips_data_maps_and_small_and_loads_fast(tmp_path: Path
         (str(tmp_path / "crops.safetensors"),), DATA, MIX, scale=4, seed=0, degrade_in_loader=True
     )
     assert len(dataset) == 21 and dataset[(0, 5)]["lq"].shape == (3, 4, 4)
+
+
+def test_a_pack_of_only_small_textures_says_how_many_and_what_to_do(tmp_path: Path) -> None:
+    for i in range(3):
+        Image.fromarray(make_pixels(64, 96, 3, seed=i)).save(tmp_path / f"old{i}.png")
+    with pytest.raises(PackError, match=r"3 of 3 textures are smaller than the 256 px crop: .*64"):
+        pack_folders([tmp_path], tmp_path / "p.safetensors")
 
 
 def test_truncated_pack_is_refused_by_name(tmp_path: Path) -> None:
@@ -231,6 +239,38 @@ def test_prepare_with_pack_writes_a_pack(tmp_path: Path) -> None:
     assert len(pack) == 8  # 2 crops of each of the colour, normal and alpha maps kept
     assert sorted(KINDS[k] for k in set(pack.kinds.tolist())) == ["alpha", "color", "normal"]
     assert any("leaves" in source for source in pack.source_paths)
+
+
+def test_prepare_holds_out_validation_textures_and_counts_what_the_pack_left_out(
+    tmp_path: Path,
+) -> None:
+    """The README's first training command: --val makes the folder fit's val.folder names, and
+    the textures smaller than the crop are counted, with what to do about them."""
+    src, out, val, pack = tmp_path / "dump", tmp_path / "set", tmp_path / "val", tmp_path / "p"
+    src.mkdir()
+    for i in range(12):  # as an old game's: most of them smaller than the default crop
+        side = 256 if i % 3 == 0 else 64 + 16 * (i % 3)
+        Image.fromarray(make_pixels(side, side, 3, seed=i)).save(src / f"wall{i:02d}.png")
+    args = ["prepare", str(src), str(out), "--val", str(val), "--pack", f"{pack}.safetensors"]
+    result = CliRunner().invoke(main, [*args, "--val-count", "2", "--per-image", "1"])
+    assert result.exit_code == 0, result.output
+    held = sorted(p.name for p in val.iterdir())
+    assert len(held) == 2 and not {p.name for p in (out / "color").iterdir()} & set(held)
+    assert "10 color, 0 normal, 0 alpha, 2 held out for validation, 0 dropped" in result.output
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").open()]
+    assert sorted(m["file"] for m in manifest if m["file"].startswith("../val/")) == [
+        f"../val/{name}" for name in held
+    ]
+    packed = read_pack(f"{pack}.safetensors")
+    assert not any(Path(s).name in held for s in packed.source_paths)
+    small = 10 - len(packed.source_paths)
+    assert small > 0 and (
+        f"left out of the pack: {small} of 10 textures, smaller than the 256 px crop"
+        in result.output
+    )
+    assert "--set data.crop_size=64" in result.output
+    inside = CliRunner().invoke(main, [*args[:4], str(out / "val")])
+    assert inside.exit_code == 2 and "keep it out of OUT" in inside.output
 
 
 def test_prepare_defaults_keep_old_game_texture_sizes(tmp_path: Path) -> None:

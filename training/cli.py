@@ -14,13 +14,26 @@ import click
 from upscaler.formats.image import ImageReadError
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
+from .config import RECIPES, Config, ConfigError, load_config, recipe_names
 from .pack import PackError
 
 
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _load_config(name: str, overrides: list[str] | None = None) -> Config:
+    """``load_config``, whose error for a mistyped recipe name suggests the closest recipes."""
+    try:
+        return load_config(name, overrides)
+    except ConfigError as exc:
+        if Path(name).is_file() or (RECIPES / f"{name}.toml").is_file():
+            raise
+        from upscaler.models.zoo import did_you_mean
+
+        hint = did_you_mean(name, {n: n for n in recipe_names()})
+        raise ConfigError(f"{exc}{hint}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +60,15 @@ def fit(
 
     Resumes automatically from the newest readable checkpoint of the run. Under torchrun, every
     process trains on its share of each batch (DDP).
+
+    \b
+    Common --set keys (any key of the recipe can be set; a typo lists the valid ones):
+      run.max_steps=5000    when to stop (compact-x4-psnr's 200,000 are meant for a GPU)
+      run.name=my-x4        the run folder, runs/my-x4 (default: the recipe's name);
+                            the same name resumes that run, a new name starts afresh
+      val.folder=data/val   held-out textures to validate on ('' for none)
+      data.crop_size=64     the training crop side; packed crops must be at least this
+      model.init_from=PATH  start from a run folder, checkpoint or model file
     """
     from . import ddp
     from .trainer import Trainer
@@ -56,7 +78,7 @@ def fit(
     extra += [f"optim.g_steps={g_steps}"] if g_steps is not None else []
     extra += ["run.progress=false"] if quiet else []
     try:
-        cfg = load_config(config, extra)
+        cfg = _load_config(config, extra)
     except ConfigError as exc:
         _fail(str(exc))
     dist = ddp.setup(cfg.run.device)
@@ -139,7 +161,7 @@ def eval_command(
     from .evaluate import evaluate
 
     try:
-        degrade = load_config(degrade_from).degrade if degrade_from else None
+        degrade = _load_config(degrade_from).degrade if degrade_from else None
         metrics = evaluate(
             checkpoint,
             data,
@@ -256,6 +278,14 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weig
     "or pack with --crop 64 and fit with --set data.crop_size=64).",
 )
 @click.option("--per-image", type=int, default=8, show_default=True)
+@click.option(
+    "--val",
+    "val_folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Hold out a few colour textures (--val-count, spread over the set, at most a quarter) "
+    "in this folder instead of OUT, never packed: fit's val.folder.",
+)
+@click.option("--val-count", type=click.IntRange(min=1), default=8, show_default=True)
 def prepare(
     src: Path,
     out: Path,
@@ -268,6 +298,8 @@ def prepare(
     pack_path: Path | None,
     crop_size: int,
     per_image: int,
+    val_folder: Path | None,
+    val_count: int,
 ) -> None:
     """Build a training set in OUT from the unpacked game data in SRC."""
     from .prepare import PrepareOptions
@@ -281,9 +313,19 @@ def prepare(
         keep_grayscale=keep_grayscale,
         workers=workers,
     )
-    if out.resolve().is_relative_to(src.resolve()):
-        _fail(f"{out}: the output must not lie inside the source folder {src}")
-    counts = run_prepare(src, out, options, report=lambda m: click.echo(m, err=True))
+    for folder in (out, val_folder) if val_folder is not None else (out,):
+        if folder.resolve().is_relative_to(src.resolve()):
+            _fail(f"{folder}: the output must not lie inside the source folder {src}")
+    if val_folder is not None and val_folder.resolve().is_relative_to(out.resolve()):
+        _fail(f"--val {val_folder}: keep it out of OUT {out}, which training may read whole")
+    counts = run_prepare(
+        src,
+        out,
+        options,
+        report=lambda m: click.echo(m, err=True),
+        val=val_folder,
+        val_count=val_count,
+    )
     click.echo(
         ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; manifest: {out}/manifest.jsonl"
     )
@@ -318,10 +360,10 @@ def pack(folders: tuple[Path, ...], out: Path, crop_size: int, per_image: int) -
 
 
 def _pack(folders: list[Path], out: Path, crop_size: int, per_image: int) -> None:
-    from .pack import PackError, pack_folders
+    from .pack import SMALL_ADVICE, PackError, pack_folders
 
     try:
-        count = pack_folders(
+        packed = pack_folders(
             folders,
             out,
             crop_size=crop_size,
@@ -331,7 +373,12 @@ def _pack(folders: list[Path], out: Path, crop_size: int, per_image: int) -> Non
     except PackError as exc:
         _fail(str(exc))
     size = out.stat().st_size / 2**20
-    click.echo(f"wrote {count} crops of {crop_size} px to {out} ({size:.0f} MiB)")
+    click.echo(f"wrote {packed.crops} crops of {crop_size} px to {out} ({size:.0f} MiB)")
+    if packed.too_small:
+        click.echo(
+            f"left out of the pack: {packed.too_small} of {packed.textures} textures, smaller "
+            f"than the {crop_size} px crop on their short side (named above): {SMALL_ADVICE}"
+        )
 
 
 if __name__ == "__main__":

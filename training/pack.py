@@ -30,6 +30,11 @@ from .images import list_images, load_texture
 from .maps import KINDS
 
 MAX_HEADER = 64 << 20
+# What to do about textures smaller than the crop (old games' are often 64-128 px).
+SMALL_ADVICE = (
+    "train on the folder instead, or pack with a smaller crop (--crop 64) and fit with the same "
+    "data.crop_size (--set data.crop_size=64)"
+)
 
 
 class PackError(Exception):
@@ -104,6 +109,13 @@ def crops_of(
     return out
 
 
+@dataclass(frozen=True)
+class Packed:
+    crops: int  # written to the pack
+    textures: int  # images found under the folders
+    too_small: int  # textures left out: their short side is under the crop size
+
+
 def pack_folders(
     folders: Iterable[str | Path],
     out: str | Path,
@@ -114,35 +126,40 @@ def pack_folders(
     min_std: float = 0.02,
     workers: int = 4,
     report: Callable[[str], None] = lambda _message: None,
-) -> int:
+) -> Packed:
     """Cut ``per_image`` crops from every texture under ``folders`` into the pack ``out``.
 
-    Returns the number of crops. Unreadable, too small and auxiliary images are reported and
-    skipped; the file is written atomically.
+    Unreadable, too small and auxiliary images are reported and skipped; the file is written
+    atomically.
     """
     out, folders = Path(out), [Path(f) for f in folders]
     sources: list[str] = []
     kinds: list[int] = []
     owners: list[int] = []
 
-    def cut(job: tuple[int, Path]) -> tuple[str, list[np.ndarray]]:
+    def cut(job: tuple[int, Path]) -> tuple[str, list[np.ndarray], bool]:
+        """The texture's kind and crops, or why it was skipped, no crops, and whether that
+        was for being smaller than the crop."""
         index, path = job
         try:
             texture, kind = load_texture(path)
         except ImageReadError as exc:
-            return f"skipped: {exc}", []
+            return f"skipped: {exc}", [], False
         if kind == "data":
-            return f"{path}: skipped: a data map by its name (not trained on)", []
+            return f"{path}: skipped: a data map by its name (not trained on)", [], False
         if min(texture.shape[:2]) < crop_size:
-            return f"{path}: skipped: {texture.shape[1]}x{texture.shape[0]} < {crop_size}", []
+            size = f"{texture.shape[1]}x{texture.shape[0]}"
+            return f"{path}: skipped: {size} < {crop_size}", [], True
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        return kind, crops_of(texture, crop_size, per_image, generator, min_std)
+        return kind, crops_of(texture, crop_size, per_image, generator, min_std), False
 
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = list_images(folders)
+    too_small = 0
     with tempfile.TemporaryFile(dir=out.parent) as raw, ThreadPoolExecutor(workers) as pool:
         # Decoding releases the GIL; results come back in order, so the pack is reproducible.
-        for path, (kind, crops) in zip(paths, pool.map(cut, enumerate(paths)), strict=True):
+        for path, (kind, crops, small) in zip(paths, pool.map(cut, enumerate(paths)), strict=True):
+            too_small += small
             if kind not in KINDS:
                 report(kind)
                 continue
@@ -152,11 +169,18 @@ def pack_folders(
             owners += [len(sources)] * len(crops)
             sources.append(str(path))
         if not kinds:
-            raise PackError(f"{out}: no usable crops found in {', '.join(map(str, folders))}")
+            why = (
+                f"; {too_small} of {len(paths)} textures are smaller than the {crop_size} px "
+                f"crop: {SMALL_ADVICE}"
+            )
+            raise PackError(
+                f"{out}: no usable crops found in {', '.join(map(str, folders))}"
+                f"{why if too_small else ''}"
+            )
         raw.flush()
         raw.seek(0)
         _write(out, raw, len(kinds), crop_size, kinds, owners, sources)
-    return len(kinds)
+    return Packed(len(kinds), len(paths), too_small)
 
 
 def _write(out: Path, raw, n: int, size: int, kinds, owners, sources) -> None:  # noqa: ANN001

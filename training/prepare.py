@@ -11,6 +11,7 @@ their 8x8 blocks; everything is capped at ``max_size``) and write them as PNG in
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -198,13 +199,26 @@ def _write(verdict: Verdict, target: Path, options: PrepareOptions) -> tuple[int
     return pixels.shape[1], pixels.shape[0], "RGBA" if pixels.shape[2] == 4 else "RGB"
 
 
+def held_out(count: int, available: int) -> list[int]:
+    """Which of ``available`` colour textures to hold out for validation: ``count`` of them,
+    at most a quarter (at least one of two or more), spread evenly over the sorted set."""
+    n = min(count, max(1, available // 4)) if available >= 2 else 0
+    return [int((i + 0.5) * available / n) for i in range(n)]
+
+
 def prepare(
     src: str | Path,
     out: str | Path,
     options: PrepareOptions,
     report: Callable[[str], None] = lambda _m: None,
+    *,
+    val: str | Path | None = None,
+    val_count: int = 8,
 ) -> dict[str, int]:
-    """Build the training set; returns counts per kind and of dropped files."""
+    """Build the training set; returns counts per kind, of held-out and of dropped files.
+
+    With ``val``, ``val_count`` of the colour textures (see ``held_out``) go into that folder
+    instead of ``out/color``: images for ``val.folder`` that training never sees."""
     src, out = Path(src), Path(out)
     paths = list_images([src])
     report(f"judging {len(paths)} images under {src}")
@@ -217,13 +231,18 @@ def prepare(
         if not verdict.reason:
             name = _output_name(verdict.path, src, taken)
             jobs.append((verdict, out / verdict.kind / name))
-    for kind in {v.kind for v, _ in jobs}:
-        (out / kind).mkdir(parents=True, exist_ok=True)
+    held: set[int] = set()
+    if val is not None:
+        colour = [i for i, (v, _) in enumerate(jobs) if v.kind == "color"]
+        held = {colour[pick] for pick in held_out(val_count, len(colour))}
+        jobs = [(v, Path(val) / t.name if i in held else t) for i, (v, t) in enumerate(jobs)]
+    for folder in {t.parent for _, t in jobs}:
+        folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(options.workers) as pool:
         written = list(pool.map(lambda job: _write(job[0], job[1], options), jobs))
     manifest = [
         {
-            "file": str(t.relative_to(out)),
+            "file": os.path.relpath(t, out),  # ../val/... for a held-out texture
             "kind": v.kind,
             "source": str(v.path.relative_to(src)),
             "size": [w, h],
@@ -240,8 +259,11 @@ def prepare(
     write_bytes_atomic(
         out / "dropped.jsonl", "".join(json.dumps(d) + "\n" for d in dropped).encode()
     )
+    kept = [m for i, m in enumerate(manifest) if i not in held]
     counts = {
-        kind: sum(1 for m in manifest if m["kind"] == kind) for kind in ("color", "normal", "alpha")
+        kind: sum(1 for m in kept if m["kind"] == kind) for kind in ("color", "normal", "alpha")
     }
+    if val is not None:
+        counts["held out for validation"] = len(held)
     counts["dropped"] = len(dropped)
     return counts

@@ -108,6 +108,20 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
         handle.write(data)
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``mkdir(parents=True)`` cannot make ``folder``: the nearest part of it that exists
+    is not a folder (or cannot be looked at). ``None`` when it is a folder or can become one."""
+    for part in (folder, *folder.parents):
+        try:
+            info = os.stat(part)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, ValueError) as exc:
+            return f"{part} cannot be used ({getattr(exc, 'strerror', None) or exc})"
+        return None if stat.S_ISDIR(info.st_mode) else f"{part} is not a folder"
+    return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -39,6 +39,17 @@ class RunFiles:
     review: ReviewPaths | None = None
     where: dict[str, object] | None = None
 
+    def make_folders(self) -> str | None:
+        """Make the report's and the page's missing folders (their paths were checked when
+        the command line was); a reason when one cannot be made."""
+        pages = [self.review.page] if self.review is not None else []
+        for path in [*([self.report] if self.report is not None else []), *pages]:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot make the folder {path.parent}: {exc.strerror or exc}"
+        return None
+
 
 def dry_run(
     console: Console,
@@ -99,6 +110,11 @@ def run_batch(
 ) -> int:
     from upscaler.runner import FatalError, FileResult, Runner, write_report
 
+    problem = files.make_folders()
+    if problem is not None:
+        console.line(f"error: {problem}")
+        return EXIT_FATAL
+
     problems = worklist.problems
     total = len(jobs) + len(problems)  # unreadable folders and odd files count as tried, failed
     started = time.perf_counter()
@@ -107,11 +123,11 @@ def run_batch(
     def on_result(result: FileResult) -> None:
         if result.status == "failed":
             console.line(f"failed: {result.source}: {result.reason}")
-        progress.update(failed=result.status == "failed")
+        progress.update(failed=result.status == "failed", target=result.target)
         if result.status == "failed":
             progress.refresh()
 
-    runner = Runner(upscaler, texture, options, on_result, rules)
+    runner = Runner(upscaler, texture, options, on_result, rules, on_plan=progress.plan)
     for path, reason in problems:
         runner._emit(FileResult(str(path), "", "failed", reason))
     fatal, interrupted = None, False

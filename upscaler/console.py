@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import unicodedata
+from collections.abc import Mapping
 from typing import TextIO
 
 PROGRESS_EVERY_S = 5.0  # without a terminal: seconds between progress lines
@@ -87,17 +88,33 @@ class Console:
 
 class Progress:
     """Files done out of ``total``: redrawn in place on a terminal, a line every
-    ``PROGRESS_EVERY_S`` seconds otherwise; silent with ``quiet``."""
+    ``PROGRESS_EVERY_S`` seconds otherwise; silent with ``quiet``.
+
+    The time left weighs each file by its work (``plan``: input pixels x scale²), not by its
+    count: a batch of a few 1024² textures among many small ones is mostly the large ones."""
 
     def __init__(self, console: Console, total: int, quiet: bool = False) -> None:
         self.console, self.total, self.quiet = console, total, quiet
         self.tty = console.isatty()
         self.started = self.last = time.monotonic()
         self.count = self.failed = 0
+        self.work: dict[str, int] | None = None  # by target: the files still to upscale
+        self.work_done = self.work_left = 0
+        self.work_started = self.started
 
-    def update(self, failed: bool = False) -> None:
+    def plan(self, work: Mapping[str, int]) -> None:
+        """The work of each file still to upscale, by target; the clock for the time left
+        starts here (reading headers and skipping finished files are not work)."""
+        self.work = dict(work)
+        self.work_done, self.work_left = 0, sum(self.work.values())
+        self.work_started = time.monotonic()
+
+    def update(self, failed: bool = False, target: str = "") -> None:
         self.count += 1
         self.failed += failed
+        if self.work is not None:
+            work = self.work.pop(target, 0)
+            self.work_done, self.work_left = self.work_done + work, self.work_left - work
         now = time.monotonic()
         if self.quiet or not self.total:
             return
@@ -117,9 +134,18 @@ class Progress:
         if self.failed:
             text += f", {self.failed} failed"
         text += f", {elapsed:.0f} s"
-        if 0 < self.count < self.total:
-            text += f", about {elapsed / self.count * (self.total - self.count):.0f} s left"
+        left = self.seconds_left(now)
+        if left is not None and self.count < self.total:
+            text += f", about {left:.0f} s left"
         return text
+
+    def seconds_left(self, now: float) -> float | None:
+        """The work left at the rate the work done so far took; by files before ``plan``."""
+        if self.work is None:
+            done, left, since = self.count, self.total - self.count, self.started
+        else:
+            done, left, since = self.work_done, self.work_left, self.work_started
+        return (now - since) / done * left if done > 0 and left > 0 else None
 
     def refresh(self) -> None:
         """Redraw after another line was printed over the terminal's progress line."""

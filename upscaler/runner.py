@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from upscaler.atomic import is_disk_full, remove_stale_temps, temp_path_for
 from upscaler.engine.pipeline import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
@@ -44,6 +45,7 @@ from upscaler.texture.maps import MapInfo
 from upscaler.worklist import Job
 
 MAX_BATCH_OUTPUT_PIXELS = 64 << 20
+_T = TypeVar("_T")
 
 
 class FatalError(Exception):
@@ -139,15 +141,17 @@ class Runner:
         options: RunOptions,
         on_result: Callable[[FileResult], None] | None = None,
         rules: Rules | None = None,
+        on_plan: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.upscaler, self.texture, self.options = upscaler, texture, options
         self.rules = rules or Rules()
         self.on_result = on_result or (lambda result: None)
+        self.on_plan = on_plan or (lambda work: None)  # called once, as on_result is
         self.root = options.output_root.resolve()
         self.state = RunState(self.root)
         self.producer = producer(upscaler)
         self.results: list[FileResult] = []
-        self.reporting_error: str | None = None  # why on_result was switched off, if it was
+        self.reporting_error: str | None = None  # why reporting was switched off, if it was
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -175,6 +179,12 @@ class Runner:
             items.append(item)
         return items
 
+    def work(self, items: list[_Item]) -> dict[str, int]:
+        """The work each file still to upscale takes, by target: input pixels x scale², which
+        is what the model's time grows with (a 1024² texture is 64 times a 128² one)."""
+        area = self.upscaler.scale**2
+        return {str(i.job.target): i.size[0] * i.size[1] * area for i in items if not i.done}
+
     def _probe(self, job: Job) -> tuple[tuple[int, int], tuple[object, ...]] | FileResult:
         try:
             return _header(job)
@@ -196,6 +206,7 @@ class Runner:
         self._writes: list[Future[FileResult]] = []  # submitted, result not yet emitted
         try:
             items = self.plan(jobs, readers)
+            self._report(self.on_plan, self.work(items))
             for item in items:
                 if item.done:
                     self._emit(self._result(item, "skipped", "output exists and is complete"))
@@ -364,10 +375,13 @@ class Runner:
 
     def _emit(self, result: FileResult) -> None:
         self.results.append(result)
+        self._report(self.on_result, result)
+
+    def _report(self, callback: Callable[[_T], None], value: _T) -> None:
         if self.reporting_error is not None:
             return
         try:
-            self.on_result(result)
+            callback(value)
         except Exception as exc:  # a closed stderr, a broken pipe: the batch goes on, unreported
             self.reporting_error = one_line(exc)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from upscaler.atomic import file_kind, is_temp_file
+from upscaler.atomic import file_kind, folder_problem, is_temp_file
 from upscaler.options import EXTENSIONS, FORMATS
 
 
@@ -65,10 +65,11 @@ class WorkList:
 
     def check_report(self, report: Path, inputs: list[Path], output: Path) -> None:
         """Raise ``PlanError`` unless ``report`` may be written: it must not be an input, an
-        output of this run, a folder the outputs need, or anything but a regular file."""
+        output of this run, a folder the outputs need, or anything but a regular file, and its
+        folder must exist or be possible to make."""
         try:
             info = os.stat(report)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             info = None
         except (OSError, ValueError) as exc:
             raise PlanError(f"--report {report}: cannot be used ({exc})") from None
@@ -88,8 +89,9 @@ class WorkList:
             why = "is a folder the outputs of this run go into"
         elif any(key.startswith(t + os.sep) for t in self.target_keys):
             why = "lies under an output file of this run"
-        elif not report.parent.is_dir():
-            why = f"its folder {report.parent} does not exist"
+        else:  # a missing folder is made before the run, once every check has passed
+            problem = folder_problem(_resolve(report).parent)
+            why = f"its folder cannot be made: {problem}" if problem else None
         if why is not None:
             raise PlanError(f"--report {report}: {why}")
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +78,22 @@ def resolve(name_or_path: str | Path, *, download: bool | None = None) -> Path:
             )
         if path.suffix == "":
             names = ", ".join(m.name for m in SHIPPED.values() if m.installed) or "none installed"
+            every = {n: n for n in SHIPPED}  # a known model by any of its names, suggested by one
+            for other in known.known_models().values():
+                every.update((n, other.name) for n in (other.name, *other.aliases))
             raise ModelFileError(
                 key,
                 f"no such model file, shipped model (shipped: {names}) or known model "
-                "(upscale --list-models)",
+                f"(upscale --list-models){did_you_mean(key, every)}",
             )
     return path
+
+
+def did_you_mean(name: str, names: Mapping[str, str]) -> str:
+    """``; did you mean X?`` for a mistyped ``name``: the (at most two) names suggested by the
+    spellings in ``names`` closest to it, letter case aside; an empty string when none is close.
+    ``names`` maps each accepted spelling to the name to suggest for it."""
+    by_key = {spelling.casefold(): shown for spelling, shown in names.items()}
+    close = difflib.get_close_matches(name.casefold(), list(by_key), n=6, cutoff=0.75)
+    picks = list(dict.fromkeys(by_key[c] for c in close))[:2]
+    return f"; did you mean {' or '.join(picks)}?" if picks else ""

@@ -26,7 +26,7 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
-from upscaler.atomic import file_kind
+from upscaler.atomic import file_kind, folder_problem
 from upscaler.worklist import file_id
 
 MARKER = ".upscale-review"  # in the pictures folder: we made it, stale pictures may go
@@ -61,7 +61,7 @@ def check_paths(
     """Where the page and its pictures go; ``ReviewError`` if that is inside the output folder,
     inside an input folder, on an input file, on one of the other files the run reads or writes
     (``keep``: label and path, e.g. ``("the model file", path)``), on anything but a new or
-    regular file (a FIFO, a device), or a folder not made by a review."""
+    regular file (a FIFO, a device), a folder not made by a review, or under a file."""
     paths = ReviewPaths.beside(page)
     real_page = paths.page.parent.resolve() / paths.page.name
     real_folder = paths.folder.parent.resolve() / paths.folder.name
@@ -82,6 +82,9 @@ def check_paths(
                     f"review {'page' if path == paths.page else 'pictures'} {path} would land "
                     f"inside the {what} {root}; put the page outside it"
                 )
+    problem = folder_problem(real_page.parent)  # a missing folder is made before the run
+    if problem is not None:
+        raise ReviewError(f"review page {page}: its folder cannot be made: {problem}")
     folder = paths.folder
     if folder.exists() or folder.is_symlink():
         if not folder.is_dir() or folder.is_symlink():
@@ -98,7 +101,7 @@ def _check_page_file(page: Path, real_page: Path, keep: Iterable[tuple[str, Path
     /dev/null would replace it), and any file the run reads or writes besides."""
     try:
         info = os.lstat(page)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a path under a file: said below, by name
         info = None
     except OSError as exc:
         raise ReviewError(f"review page {page}: cannot be used ({exc.strerror or exc})") from None
