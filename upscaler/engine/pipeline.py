@@ -114,16 +114,21 @@ class Upscaler:
         tile: int | None = None,
         overlap: int | None = None,
         wrap: tuple[bool, bool] = (False, False),
+        context: int = 0,
     ) -> torch.Tensor:
         """Upscale ``(B, C, H, W)`` to ``(B, C, H*s, W*s)`` float32 in ``[0, 1]`` on ``x``'s device.
 
         ``tile``: core size in input pixels (None: chosen from memory; a given size is never
         changed). ``wrap``: pad circularly along (rows, columns) so a tileable texture still tiles.
+        ``context``: the outer texels on each side of ``x`` are surroundings the caller gave (a
+        cube face's neighbours, see ``wrap_width``): seen by the model, cropped from the output.
         """
         b, c, h, w = _check_image(x)
-        s = self.scale
+        _check_context(context, wrap, h, w)
+        s, h, w = self.scale, h - 2 * context, w - 2 * context
         out = torch.empty(b, c, h * s, w * s, device=x.device)
-        for y, band in self.upscale_bands(x, tile=tile, overlap=overlap, wrap=wrap):
+        bands = self.upscale_bands(x, tile=tile, overlap=overlap, wrap=wrap, context=context)
+        for y, band in bands:
             out[:, :, y : y + band.shape[2]] = band.to(x.device)
         return out
 
@@ -134,14 +139,17 @@ class Upscaler:
         tile: int | None = None,
         overlap: int | None = None,
         wrap: tuple[bool, bool] = (False, False),
+        context: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(y, rows)``: finished output rows ``(B, C, n, W*s)`` starting at row ``y``.
 
         Rows come in order, on the model's device, float32, clamped to ``[0, 1]``; each chunk is
         a new tensor the caller may keep. Chunks are of bounded size when the image takes more
-        than one row of tiles; otherwise the whole output comes as one.
+        than one row of tiles; otherwise the whole output comes as one. ``context``: as in
+        ``upscale`` (``W`` is then the width inside it).
         """
         b, c, h, w = _check_image(x)
+        _check_context(context, wrap, h, w)
         info, s, m = self.info, self.scale, self.info.size_multiple
         rf = info.receptive_field
         overlap = min(rf + DEFAULT_BLEND, MAX_OVERLAP) if overlap is None else overlap
@@ -155,9 +163,8 @@ class Upscaler:
         # cropped from the output.
         groups = _channel_groups(c, info.in_channels)
         costs = self._costs()
-        wrap_rf = info.wrap_field or rf
-        pad_y = min(-(-wrap_rf // m) * m, -(-h // m) * m) if wrap[0] else 0
-        pad_x = min(-(-wrap_rf // m) * m, -(-w // m) * m) if wrap[1] else 0
+        pad_y = self.wrap_width(h) if wrap[0] else 0
+        pad_x = self.wrap_width(w) if wrap[1] else 0
         padded = (h + 2 * pad_y) * (w + 2 * pad_x) / (h * w)
         circular = False
         if wrap == (True, True) and info.circular and h % m == 0 and w % m == 0:
@@ -192,8 +199,9 @@ class Upscaler:
             # One tile row: the band is the whole output and is already paid for; handing it on
             # whole keeps resampling it (--native) the same to the bit as on a whole image.
             chunk = hp * s
+        edge = context * s
         emit = _Cropper(
-            (pad_y * s, h * s, pad_x * s, w * s),
+            (pad_y * s + edge, h * s - 2 * edge, pad_x * s + edge, w * s - 2 * edge),
             lambda t: self._from_model(t, groups, b, c),
             chunk,
         )
@@ -221,6 +229,15 @@ class Upscaler:
         finished = merger.finish()
         if finished is not None:
             yield from emit(*finished)
+
+    def wrap_width(self, size: int) -> int:
+        """Texels of surroundings a side of ``size`` texels is padded with when it wraps: the
+        model's effective receptive field in whole size multiples, at most the side itself
+        (rounded up). Cube faces get their neighbours' edges this wide."""
+        m = self.info.size_multiple
+        return min(
+            -(-(self.info.wrap_field or self.info.receptive_field) // m) * m, -(-size // m) * m
+        )
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -482,6 +499,11 @@ def _max_value(x: torch.Tensor) -> float:
     if x.is_floating_point():
         return 1.0
     return 255.0 if x.dtype == torch.uint8 else 65535.0
+
+
+def _check_context(context: int, wrap: tuple[bool, bool], h: int, w: int) -> None:
+    if context < 0 or (context and (any(wrap) or 2 * context >= min(h, w))):
+        raise ValueError(f"a context of {context} px does not fit a {w}x{h} image with {wrap=}")
 
 
 def _check_image(x: torch.Tensor) -> tuple[int, int, int, int]:
