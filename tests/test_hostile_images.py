@@ -29,7 +29,8 @@ def test_malformed_corpus_never_aborts_the_batch(tmp_path: Path, tiny_x2: Path) 
 
 @pytest.mark.parametrize("index", range(len(dds_bytes.VARIANTS)))
 def test_dds_that_would_lose_data_is_refused(tmp_path: Path, index: int) -> None:
-    """Cube maps, volumes, arrays and HDR would come back as one 8-bit face: refuse them."""
+    """Partial cube maps, volumes and HDR (cube maps and arrays too) would lose data: refuse
+    them."""
     name, data = dds_bytes.unsupported(index, None, make_pixels(12, 20, 4))
     path = tmp_path / f"{name}.dds"
     path.write_bytes(data)

@@ -28,6 +28,7 @@ from upscaler.formats.dds import DdsWrite, wants_mips
 from upscaler.formats.image import ImageFile
 from upscaler.texture import alpha as alpha_
 from upscaler.texture import maps
+from upscaler.texture.cube import FACES, pad_faces
 from upscaler.texture.levels import quantize, to_levels, to_tensor
 from upscaler.texture.maps import MapInfo
 from upscaler.texture.mips import build_chain, chain_sizes
@@ -91,6 +92,8 @@ def plan_texture(
     image: ImageFile, name: str | PurePath, options: TextureOptions = TextureOptions()
 ) -> MapInfo:
     """Decide how ``image`` (named ``name``) is treated: map kind, alpha mode, wrap."""
+    if image.layers:
+        return _plan_layers(image, name, options)
     kind, two_channel, notes = maps.detect(name, image.pixels, image.bits, options.map)
     mode, coverage, soft, constant = "absent", None, None, None
     if image.channels in (2, 4):
@@ -119,6 +122,34 @@ def plan_texture(
     )
 
 
+def _plan_layers(image: ImageFile, name: str | PurePath, options: TextureOptions) -> MapInfo:
+    """A cube map's or an array's plan: kind and alpha judged on all layers together, then one
+    plan per layer. Cube faces do not wrap on themselves: the faces around them are their wrap.
+    Array slices are separate textures, each with its own wrap and alpha-test coverage."""
+    whole = image.with_pixels(np.concatenate(image.layers, axis=0))
+    plan = plan_texture(whole, name, replace(options, seamless="off"))
+    cube = bool(image.info["dds"].cube)
+    layers = []
+    for pixels in image.layers:
+        layer = image.with_pixels(pixels)
+        wrap = (False, False) if cube else wrap_axes(layer, options.seamless)
+        coverage, soft = plan.coverage, plan.soft
+        if plan.alpha == "cutout":
+            coverage = alpha_.coverage(pixels[:, :, -1], image.bits)
+            soft = alpha_.soft_share(pixels[:, :, -1], image.bits)
+        layers.append(replace(plan, wrap=wrap, coverage=coverage, soft=soft, notes=()))
+    n = len(layers)
+    note = (
+        f"cube map{f's ({n // FACES})' if n > FACES else ''}: each face upscaled with the "
+        "edges of the faces around it"
+        if cube
+        else f"texture array of {n} slices: each upscaled as its own texture"
+    )
+    return replace(
+        plan, wrap=layers[0].wrap, notes=(*plan.notes, note), layers=tuple(layers), cube=cube
+    )
+
+
 def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
     """Images with equal keys can share one model batch."""
     return (
@@ -131,6 +162,8 @@ def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
         info.two_channel,
         info.constant_alpha is None,
         info.gray_rgb,
+        len(image.layers),
+        info.cube,
     )
 
 
@@ -163,15 +196,22 @@ def upscale_images(
     options: TextureOptions,
     wrap: tuple[bool, bool] | None = None,
     infos: list[MapInfo] | None = None,
+    cube: bool = False,
 ) -> list[ImageFile]:
     """Upscale images that share ``batch_key`` in one batch; returns new ``ImageFile``s.
 
     ``infos``: each image's plan (default: planned here, without a file name); ``wrap``
-    overrides the plans' wrap axes. The output rows arrive in bands and go straight into the
-    final pixel arrays; nothing else of output size is held.
+    overrides the plans' wrap axes (of 2D textures). The output rows arrive in bands and go
+    straight into the final pixel arrays; nothing else of output size is held. Cube maps and
+    arrays (``ImageFile.layers``) are upscaled one file at a time, layer by layer; ``cube``:
+    ``images`` are the six faces of one cube map, each padded with its neighbours' edges.
     """
     if infos is None:
         infos = [plan_texture(im, "", options) for im in images]
+    if images[0].layers:
+        return [
+            _upscale_layers(upscaler, im, options, i) for im, i in zip(images, infos, strict=True)
+        ]
     if wrap is not None:
         infos = [replace(info, wrap=wrap) for info in infos]
     info, first = infos[0], images[0]
@@ -183,10 +223,15 @@ def upscale_images(
     x = x.permute(0, 3, 1, 2)
     channels = x.shape[1]
     target = output_size((h, w), upscaler.scale, options)
+    # A cube face sees as much of its neighbours as a wrapping texture sees of itself.
+    context = min(upscaler.wrap_width(h), h) if cube else 0
+    if cube:
+        x = pad_faces(x, context)
     # Converting a band costs several float copies of it (normals: ~8), so it is converted in
     # chunks of the size the memory budget plans for, however large the band the model made.
     bands = _in_chunks(
-        upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap), chunk_bytes(upscaler.budget)
+        upscaler.upscale_bands(x, tile=options.tile, wrap=info.wrap, context=context),
+        chunk_bytes(upscaler.budget),
     )
     extra = 1 if info.constant_alpha is not None else 0
     dtype = np.uint16 if bits == 16 else np.uint8
@@ -216,6 +261,20 @@ def upscale_images(
             _finish(image, plan, outputs[i], alpha16[i] if alpha16 is not None else None, options)
         )
     return results
+
+
+def _upscale_layers(
+    upscaler: Upscaler, image: ImageFile, options: TextureOptions, info: MapInfo
+) -> ImageFile:
+    """A cube map (six faces in one batch, per cube) or an array (slice by slice), each layer
+    with its own plan; the result has the same layers."""
+    layers = [image.with_pixels(pixels) for pixels in image.layers]
+    step = FACES if info.cube else 1
+    out: list[ImageFile] = []
+    for start in range(0, len(layers), step):
+        part, plans = layers[start : start + step], list(info.layers[start : start + step])
+        out += upscale_images(upscaler, part, options, infos=plans, cube=info.cube)
+    return out[0].with_layers([o.pixels for o in out])
 
 
 def _in_chunks(
@@ -298,8 +357,15 @@ def for_output(image: ImageFile, info: MapInfo, fmt: str) -> tuple[ImageFile, li
         if not wants_mips(image.info.get("dds"), write.format):
             return image, []
         levels = len(chain_sizes(*image.size))
-        chain = build_chain(image.pixels, image.bits, info, levels)
-        return replace(image, dds_write=replace(write, mips=tuple(chain[1:]))), []
+        chain = build_chain(
+            image.pixels, image.bits, info.layers[0] if info.layers else info, levels
+        )
+        write = replace(write, mips=tuple(chain[1:]))
+        if image.layers:  # each face or slice mipped by itself, by its own plan
+            more = zip(image.layers[1:], info.layers[1:], strict=True)
+            below = [tuple(build_chain(p, image.bits, i, levels)[1:]) for p, i in more]
+            write = replace(write, layer_mips=tuple(below))
+        return replace(image, dds_write=write), []
     if image.premultiplied:
         pixels = alpha_.unpremultiply(image.pixels, image.bits, info.kind)
         note = f"premultiplied alpha written as straight alpha ({fmt} has no other)"

@@ -6,11 +6,12 @@ Every file is made from a crop of a real texture (``../shared/data/textures/val`
 copies in ``tests/data/textures``), encoded in one of the formats modders meet, then damaged in one
 of these ways: truncated at a random offset, bits flipped, named with the wrong extension, emptied,
 replaced by a folder named ``x.png``, a header declaring 100k x 100k pixels, TIFF/EPS/GIF/PSD/FITS
-bytes under an image name, or a DDS the tool cannot keep (BC6H HDR, cube map, volume, array,
-unknown formats). ``corpus.json`` lists every entry with what a correct run must do with it:
-``done`` (valid), ``failed`` (with a reason matching ``reason``), ``either`` (damage that a
-decoder cannot always see, e.g. a flipped bit inside raw pixels) or ``folder`` (a folder named
-``x.png`` is walked like any folder: no failure, and the image inside it is done).
+bytes under an image name, or a DDS the tool cannot keep (BC6H HDR, also as a cube map or
+array, a partial cube map, volume, unknown formats). ``corpus.json`` lists every entry with what
+a correct run must do with it: ``done`` (valid), ``failed`` (with a reason matching ``reason``),
+``either`` (damage that a decoder cannot always see, e.g. a flipped bit inside raw pixels) or
+``folder`` (a folder named ``x.png`` is walked like any folder: no failure, and the image inside
+it is done).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hand-built DDS files: headers Pillow would not write (HDR, cube maps, volumes, arrays)."""
+"""Hand-built DDS files: headers Pillow would not write (HDR, partial cube maps, volumes)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ _DEPTH_FLAG = 0x800000
 _FOURCC = 0x4
 _CAPS_TEXTURE, _CAPS_COMPLEX = 0x1000, 0x8
 CUBEMAP_ALL_FACES = 0x200 | 0xFC00
+CUBEMAP_TWO_FACES = 0x200 | 0x0C00  # -X and +Y only: a partial cube map
 VOLUME = 0x200000
 DXGI_BC1, DXGI_BC6H_UF16, DXGI_BC6H_SF16, DXGI_R16G16B16A16_FLOAT = 71, 95, 96, 10
 
@@ -50,10 +51,10 @@ def _dxt1_blocks(patch: np.ndarray) -> bytes:
 VARIANTS = (
     "bc6h",
     "bc6h-signed",
-    "cubemap",
-    "cubemap-dx10",
+    "cubemap-partial",
+    "cubemap-bc6h",
     "volume",
-    "array",
+    "array-bc6h",
     "float16",
     "unknown-fourcc",
 )
@@ -70,14 +71,14 @@ def unsupported(index: int, dxt1: bytes | None, patch: np.ndarray) -> tuple[str,
         fmt = DXGI_BC6H_UF16 if name == "bc6h" else DXGI_BC6H_SF16
         data = rng.integers(0, 256, block_count * 16, dtype=np.uint8).tobytes()
         return name, header(w, h, fourcc=b"DX10", dx10=(fmt, 3, 0, 1)) + data
-    if name == "cubemap":
-        return name, header(w, h, caps2=CUBEMAP_ALL_FACES) + blocks * 6
-    if name == "cubemap-dx10":
-        return name, header(w, h, fourcc=b"DX10", dx10=(DXGI_BC1, 3, 0x4, 1)) + blocks * 6
+    if name == "cubemap-partial":
+        return name, header(w, h, caps2=CUBEMAP_TWO_FACES) + blocks * 2
+    if name in ("cubemap-bc6h", "array-bc6h"):  # an HDR sky box; HDR slices
+        misc, count = (0x4, 1) if name == "cubemap-bc6h" else (0, 3)
+        data = rng.integers(0, 256, block_count * 16 * 6, dtype=np.uint8).tobytes()
+        return name, header(w, h, fourcc=b"DX10", dx10=(DXGI_BC6H_UF16, 3, misc, count)) + data
     if name == "volume":
         return name, header(w, h, caps2=VOLUME, depth=4) + blocks * 4
-    if name == "array":
-        return name, header(w, h, fourcc=b"DX10", dx10=(DXGI_BC1, 3, 0, 6)) + blocks * 6
     if name == "float16":
         data = np.zeros(h * w * 4, dtype=np.float16).tobytes()
         return name, header(w, h, fourcc=b"DX10", dx10=(DXGI_R16G16B16A16_FLOAT, 3, 0, 1)) + data

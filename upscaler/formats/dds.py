@@ -1,10 +1,11 @@
 """DirectDraw Surface (DDS) files: the top level's pixels, and writing back with mips.
 
 The top mip is decoded: block formats through ``bcn``, uncompressed layouts from their channel
-masks (``ddsheader`` parses and refuses). Writing keeps the source's format, header style (legacy
-FourCC or DX10), sRGB flag and alpha mode; a source with mips gets a full chain generated per map
-type (``mips``). What cannot be written in the source's format falls back to the closest format
-that can, with a note naming both.
+masks (``ddsheader`` parses and refuses); a cube map or texture array has one top level per
+layer (face or slice). Writing keeps the source's format, header style (legacy FourCC or DX10),
+sRGB flag, alpha mode and layers; a source with mips gets a full chain generated per map type
+(``mips``), per layer. What cannot be written in the source's format falls back to the closest
+format that can, with a note naming both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from upscaler.formats.ddsheader import (
     check_length,
     describe,
     dx10_format,
+    layer_offset,
     pack_header,
     parse_header,
     read_info,
@@ -47,6 +49,7 @@ __all__ = [
     "encode",
     "parse_header",
     "read_info",
+    "read_layers",
     "read_pixels",
 ]
 
@@ -73,10 +76,27 @@ def pixel_bits(fmt: DdsFormat) -> int:
     return 16 if len(found) == 1 and found[0][0].bit_count() > 8 else 8
 
 
-def read_pixels(handle: BinaryIO, info: DdsInfo) -> np.ndarray:
-    """The top level of the open DDS file as ``(H, W, C)`` uint8 (uint16 for 16-bit gray)."""
+def read_layers(handle: BinaryIO, info: DdsInfo) -> list[np.ndarray]:
+    """The top level of every layer (the one of a 2D texture; a cube map's faces in DDS order
+    +X, -X, +Y, -Y, +Z, -Z; array slices), each as ``read_pixels`` returns it. BC1 layers are
+    all RGB or all RGBA: one with transparent texels makes every layer RGBA."""
+    layers = [read_pixels(handle, info, i) for i in range(info.layers)]
+    if len({layer.shape for layer in layers}) > 1:  # BC1 without alpha in some layers only
+        layers = [_with_alpha(layer) for layer in layers]
+    return layers
+
+
+def _with_alpha(pixels: np.ndarray) -> np.ndarray:
+    if pixels.shape[2] == 4:
+        return pixels
+    return np.concatenate([pixels, np.full_like(pixels[:, :, :1], 255)], axis=2)
+
+
+def read_pixels(handle: BinaryIO, info: DdsInfo, layer: int = 0) -> np.ndarray:
+    """The top level of ``layer`` of the open DDS file as ``(H, W, C)`` uint8 (uint16 for 16-bit
+    gray)."""
     fmt, h, w = info.format, info.height, info.width
-    handle.seek(info.data_offset)
+    handle.seek(layer_offset(info, layer))
     need = top_level_bytes(info)
     data = handle.read(need)
     if len(data) < need:
@@ -146,30 +166,48 @@ class DdsWrite:
     """How the texture stage wants a DDS written; the encoder only packs. ``format``: a family
     (``options.DDS_FORMATS``), or auto: the source's, or one picked for the content; ``colour``:
     sRGB data (for a format picked here); ``two_channel``: an RG normal map; ``mips``: the
-    finished levels below the top, made by the texture stage (none: the top level only)."""
+    finished levels below the top, made by the texture stage (none: the top level only), one
+    tuple per layer after the first in ``layer_mips`` for a cube map or array."""
 
     format: str = "auto"
     colour: bool = True
     two_channel: bool = False
     mips: tuple[np.ndarray, ...] = ()
+    layer_mips: tuple[tuple[np.ndarray, ...], ...] = ()
     quality: str = bcn.DEFAULT_QUALITY  # the encoders' speed/quality point (options.DDS_QUALITIES)
 
 
 def encode(
-    pixels: np.ndarray, bits: int, source: DdsInfo | None, write: DdsWrite
+    pixels: np.ndarray,
+    bits: int,
+    source: DdsInfo | None,
+    write: DdsWrite,
+    layers: tuple[np.ndarray, ...] = (),
 ) -> tuple[bytes, list[str]]:
     """The DDS file for ``(H, W, C)`` ``pixels`` and ``write.mips`` (read from ``source`` when
-    it was a DDS), and notes about anything not kept as it was."""
+    it was a DDS), and notes about anything not kept as it was. ``layers``: a cube map's or an
+    array's top levels, ``pixels`` first, in the source's layout (with ``write.layer_mips``)."""
     fmt, notes = _writable(_choose(source, pixels, bits, write))
     h, w = pixels.shape[:2]
-    chain = [pixels, *write.mips]
+    chains = [[pixels, *write.mips]]
+    if layers:
+        below = write.layer_mips or ((),) * (len(layers) - 1)
+        if source is None or len(layers) != source.layers or len(below) != len(layers) - 1:
+            raise ValueError("the layers do not match the source's cube map or array")
+        chains += [[top, *mips] for top, mips in zip(layers[1:], below, strict=True)]
+        if any(len(chain) != len(chains[0]) for chain in chains):
+            raise ValueError("every layer needs the same number of mips")
     encoder = None
     if fmt.block:
         encoder, more = bcn.choose(fmt.block, write.quality, colour=write.colour, label=fmt.name)
         notes += more
-    surfaces = [_encode_surface(_fit(level, bits, fmt), fmt, encoder) for level in chain]
+    surfaces = [
+        _encode_surface(_fit(level, bits, fmt), fmt, encoder) for chain in chains for level in chain
+    ]
     alpha_mode = source.alpha_mode if source is not None else 0
-    return pack_header(fmt, h, w, len(chain), alpha_mode) + b"".join(surfaces), notes
+    cube = source is not None and source.cube and bool(layers)
+    header = pack_header(fmt, h, w, len(chains[0]), alpha_mode, len(chains), cube)
+    return header + b"".join(surfaces), notes
 
 
 def _choose(source: DdsInfo | None, pixels: np.ndarray, bits: int, write: DdsWrite) -> DdsFormat:
@@ -180,7 +218,7 @@ def _choose(source: DdsInfo | None, pixels: np.ndarray, bits: int, write: DdsWri
     if requested == "auto" and source is not None:
         return source.format
     srgb = source.format.srgb if source is not None else write.colour
-    dx10 = source is None or source.format.dxgi != 0
+    dx10 = source is None or source.format.dxgi != 0 or (source.layers > 1 and not source.cube)
     if requested == "auto":
         if pixels.shape[2] == 1:
             requested = "rgba" if bits == 16 else "bc4"

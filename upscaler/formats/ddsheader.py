@@ -1,8 +1,9 @@
 """DDS headers: the surface formats we know, parsing (legacy and DX10), and packing.
 
 Parsing is ours, not Pillow's, so the exact source format, its sRGB flag, alpha mode and mip count
-are known, and cube maps, arrays, volumes and formats without a decoder (BC6H, float) are refused
-with the format's name before a pixel is read.
+are known. Cube maps (six faces, legacy caps or DX10) and DX10 texture arrays are read as layers;
+volumes, partial cube maps and formats without a decoder (BC6H, float) are refused with the
+format's name before a pixel is read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _ALPHAPIXELS, _ALPHA, _PF_FOURCC, _PAL8, _RGB = 0x1, 0x2, 0x4, 0x20, 0x40
 _YUV, _LUMINANCE, _BUMPDUDV = 0x200, 0x20000, 0x80000
 _CAPS_COMPLEX, _CAPS_TEXTURE, _CAPS_MIPMAP = 0x8, 0x1000, 0x400000
 _CAPS2_CUBEMAP, _CAPS2_VOLUME = 0x200, 0x200000
+_CAPS2_ALL_FACES = 0xFC00  # +X, -X, +Y, -Y, +Z, -Z
+CUBE_FACES = 6
 _DX10_TEXTURE2D, _DX10_CUBE = 3, 0x4
 
 
@@ -62,6 +65,8 @@ class DdsInfo:
     data_offset: int
     alpha_mode: int = 0  # DX10 header: 0 unknown, 1 straight, 2 premultiplied, 3 opaque, 4 custom
     pitch: int = 0  # bytes from one row of the top level to the next when rows are padded
+    layers: int = 1  # surfaces in the file: 6 per cube map (faces in DDS order), or array slices
+    cube: bool = False  # the layers are cube faces, in groups of 6 (DX10 allows arrays of cubes)
 
     @property
     def row_bytes(self) -> int:
@@ -183,12 +188,32 @@ def top_level_bytes(info: DdsInfo) -> int:
     return (info.height - 1) * info.pitch + info.width * info.format.bitcount // 8
 
 
+def layer_bytes(info: DdsInfo) -> int:
+    """Bytes from one layer (cube face, array slice) to the next: its whole mip chain, each level
+    with its rows padded as the top level's are."""
+    total, h, w = 0, info.height, info.width
+    for _ in range(info.mip_count):
+        if info.format.block or not info.pitch:
+            total += surface_bytes(info.format, h, w)
+        else:
+            row = w * info.format.bitcount // 8
+            total += h * (row + (-row % 4))
+        h, w = max(1, h // 2), max(1, w // 2)
+    return total
+
+
+def layer_offset(info: DdsInfo, layer: int) -> int:
+    """Where ``layer``'s top level starts in the file."""
+    return info.data_offset + layer * layer_bytes(info) if layer else info.data_offset
+
+
 def check_length(size: int, info: DdsInfo) -> None:
-    """Raise ``DdsError`` if a file of ``size`` bytes is too short to hold the top level (after
-    the size check, so an absurd header fails as too big, not as truncated)."""
-    need = info.data_offset + top_level_bytes(info)
+    """Raise ``DdsError`` if a file of ``size`` bytes is too short to hold the top level of every
+    layer (after the size check, so an absurd header fails as too big, not as truncated)."""
+    need = layer_offset(info, info.layers - 1) + top_level_bytes(info)
     if size < need:
-        raise DdsError(f"truncated DDS file ({size:,} bytes, the top level needs {need:,})")
+        what = "the top level" if info.layers == 1 else f"the top levels of {info.layers} layers"
+        raise DdsError(f"truncated DDS file ({size:,} bytes, {what} needs {need:,})")
 
 
 def parse_header(head: bytes) -> DdsInfo:
@@ -200,8 +225,11 @@ def parse_header(head: bytes) -> DdsInfo:
     pf_flags, fourcc, bitcount = struct.unpack_from("<I4sI", head, 80)
     masks = struct.unpack_from("<4I", head, 92)
     caps2 = struct.unpack_from("<I", head, 112)[0]
-    if caps2 & _CAPS2_CUBEMAP:
-        raise DdsError("unsupported DDS: cube map (6 faces); convert its faces to 2D textures")
+    cube = bool(caps2 & _CAPS2_CUBEMAP)
+    layers = CUBE_FACES if cube else 1
+    if cube and caps2 & _CAPS2_ALL_FACES != _CAPS2_ALL_FACES:
+        faces = (caps2 & _CAPS2_ALL_FACES).bit_count()
+        raise DdsError(f"unsupported DDS: cube map with {faces} of its 6 faces")
     if caps2 & _CAPS2_VOLUME or (flags & _DEPTH and depth > 1):
         raise DdsError(f"unsupported DDS: volume texture ({depth} slices)")
     offset, alpha_mode = HEADER_BYTES, 0
@@ -212,21 +240,22 @@ def parse_header(head: bytes) -> DdsInfo:
         offset += DX10_BYTES
         alpha_mode = misc2 & 0x7
         fmt = dx10_format(dxgi)
-        if misc & _DX10_CUBE:
-            raise DdsError(f"unsupported DDS: cube map ({fmt.name})")
         if dimension != _DX10_TEXTURE2D:
             kind = {2: "1D texture", 4: "volume texture"}.get(dimension, f"dimension {dimension}")
             raise DdsError(f"unsupported DDS: {kind} ({fmt.name})")
-        if array > 1:
-            raise DdsError(f"unsupported DDS: texture array ({array} slices of {fmt.name})")
+        if array < 1:
+            raise DdsError(f"not a valid DDS file (array size {array})")
+        cube = bool(misc & _DX10_CUBE)
+        layers = array * (CUBE_FACES if cube else 1)
     elif pf_flags & _PF_FOURCC:
         fmt = _legacy_block_format(fourcc)
     else:
         fmt = legacy_uncompressed_format(pf_flags, bitcount, masks)
+    if cube and width != height:
+        raise DdsError(f"not a valid DDS file (cube map of {width}x{height} faces, not square)")
     mip_count = max(1, mips) if flags & _MIPMAPCOUNT else 1
-    return DdsInfo(
-        width, height, mip_count, fmt, offset, alpha_mode, _padded_pitch(flags, _pitch, fmt, width)
-    )
+    pitch = _padded_pitch(flags, _pitch, fmt, width)
+    return DdsInfo(width, height, mip_count, fmt, offset, alpha_mode, pitch, layers, cube)
 
 
 def _padded_pitch(flags: int, pitch: int, fmt: DdsFormat, width: int) -> int:
@@ -307,9 +336,18 @@ def surface_bytes(fmt: DdsFormat, height: int, width: int) -> int:
     return height * width * (fmt.bitcount // 8)
 
 
-def pack_header(fmt: DdsFormat, h: int, w: int, mips: int, alpha_mode: int) -> bytes:
+def pack_header(
+    fmt: DdsFormat, h: int, w: int, mips: int, alpha_mode: int, layers: int = 1, cube: bool = False
+) -> bytes:
+    """A header for ``layers`` surfaces (cube faces in groups of 6 with ``cube``; array slices
+    need a DX10 ``fmt``) of ``mips`` levels each."""
+    if layers > 1 and not cube and not fmt.dxgi:
+        raise ValueError("a texture array needs a DX10 header")
+    if cube and (layers % CUBE_FACES or (layers > CUBE_FACES and not fmt.dxgi)):
+        raise ValueError(f"{layers} layers are not whole cube maps for this header")
     flags = _CAPS | _HEIGHT | _WIDTH | _PIXELFORMAT
-    caps = _CAPS_TEXTURE
+    caps = _CAPS_TEXTURE | (_CAPS_COMPLEX if layers > 1 else 0)
+    caps2 = _CAPS2_CUBEMAP | _CAPS2_ALL_FACES if cube else 0
     if mips > 1:
         flags |= _MIPMAPCOUNT
         caps |= _CAPS_COMPLEX | _CAPS_MIPMAP
@@ -333,12 +371,19 @@ def pack_header(fmt: DdsFormat, h: int, w: int, mips: int, alpha_mode: int) -> b
             pf_flags |= _ALPHAPIXELS
     header = MAGIC + struct.pack("<7I", 124, flags, h, w, pitch, 0, mips) + bytes(44)
     header += struct.pack("<2I4sI4I", 32, pf_flags, fourcc, bitcount, *masks)
-    header += struct.pack("<5I", caps, 0, 0, 0, 0)
+    header += struct.pack("<5I", caps, caps2, 0, 0, 0)
     if fmt.dxgi:
-        header += struct.pack("<5I", fmt.dxgi, _DX10_TEXTURE2D, 0, 1, alpha_mode)
+        misc, array = (_DX10_CUBE, layers // CUBE_FACES) if cube else (0, layers)
+        header += struct.pack("<5I", fmt.dxgi, _DX10_TEXTURE2D, misc, array, alpha_mode)
     return header
 
 
 def describe(info: DdsInfo) -> str:
-    """E.g. ``BC7_UNORM_SRGB, 10 mips``: for reports."""
-    return f"{info.format.name}, {info.mip_count} mip{'s' if info.mip_count > 1 else ''}"
+    """E.g. ``BC7_UNORM_SRGB, 10 mips`` or ``BC1_UNORM, cube map, 6 mips``: for reports."""
+    mips = f"{info.mip_count} mip{'s' if info.mip_count > 1 else ''}"
+    if info.cube:
+        cubes = info.layers // CUBE_FACES
+        return f"{info.format.name}, {'cube map' if cubes == 1 else f'{cubes} cube maps'}, {mips}"
+    if info.layers > 1:
+        return f"{info.format.name}, array of {info.layers}, {mips}"
+    return f"{info.format.name}, {mips}"

@@ -113,6 +113,9 @@ class ImageFile:
     dds_write: dds.DdsWrite = field(default_factory=dds.DdsWrite)
     premultiplied: bool = False  # colour stored multiplied by alpha (DDS DX10 alpha mode 2)
     notes: tuple[str, ...] = ()  # what decoding changed (e.g. an EXIF orientation applied)
+    # A DDS cube map's faces or array's slices (top levels, same shape and dtype as ``pixels``,
+    # which is the first), in file order; empty for a 2D texture.
+    layers: tuple[np.ndarray, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -128,8 +131,13 @@ class ImageFile:
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
     def with_pixels(self, pixels: np.ndarray) -> ImageFile:
+        """This file with other pixels (a 2D texture: the layers, if any, are not carried)."""
         bits = 16 if pixels.dtype == np.uint16 else 8
-        return replace(self, pixels=pixels, bits=bits)
+        return replace(self, pixels=pixels, bits=bits, layers=())
+
+    def with_layers(self, layers: list[np.ndarray]) -> ImageFile:
+        """This cube map or array with other layers (the first becomes ``pixels``)."""
+        return replace(self.with_pixels(layers[0]), layers=tuple(layers))
 
 
 def sniff(head: bytes) -> str | None:
@@ -184,18 +192,19 @@ def _check(path: Path, handle: BinaryIO) -> tuple[str, bytes]:
     return fmt, head
 
 
-def _check_size(path: Path, width: int, height: int) -> None:
+def _check_size(path: Path, width: int, height: int, layers: int = 1) -> None:
     if width < 1 or height < 1:
         raise ImageReadError(path, f"{width}x{height}: an image needs at least 1 pixel each way")
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise ImageReadError(path, f"{width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height * layers > MAX_PIXELS:
+        size = f"{width}x{height}" + (f" x {layers} layers" if layers > 1 else "")
+        raise ImageReadError(path, f"{size} exceeds the {MAX_PIXELS:,}-pixel limit")
 
 
 def _dds_info(path: Path, handle: BinaryIO) -> DdsInfo:
     try:
         handle.seek(0)
         info = dds.parse_header(handle.read(dds.HEADER_BYTES + dds.DX10_BYTES))
-        _check_size(path, info.width, info.height)
+        _check_size(path, info.width, info.height, info.layers)
         dds.check_length(os.fstat(handle.fileno()).st_size, info)
     except dds.DdsError as exc:
         raise ImageReadError(path, exc.reason) from None
@@ -276,18 +285,25 @@ def read_image(path: str | Path) -> ImageFile:
 def _read_dds(path: Path, handle: BinaryIO) -> ImageFile:
     info = _dds_info(path, handle)
     try:
-        pixels = dds.read_pixels(handle, info)
+        layers = dds.read_layers(handle, info)
     except dds.DdsError as exc:
         raise ImageReadError(path, exc.reason) from None
     except MemoryError:
         raise ImageReadError(path, "not enough memory to decode") from None
     except (OSError, ValueError, RuntimeError) as exc:  # imagecodecs raises its own errors
         raise ImageReadError(path, _describe(exc, "DDS")) from None
+    pixels = layers[0]
     bits = 16 if pixels.dtype == np.uint16 else 8
     extra = {"dds": info, "pixel_format": dds.describe(info)}
     premultiplied = info.alpha_mode == dds.ALPHA_PREMULTIPLIED and pixels.shape[2] in (2, 4)
     return ImageFile(
-        pixels, "DDS", bits, source_mode=info.format.name, info=extra, premultiplied=premultiplied
+        pixels,
+        "DDS",
+        bits,
+        source_mode=info.format.name,
+        info=extra,
+        premultiplied=premultiplied,
+        layers=tuple(layers) if len(layers) > 1 else (),
     )
 
 
@@ -381,7 +397,11 @@ def output_limit(fmt: str, size: tuple[int, int]) -> str | None:
 def _encode(image: ImageFile, fmt: str, png_level: int | None) -> tuple[bytes, list[str]]:
     """The encoded file and notes about anything not kept as it was."""
     if fmt == "DDS":
-        return dds.encode(image.pixels, image.bits, image.info.get("dds"), image.dds_write)
+        source = image.info.get("dds")
+        return dds.encode(image.pixels, image.bits, source, image.dds_write, image.layers)
+    if image.layers:
+        what = "cube map" if image.info["dds"].cube else "texture array"
+        raise ValueError(f"a {what} ({len(image.layers)} layers) can only be written as DDS")
     notes: list[str] = []
     pixels = image.pixels
     if image.premultiplied:  # the texture stage converts before a format without it

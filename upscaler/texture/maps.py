@@ -97,6 +97,10 @@ class MapInfo:
     notes: tuple[str, ...] = ()
     premultiplied: bool = False  # colour stored multiplied by alpha: kept so, never bled
     gray_rgb: bool = False  # gray stored as RGB(A): one channel through the model, copied back
+    # A DDS cube map or array: one plan per face or slice (file order), which is how each is
+    # upscaled and mipped; ``cube``: faces are padded with their neighbours' edges.
+    layers: tuple[MapInfo, ...] = ()
+    cube: bool = False
 
 
 def detect(
