@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from upscaler.cli import main
 from upscaler.engine.load import load_model
-from upscaler.formats import bcn, ddsheader
+from upscaler.formats import bcn, dds, ddsheader
 from upscaler.formats.ddsheader import DdsFormat, dx10_format
 from upscaler.formats.image import ImageFile, read_image
 from upscaler.process import TextureOptions, plan_texture, upscale_images
@@ -130,6 +130,31 @@ def test_cube_map_layouts_are_read_face_by_face(tmp_path: Path, name: str) -> No
     for got, want in zip(image.layers, expected, strict=True):
         np.testing.assert_array_equal(got, want)
     assert "cube map" in image.info["pixel_format"]
+
+
+@pytest.mark.parametrize("cube_map", [True, False])
+def test_every_layer_and_its_mips_are_written_where_readers_look(
+    tmp_path: Path, cube_map: bool
+) -> None:
+    rng = np.random.default_rng(1)
+    layers = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    fmt = XBGR8_LEGACY if cube_map else dx10_format(28)
+    source = ddsheader.DdsInfo(8, 8, 4, fmt, 128, layers=6, cube=cube_map)
+    chains = [_levels(layer, 4) for layer in layers]
+    write = dds.DdsWrite(
+        mips=tuple(chains[0][1:]), layer_mips=tuple(tuple(c[1:]) for c in chains[1:])
+    )
+    data, _ = dds.encode(layers[0], 8, source, write, tuple(layers))
+    path = tmp_path / "layers.dds"
+    path.write_bytes(data)
+    again = read_image(path)
+    assert again.info["dds"].layers == 6 and again.info["dds"].cube == cube_map
+    for got, want in zip(again.layers, layers, strict=True):
+        np.testing.assert_array_equal(got[:, :, :3], want)
+    per_layer = 4 * (64 + 16 + 4 + 1)
+    assert len(data) == (128 if cube_map else 148) + 6 * per_layer
+    last = np.frombuffer(data[-4:], np.uint8)  # the 1x1 mip of the last layer ends the file
+    np.testing.assert_array_equal(last[:3], chains[-1][-1][0, 0])
 
 
 def _run(*args: object) -> object:
