@@ -225,3 +225,14 @@ def test_readme_training_quick_start_names_one_consistent_set_of_paths() -> None
     assert runs[0] != runs[1] and configs[1].model.init_from == f"runs/{runs[0]}"
     assert commands[3][2:] == [f"runs/{runs[1]}", val]
     assert commands[4][2] == f"runs/{runs[1]}"
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "..", ".", "", "a\\b", "C:x"])
+def test_a_run_name_must_be_a_plain_folder_name(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="run.name must be a plain folder name"):
+        load_config("compact-x4-psnr", [f"run.name={name!r}"])
+    out = tmp_path / "runs"
+    args = ["fit", "compact-x4-psnr", "--set", f"run.out_dir={str(out)!r}"]
+    result = CliRunner().invoke(main, [*args, "--set", f"run.name={name!r}"])
+    assert result.exit_code == 2 and "run.name must be a plain folder name" in result.output
+    assert not tmp_path.joinpath("x").exists() and not out.exists()

@@ -81,6 +81,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _choice("run.precision", self.precision, PRECISIONS)
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0:"):
+            raise ConfigError(
+                f"run.name must be a plain folder name (no / \\ : or ..); got {self.name!r}"
+            )
         if self.best_metric:
             _choice("run.best_metric", self.best_metric, tuple(METRICS))
         if self.max_steps < 0 or self.keep_last < 1 or self.max_bad_steps < 1:
