@@ -14,7 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -156,6 +156,41 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     ctx.exit(EXIT_OK)
 
 
+class _GivenPath(click.Path):
+    """A path that was written out: an empty one ('') would silently mean the working folder."""
+
+    def convert(
+        self,
+        value: str | os.PathLike[str],
+        param: click.Parameter | None,
+        ctx: click.Context | None,
+    ) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path would mean the working folder; write . if you mean it")
+        return super().convert(value, param, ctx)
+
+
+_GIVEN_PATH = _GivenPath(path_type=Path)
+
+
+def _require_paths(inputs: object, output: object) -> None:
+    """A usage error that says what to give when the inputs or ``-o`` are missing, instead of
+    click's 'Missing argument': neither defaults to the working folder."""
+    missing = [
+        what
+        for what, given in (
+            ("INPUTS (the texture files or folders to upscale)", inputs),
+            ("-o OUTPUT (the folder to write the results into)", output),
+        )
+        if not given
+    ]
+    if missing:
+        raise click.UsageError(
+            f"give {' and '.join(missing)}: upscale INPUTS... -o OUTPUT ('.' names the working "
+            "folder)"
+        )
+
+
 @dataclass(frozen=True)
 class Params:
     """The command line, as parsed by click."""
@@ -191,13 +226,12 @@ class Params:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=_GIVEN_PATH, metavar="INPUTS...")
 @click.option(
     "-o",
     "--output",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder; the input tree is mirrored inside it.",
+    type=_GIVEN_PATH,
+    help="Output folder (required); the input tree is mirrored inside it.",
 )
 @click.option(
     "-s",
@@ -359,6 +393,7 @@ class Params:
 @click.version_option(package_name="texture-upscaler")
 def main(**params: object) -> None:
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
+    _require_paths(params["inputs"], params["output"])
     _keep_standard_streams()
     console = Console()
     with warnings.catch_warnings():
