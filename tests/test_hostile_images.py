@@ -63,3 +63,31 @@ def test_bundled_textures_exist_for_runs_without_shared_data() -> None:
     assert len(files) >= 3
     assert any(read_image(f).channels == 4 for f in files)
     assert all(np.ptp(read_image(f).pixels) > 0 for f in files)
+
+
+def test_an_output_over_the_readers_limit_is_refused_before_upscaling(
+    tmp_path: Path, tiny_x2: Path
+) -> None:
+    """A 1x65535 PNG upscales to 2x131070: more per side than any reader here opens again. It
+    fails with the reason (one line) before any model work, and the batch goes on."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from upscaler.cli import main
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(make_pixels(65535, 1)).save(tmp_path / "in" / "thread.png")
+    Image.fromarray(make_pixels(6, 8)).save(tmp_path / "in" / "ok.png")
+    report = tmp_path / "r.json"
+    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(tiny_x2), "-q"]
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert "fail  " in dry.output and "2x131070 output would exceed" in dry.output
+    result = CliRunner().invoke(main, [*args, "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    files = {Path(f["source"]).name: f for f in json.loads(report.read_text())["files"]}
+    assert files["ok.png"]["status"] == "done" and files["thread.png"]["status"] == "failed"
+    reason = files["thread.png"]["reason"]
+    assert "2x131070 output would exceed what image readers accept" in reason
+    assert "\n" not in reason and not (tmp_path / "out" / "thread.png").exists()

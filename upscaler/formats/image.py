@@ -368,12 +368,20 @@ def encode_image(
 
 
 def output_limit(fmt: str, size: tuple[int, int]) -> str | None:
-    """Why an image of (height, width) ``size`` cannot be written as ``fmt``, or None."""
+    """Why an image of (height, width) ``size`` cannot be written as ``fmt``, or None: more
+    pixels per side than the format holds, or more than the readers accept (``MAX_SIDE``,
+    ``MAX_PIXELS``: this tool's, and Pillow's bomb limit), which no one could read back."""
+    height, width = size
+    if max(size) > MAX_SIDE or height * width > MAX_PIXELS:
+        return (
+            f"a {width}x{height} output would exceed what image readers accept (at most "
+            f"{MAX_SIDE:,} px per side and {MAX_PIXELS:,} px in all); not upscaled"
+        )
     limit = SIDE_LIMITS.get(fmt)
     if limit is None or max(size) <= limit:
         return None
     return (
-        f"a {size[1]}x{size[0]} output is too big for {fmt} (at most {limit:,} px per side); "
+        f"a {width}x{height} output is too big for {fmt} (at most {limit:,} px per side); "
         "choose another format, e.g. --format png"
     )
 
