@@ -2,16 +2,20 @@
 
 Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error (nothing written), 3 fatal
 (model refused, output unwritable, disk full), 130 interrupted (Ctrl-C: the summary so far is
-printed; rerun with ``--skip-existing`` to resume).
+printed; rerun with ``--skip-existing`` to resume); SIGTERM and SIGHUP stop a run the same way,
+with 143 and 129.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -401,14 +405,45 @@ def main(**params: object) -> None:
         # would print as stray lines; what matters reaches the report as a file's reason.
         warnings.simplefilter("ignore")
         try:
-            code = _command(console, Params(**params))  # type: ignore[arg-type]
+            with _stop_signals() as stopped_by:
+                code = _command(console, Params(**params))  # type: ignore[arg-type]
         except KeyboardInterrupt:  # before the batch started: nothing was written
             console.line("interrupted before any file was written")
             code = EXIT_INTERRUPTED
         except FatalCommandError as exc:
             console.line(f"error: {exc}")
             code = EXIT_FATAL
+    if code == EXIT_INTERRUPTED and stopped_by:
+        code = 128 + stopped_by[-1]  # as the shell reports a process that signal ended
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGHUP (``kill``, a closed terminal, a job scheduler's time limit) stop the
+    run as Ctrl-C does: work under way finishes or is cleaned up, and the report and summary
+    are written. The list gets the signal's number. A signal this process was started with
+    ignored (``nohup``) stays ignored; the old handlers come back afterwards."""
+    stopped_by: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)  # Windows has no SIGHUP
+        if number is None or signal.getsignal(number) != signal.SIG_DFL:
+            continue
+        try:
+            previous[number] = signal.signal(number, stop)
+        except ValueError:  # not the main thread: signals cannot be caught here
+            break
+    try:
+        yield stopped_by
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _command(console: Console, p: Params) -> int:
