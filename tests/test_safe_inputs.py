@@ -130,6 +130,17 @@ def test_sigterm_and_sighup_write_the_report_and_summary_as_ctrl_c_does(
     assert sum(f["status"] == "done" for f in written["files"]) == len(finished)
 
 
+def test_an_input_named_like_our_temporaries_gets_a_note(tmp_path: Path, tiny_x2: Path) -> None:
+    _png(tmp_path / "in" / "a.png", 8, 6)
+    odd = tmp_path / "in" / "wall.upscale-tmp-1.png"
+    _png(odd, 8, 6)
+    result = _invoke(tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_x2, "-q")
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if odd.name in ln]
+    assert len(lines) == 1 and "named like this tool's temporary files" in lines[0], lines
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
 # -- HIGH 2: no output may land on an input ---------------------------------------------------
 
 

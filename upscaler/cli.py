@@ -511,7 +511,7 @@ def _command(console: Console, p: Params) -> int:
         if note:
             console.line(note)
     for path, reason in worklist.notes:
-        console.line(f"not followed: {path}: {reason}")
+        console.line(f"note: {path}: {reason}")
     if worklist.duplicates:
         console.line(f"note: {worklist.duplicates} file(s) named more than once; each done once")
     if p.dry_run:

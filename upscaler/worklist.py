@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from upscaler.atomic import file_kind, folder_problem, is_temp_file
+from upscaler.atomic import TEMP_MARKER, file_kind, folder_problem, is_temp_file
 from upscaler.options import EXTENSIONS, FORMATS
 
 
@@ -51,7 +51,7 @@ FileId = tuple[int, int]  # (device, inode)
 class WorkList:
     jobs: list[Job] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)  # unreadable: these fail
-    notes: list[tuple[Path, str]] = field(default_factory=list)  # links not followed
+    notes: list[tuple[Path, str]] = field(default_factory=list)  # links not followed, temp names
     ignored: int = 0  # files that are not images by their extension
     duplicates: int = 0  # the same file named more than once: done once
     folds_case: bool = False  # the output's filesystem ignores case in names
@@ -204,7 +204,14 @@ def _walk(root: Path, skip: Path, found: WorkList) -> tuple[list[tuple[Path, Pat
             except OSError as exc:
                 found.problems.append((path, f"cannot inspect: {exc.strerror or exc}"))
                 continue
-            if is_temp_file(path):
+            if is_temp_file(path):  # ours, left by a killed run, or a user's file named so
+                found.notes.append(
+                    (
+                        path,
+                        f"named like this tool's temporary files ({TEMP_MARKER}"
+                        "...); not upscaled: rename it to include it",
+                    )
+                )
                 continue
             if path.suffix.lower() in FORMATS:
                 files.append((path, path.relative_to(root)))
