@@ -215,3 +215,29 @@ def test_real_subprocess_run_with_a_corrupt_file(tmp_path: Path) -> None:
     assert "corrupt.png" in proc.stderr and "1 failed" in proc.stderr
     for name in files:
         assert (tmp_path / "out" / name).is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "give INPUTS (the texture files or folders to upscale) and -o OUTPUT"),
+        (["-o", "out"], "give INPUTS (the texture files or folders to upscale):"),
+        (["in"], "give -o OUTPUT (the folder to write the results into):"),
+        (["", "-o", "out"], "an empty path would mean the working folder"),
+        (["in", "-o", ""], "an empty path would mean the working folder"),
+    ],
+)
+def test_a_run_without_inputs_or_output_says_what_to_give(
+    args: list[str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_x2: Path
+) -> None:
+    """Neither the inputs nor -o fall back to the working folder: nothing is read or written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(make_pixels(6, 8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(make_pixels(6, 8)).save(tmp_path / "b.png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = _invoke(*args, "--model", tiny_x2, "-q")
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and says in errors[0], result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

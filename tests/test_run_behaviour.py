@@ -82,6 +82,32 @@ def test_skip_existing_redoes_a_same_size_corrupted_or_edited_input(
     assert _statuses(report) == ["done", "skipped", "skipped"]
 
 
+def test_skip_existing_redoes_an_input_edited_in_place_with_its_mtime_restored(
+    tmp_path: Path, tiny_x2: Path
+) -> None:
+    """As ``cp -p``, ``tar``, ``rsync -t`` and unzip leave it: same size, same mtime, new pixels."""
+    (tmp_path / "in").mkdir()
+    for i in range(2):  # uncompressed TGA: one texel edited keeps the size
+        Image.fromarray(make_pixels(10, 8, 3, seed=i)).save(tmp_path / "in" / f"t{i}.tga")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    args = (tmp_path / "in", "-o", out, "-m", tiny_x2, "-q", "--skip-existing", "--report", report)
+    assert _invoke(*args).exit_code == 0
+    before = (out / "t0.tga").read_bytes()
+    source = tmp_path / "in" / "t0.tga"
+    info = source.stat()
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    source.write_bytes(bytes(data))
+    os.utime(source, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert source.stat().st_size == info.st_size and source.stat().st_mtime_ns == info.st_mtime_ns
+    assert _invoke(*args).exit_code == 0
+    assert _statuses(report) == ["done", "skipped"]
+    assert (out / "t0.tga").read_bytes() != before
+    os.utime(source)  # touched only: the content decides, so nothing to redo
+    assert _invoke(*args).exit_code == 0
+    assert _statuses(report) == ["skipped", "skipped"]
+
+
 def test_resume_state_lives_outside_the_output_tree(
     tmp_path: Path, tiny_x2: Path, _state_dir: Path
 ) -> None:

@@ -3,6 +3,7 @@ that would land on inputs, the same file named twice, long and odd names."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,6 +96,49 @@ def test_ctrl_c_prints_the_summary_so_far_and_how_to_resume(tmp_path: Path, tiny
     )
     assert rerun.exit_code == 0
     assert f"{40 - len(finished)} upscaled, {len(finished)} skipped" in rerun.output
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_write_the_report_and_summary_as_ctrl_c_does(
+    tmp_path: Path, tiny_x2: Path, name: str
+) -> None:
+    number = getattr(signal, name)
+    for i in range(40):
+        _png(tmp_path / "in" / f"{i:02d}.png", 96, 80, seed=i)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    command = [sys.executable, "-m", "upscaler", str(tmp_path / "in"), "-o", str(out)]
+    proc = subprocess.Popen(
+        [*command, "-m", tiny_x2, "--report", str(report)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        preexec_fn=lambda: signal.signal(number, signal.SIG_DFL),  # whatever this test inherited
+    )
+    deadline = time.monotonic() + 120
+    while not any(out.glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(number)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + number, stderr
+    assert "Traceback" not in stderr and not temp_files(out)
+    finished = {p.name for p in out.glob("*.png")}
+    summary = next(ln for ln in stderr.splitlines() if ln.startswith("interrupted: "))
+    assert summary.startswith(f"interrupted: {len(finished)} upscaled") and "of 40" in summary
+    assert "--skip-existing" in stderr
+    written = json.loads(report.read_text())
+    assert written["summary"]["interrupted"] is True
+    assert sum(f["status"] == "done" for f in written["files"]) == len(finished)
+
+
+def test_an_input_named_like_our_temporaries_gets_a_note(tmp_path: Path, tiny_x2: Path) -> None:
+    _png(tmp_path / "in" / "a.png", 8, 6)
+    odd = tmp_path / "in" / "wall.upscale-tmp-1.png"
+    _png(odd, 8, 6)
+    result = _invoke(tmp_path / "in", "-o", tmp_path / "out", "-m", tiny_x2, "-q")
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if odd.name in ln]
+    assert len(lines) == 1 and "named like this tool's temporary files" in lines[0], lines
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
 
 
 # -- HIGH 2: no output may land on an input ---------------------------------------------------

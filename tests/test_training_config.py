@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,45 @@ def test_readme_training_quick_start_names_one_consistent_set_of_paths() -> None
     assert runs[0] != runs[1] and configs[1].model.init_from == f"runs/{runs[0]}"
     assert commands[3][2:] == [f"runs/{runs[1]}", val]
     assert commands[4][2] == f"runs/{runs[1]}"
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "..", ".", "", "a\\b", "C:x"])
+def test_a_run_name_must_be_a_plain_folder_name(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="run.name must be a plain folder name"):
+        load_config("compact-x4-psnr", [f"run.name={name!r}"])
+    out = tmp_path / "runs"
+    args = ["fit", "compact-x4-psnr", "--set", f"run.out_dir={str(out)!r}"]
+    result = CliRunner().invoke(main, [*args, "--set", f"run.name={name!r}"])
+    assert result.exit_code == 2 and "run.name must be a plain folder name" in result.output
+    assert not tmp_path.joinpath("x").exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.learning_rate=inf", "optim.learning_rate must be a finite number"),
+        ("optim.learning_rate=nan", "optim.learning_rate must be a finite number"),
+        ("optim.d_learning_rate=inf", "optim.d_learning_rate must be a finite number"),
+        ("optim.grad_clip=-inf", "optim.grad_clip must be a finite number"),
+        ("degrade.down_weights=[-1.0, 1.0, 1.0, 1.0, 1.0]", "degrade.down_weights must be >= 0"),
+        ("degrade.down_weights=[0, 0, 0, 0, 0]", "degrade.down_weights must be >= 0"),
+        ("data.num_workers=100000", "data.num_workers must be at most 64"),
+        ("data.wrap_prob=2.0", "data.wrap_prob must be in"),
+        ("model.scale=0", "model.scale must be 1 to 16; got 0"),
+        ("model.scale=-2", "model.scale must be 1 to 16"),
+        ("run.threads=-5", "run.threads must be >= 0"),
+    ],
+)
+def test_values_no_run_survives_are_refused_in_one_line(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("compact-x4-psnr", [override])
+    result = CliRunner().invoke(main, ["fit", "compact-x4-psnr", "--set", override])
+    assert result.exit_code == 2 and message.split(" ")[0] in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_learning_rates_are_checked_where_the_optim_config_is_built() -> None:
+    for value in (math.inf, math.nan, 0.0):
+        with pytest.raises(ConfigError, match="optim.learning_rate must be a finite number > 0"):
+            OptimConfig(learning_rate=value)
+    assert OptimConfig(learning_rate=1e-3, d_learning_rate=2.0).learning_rate == 1e-3

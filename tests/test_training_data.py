@@ -328,3 +328,29 @@ def test_transparent_texels_take_the_visible_colour_before_alpha_is_dropped() ->
     assert rgb.shape == (9, 7, 3)
     assert np.abs(rgb[8].astype(int) - (200, 120, 40)).max() <= 1
     np.testing.assert_array_equal(rgb[:4], pixels[:4, :, :3])
+
+
+def test_pack_refuses_to_write_over_an_image_it_reads(tmp_path: Path) -> None:
+    tree = write_texture_tree(tmp_path / "tree")
+    image = tree / "colour_0.png"
+    before = image.read_bytes()
+    for target in (image, tmp_path / "tree" / "." / "colour_0.png"):
+        result = CliRunner().invoke(main, ["pack", str(tree), "-o", str(target), "--crop", "16"])
+        assert result.exit_code == 2 and "would overwrite one of the images" in result.output
+    assert image.read_bytes() == before
+
+
+def test_prepare_does_not_follow_links_out_of_the_dump(tmp_path: Path) -> None:
+    src, out, secret = tmp_path / "dump", tmp_path / "set", tmp_path / "private"
+    _prepare_source(src)
+    secret.mkdir()
+    Image.fromarray(make_pixels(48, 40, 3, seed=9)).save(secret / "holiday.png")
+    (src / "world" / "holiday.png").symlink_to(secret / "holiday.png")
+    (src / "world" / "inside.png").symlink_to(src / "models" / "crate" / "diffuse.png")
+    result = CliRunner().invoke(main, ["prepare", str(src), str(out), "--min-size", "32"])
+    assert result.exit_code == 0, result.output
+    assert "holiday.png: skipped: a link to" in result.output
+    sources = [json.loads(line)["source"] for line in (out / "manifest.jsonl").open()]
+    dropped = [json.loads(line)["source"] for line in (out / "dropped.jsonl").open()]
+    assert "world/holiday.png" not in sources + dropped
+    assert "world/inside.png" in sources + dropped  # a link that stays inside is a texture

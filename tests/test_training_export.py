@@ -226,3 +226,22 @@ def test_interp_init_starts_as_a_bicubic_upscaler(scale: int) -> None:
     inner = np.abs(ours - pil)[2 * scale : -2 * scale, 2 * scale : -2 * scale]
     assert inner.mean() < 1.0  # Keys cubic minus its far fourth tap: within 1/255 on average
     assert inner.max() < 8
+
+
+def test_export_never_writes_over_the_checkpoint_it_reads(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    checkpoint = sorted((trained_run / "checkpoints").glob("*.pt"))[-1]
+    before = checkpoint.read_bytes()
+    model = tmp_path / "m.safetensors"
+    for source in (checkpoint, trained_run):  # named, or found in the run folder
+        result = CliRunner().invoke(
+            main, ["export", str(source), str(model), "--onnx", str(checkpoint)]
+        )
+        assert result.exit_code == 2 and "would overwrite the checkpoint" in result.output
+        assert checkpoint.read_bytes() == before
+    same = CliRunner().invoke(main, ["export", str(checkpoint), str(model), "--onnx", str(model)])
+    assert same.exit_code == 2 and "would overwrite the model file" in same.output
+    (tmp_path / "ckpt.safetensors").symlink_to(checkpoint)
+    link = CliRunner().invoke(main, ["export", str(checkpoint), str(tmp_path / "ckpt.safetensors")])
+    assert link.exit_code == 2 and checkpoint.read_bytes() == before

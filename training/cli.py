@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from upscaler.formats.image import ImageReadError
+from upscaler.worklist import overwrites
 
 from .checkpoint import CheckpointError
 from .config import RECIPES, Config, ConfigError, load_config, recipe_names
@@ -224,9 +225,17 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weig
 
     if out.suffix != ".safetensors":
         _fail(f"{out}: the model file must end in .safetensors")
+    reads = [("the checkpoint it reads", checkpoint)] if checkpoint.is_file() else []
+    for written, others in ((out, reads), (onnx_path, [*reads, ("the model file", out)])):
+        clash = None if written is None else overwrites(written, others)
+        if clash is not None:
+            _fail(f"{written}: the export would overwrite {clash[0]}, {clash[1]}")
     try:
         info = export_model(checkpoint, out, fp16=fp16, weights=weights)
         if onnx_path is not None:
+            clash = overwrites(onnx_path, [("the checkpoint it reads", Path(info["path"]))])
+            if clash is not None:
+                _fail(f"{onnx_path}: the export would overwrite {clash[0]}, {clash[1]}")
             channels = int(info["arch_config"].get("in_channels", 3))
             export_onnx(load_generator(checkpoint, weights)[0], onnx_path, in_channels=channels)
     except (CheckpointError, RuntimeError) as exc:

@@ -10,6 +10,7 @@ saved, as a plain dict, with every checkpoint and run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -27,6 +28,8 @@ SCHEDULES = ("constant", "multistep", "cosine")
 DOWN_KERNELS = ("area", "bilinear", "bicubic", "lanczos", "nearest")
 BC_FORMATS = ("bc1", "bc3")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_SCALE = 16
+MAX_WORKERS = 64  # loader processes: more only exhausts memory and file handles, and hangs
 DEGRADE_WHERE = ("auto", "loader", "trainer")
 NORMAL_CONVENTIONS = ("opengl", "directx")
 # Validation metrics, and whether higher is better (for run.best_metric).
@@ -81,12 +84,18 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _choice("run.precision", self.precision, PRECISIONS)
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0:"):
+            raise ConfigError(
+                f"run.name must be a plain folder name (no / \\ : or ..); got {self.name!r}"
+            )
         if self.best_metric:
             _choice("run.best_metric", self.best_metric, tuple(METRICS))
         if self.max_steps < 0 or self.keep_last < 1 or self.max_bad_steps < 1:
             raise ConfigError("run.max_steps >= 0, run.keep_last >= 1, run.max_bad_steps >= 1")
         if min(self.log_every, self.val_every, self.save_every) < 1:
             raise ConfigError("run.log_every, val_every and save_every must be >= 1")
+        if self.threads < 0:
+            raise ConfigError(f"run.threads must be >= 0 (0: torch's default); got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, GENERATORS)
+        if not 1 <= self.scale <= MAX_SCALE:
+            raise ConfigError(f"model.scale must be 1 to {MAX_SCALE}; got {self.scale}")
         if self.interp_init and self.arch != "compact":
             raise ConfigError("model.interp_init is for the compact architecture only")
 
@@ -137,6 +148,12 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0 or auto; got {self.num_workers!r}")
         if self.crop_size < 4 or self.batch_size < 1 or int_or(self.num_workers, 0) < 0:
             raise ConfigError("data.crop_size >= 4, data.batch_size >= 1, num_workers >= 0")
+        if int_or(self.num_workers, 0) > MAX_WORKERS:
+            raise ConfigError(
+                f"data.num_workers must be at most {MAX_WORKERS} (or auto); got {self.num_workers}"
+            )
+        if not 0 <= self.wrap_prob <= 1:
+            raise ConfigError("data.wrap_prob must be in [0, 1]")
 
     def workers(self, world: int = 1) -> int:
         """Loader processes per training process: ``num_workers``, or for ``auto`` one per CPU
@@ -148,8 +165,6 @@ class DataConfig:
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
         return max(0, min(8, cores // max(1, world) - 1))
-        if not 0 <= self.wrap_prob <= 1:
-            raise ConfigError("data.wrap_prob must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,10 @@ class DegradeConfig:
             _choice("degrade.bc_formats", fmt, BC_FORMATS)
         if len(self.down_weights) != len(self.down_kernels) or not self.down_kernels:
             raise ConfigError("degrade.down_weights needs one weight per entry of down_kernels")
+        if not all(0 <= w < math.inf for w in self.down_weights) or not sum(self.down_weights):
+            raise ConfigError(
+                f"degrade.down_weights must be >= 0, finite, and not all 0; got {self.down_weights}"
+            )
         if not self.bc_formats:
             raise ConfigError("degrade.bc_formats must name at least one format")
         probabilities = ("blur_prob", "blur_aniso_prob", "noise_prob", "noise_gray_prob")
@@ -270,8 +289,10 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _choice("optim.schedule", self.schedule, SCHEDULES)
-        if self.learning_rate <= 0 or self.d_learning_rate <= 0:
-            raise ConfigError("optim learning rates must be > 0")
+        for name in ("learning_rate", "d_learning_rate"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:  # nan fails too: the first step would poison every weight
+                raise ConfigError(f"optim.{name} must be a finite number > 0; got {value}")
         if not 0 <= self.ema_decay < 1 or self.d_steps < 1 or self.g_steps < 1:
             raise ConfigError("optim.ema_decay in [0, 1); d_steps and g_steps >= 1")
 
@@ -381,6 +402,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
         return tuple(_convert(v, a, key) for v, a in zip(value, args, strict=True))
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value

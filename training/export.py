@@ -17,6 +17,7 @@ from torch import nn
 
 from upscaler.atomic import write_bytes_atomic
 from upscaler.models.checkpoint import FORMAT_VERSION, save_weights
+from upscaler.worklist import overwrites
 
 from .archs import arch_config, build_module, is_spandrel, settle
 from .checkpoint import CheckpointError, generator_weights
@@ -58,6 +59,9 @@ def export_model(
     module, info = load_generator(source, weights)
     if info["arch"].startswith("spandrel:"):
         raise CheckpointError(f"{source}: already a model file ({info['arch']}); nothing to export")
+    clash = overwrites(Path(out), [("the checkpoint it reads", Path(info["path"]))])
+    if clash is not None:
+        raise CheckpointError(f"{out}: the export would overwrite {clash[0]}, {clash[1]}")
     dtype = torch.float16 if fp16 else None
     if not is_spandrel(info["arch"]):
         save_weights(

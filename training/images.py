@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +12,18 @@ from upscaler.atomic import is_temp_file
 from upscaler.formats.bits import to_8bit
 from upscaler.formats.image import FORMATS, ImageReadError, read_image
 from upscaler.texture.alpha import bleed
+from upscaler.worklist import inside, real_path
 
 from .maps import classify
 
 
-def list_images(folders: Iterable[str | Path]) -> list[Path]:
-    """Image files under ``folders`` (recursive, sorted; hidden and temporary files left out)."""
+def list_images(
+    folders: Iterable[str | Path], report: Callable[[str], None] = lambda _m: None
+) -> list[Path]:
+    """Image files under ``folders`` (recursive, sorted; hidden and temporary files left out).
+
+    A file that resolves outside its folder (a symlink out of a game dump) is left out and
+    ``report``-ed: the training set holds only what the folder holds."""
     found: list[Path] = []
     for folder in map(Path, folders):
         if folder.is_file():
@@ -25,14 +31,19 @@ def list_images(folders: Iterable[str | Path]) -> list[Path]:
             continue
         if not folder.is_dir():
             raise ImageReadError(folder, "no such folder")
-        found += sorted(
+        root = real_path(folder)
+        for path in sorted(
             p
             for p in folder.rglob("*")
             if p.suffix.lower() in FORMATS
             and p.is_file()
             and not p.name.startswith(".")
             and not is_temp_file(p)
-        )
+        ):
+            if inside(real_path(path), root):
+                found.append(path)
+            else:
+                report(f"{path}: skipped: a link to {real_path(path)}, outside {folder}")
     return found
 
 

@@ -24,6 +24,7 @@ import torch
 from upscaler.atomic import atomic_write
 from upscaler.formats.image import ImageReadError
 from upscaler.texture.seamless import detect_wrap
+from upscaler.worklist import overwrites
 
 from .degradations import wrap_crop
 from .images import list_images, load_texture
@@ -153,8 +154,11 @@ def pack_folders(
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         return kind, crops_of(texture, crop_size, per_image, generator, min_std), False
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     paths = list_images(folders)
+    clash = overwrites(out, (("one of the images it reads", p) for p in paths))
+    if clash is not None:
+        raise PackError(f"{out}: the pack would overwrite {clash[0]}, {clash[1]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     too_small = 0
     with tempfile.TemporaryFile(dir=out.parent) as raw, ThreadPoolExecutor(workers) as pool:
         # Decoding releases the GIL; results come back in order, so the pack is reproducible.

@@ -220,7 +220,7 @@ def prepare(
     With ``val``, ``val_count`` of the colour textures (see ``held_out``) go into that folder
     instead of ``out/color``: images for ``val.folder`` that training never sees."""
     src, out = Path(src), Path(out)
-    paths = list_images([src])
+    paths = list_images([src], report)
     report(f"judging {len(paths)} images under {src}")
     with ThreadPoolExecutor(options.workers) as pool:
         verdicts = list(pool.map(lambda p: judge(p, options), paths))

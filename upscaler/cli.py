@@ -2,19 +2,23 @@
 
 Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error (nothing written), 3 fatal
 (model refused, output unwritable, disk full), 130 interrupted (Ctrl-C: the summary so far is
-printed; rerun with ``--skip-existing`` to resume).
+printed; rerun with ``--skip-existing`` to resume); SIGTERM and SIGHUP stop a run the same way,
+with 143 and 129.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -156,6 +160,41 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     ctx.exit(EXIT_OK)
 
 
+class _GivenPath(click.Path):
+    """A path that was written out: an empty one ('') would silently mean the working folder."""
+
+    def convert(
+        self,
+        value: str | os.PathLike[str],
+        param: click.Parameter | None,
+        ctx: click.Context | None,
+    ) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path would mean the working folder; write . if you mean it")
+        return super().convert(value, param, ctx)
+
+
+_GIVEN_PATH = _GivenPath(path_type=Path)
+
+
+def _require_paths(inputs: object, output: object) -> None:
+    """A usage error that says what to give when the inputs or ``-o`` are missing, instead of
+    click's 'Missing argument': neither defaults to the working folder."""
+    missing = [
+        what
+        for what, given in (
+            ("INPUTS (the texture files or folders to upscale)", inputs),
+            ("-o OUTPUT (the folder to write the results into)", output),
+        )
+        if not given
+    ]
+    if missing:
+        raise click.UsageError(
+            f"give {' and '.join(missing)}: upscale INPUTS... -o OUTPUT ('.' names the working "
+            "folder)"
+        )
+
+
 @dataclass(frozen=True)
 class Params:
     """The command line, as parsed by click."""
@@ -191,13 +230,12 @@ class Params:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=_GIVEN_PATH, metavar="INPUTS...")
 @click.option(
     "-o",
     "--output",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder; the input tree is mirrored inside it.",
+    type=_GIVEN_PATH,
+    help="Output folder (required); the input tree is mirrored inside it.",
 )
 @click.option(
     "-s",
@@ -359,6 +397,7 @@ class Params:
 @click.version_option(package_name="texture-upscaler")
 def main(**params: object) -> None:
     """Upscale game textures in INPUTS (files or folders) into OUTPUT, mirroring the tree."""
+    _require_paths(params["inputs"], params["output"])
     _keep_standard_streams()
     console = Console()
     with warnings.catch_warnings():
@@ -366,14 +405,45 @@ def main(**params: object) -> None:
         # would print as stray lines; what matters reaches the report as a file's reason.
         warnings.simplefilter("ignore")
         try:
-            code = _command(console, Params(**params))  # type: ignore[arg-type]
+            with _stop_signals() as stopped_by:
+                code = _command(console, Params(**params))  # type: ignore[arg-type]
         except KeyboardInterrupt:  # before the batch started: nothing was written
             console.line("interrupted before any file was written")
             code = EXIT_INTERRUPTED
         except FatalCommandError as exc:
             console.line(f"error: {exc}")
             code = EXIT_FATAL
+    if code == EXIT_INTERRUPTED and stopped_by:
+        code = 128 + stopped_by[-1]  # as the shell reports a process that signal ended
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGHUP (``kill``, a closed terminal, a job scheduler's time limit) stop the
+    run as Ctrl-C does: work under way finishes or is cleaned up, and the report and summary
+    are written. The list gets the signal's number. A signal this process was started with
+    ignored (``nohup``) stays ignored; the old handlers come back afterwards."""
+    stopped_by: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)  # Windows has no SIGHUP
+        if number is None or signal.getsignal(number) != signal.SIG_DFL:
+            continue
+        try:
+            previous[number] = signal.signal(number, stop)
+        except ValueError:  # not the main thread: signals cannot be caught here
+            break
+    try:
+        yield stopped_by
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _command(console: Console, p: Params) -> int:
@@ -441,7 +511,7 @@ def _command(console: Console, p: Params) -> int:
         if note:
             console.line(note)
     for path, reason in worklist.notes:
-        console.line(f"not followed: {path}: {reason}")
+        console.line(f"note: {path}: {reason}")
     if worklist.duplicates:
         console.line(f"note: {worklist.duplicates} file(s) named more than once; each done once")
     if p.dry_run:

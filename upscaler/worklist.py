@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from upscaler.atomic import file_kind, folder_problem, is_temp_file
+from upscaler.atomic import TEMP_MARKER, file_kind, folder_problem, is_temp_file
 from upscaler.options import EXTENSIONS, FORMATS
 
 
@@ -51,7 +51,7 @@ FileId = tuple[int, int]  # (device, inode)
 class WorkList:
     jobs: list[Job] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)  # unreadable: these fail
-    notes: list[tuple[Path, str]] = field(default_factory=list)  # links not followed
+    notes: list[tuple[Path, str]] = field(default_factory=list)  # links not followed, temp names
     ignored: int = 0  # files that are not images by their extension
     duplicates: int = 0  # the same file named more than once: done once
     folds_case: bool = False  # the output's filesystem ignores case in names
@@ -112,8 +112,36 @@ def file_id(path: Path, *, follow_symlinks: bool = True) -> FileId | None:
     return info.st_dev, info.st_ino
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies under it; give both resolved (``real_path``)."""
     return path == root or root in path.parents
+
+
+def real_path(path: Path) -> Path:
+    """``path`` resolved as the filesystem sees it (a symlink loop: made absolute as written)."""
+    return _resolve(Path(path))
+
+
+def overwrites(target: Path, reads: Iterable[tuple[str, Path]]) -> tuple[str, Path] | None:
+    """The first of ``reads`` (a label such as ``"the model file"``, and its path) that writing
+    ``target`` would replace: the same file by identity (also through a link at ``target``, or a
+    hard link), or the same resolved name, case-folded where the target's disk folds case.
+    None when ``target`` replaces none of them. ``upscale``, ``upscale-review`` and
+    ``upscale-train`` check every file they write besides their outputs with this."""
+    target = Path(target)
+    ids = {file_id(target), file_id(target, follow_symlinks=False)} - {None}
+    fold = folds_case(target.parent)
+
+    def name(path: Path) -> str:
+        text = os.path.normcase(str(_resolve(path.parent) / path.name))
+        return text.casefold() if fold else text
+
+    names = {name(target), name(_resolve(target))}
+    for label, other in reads:
+        other = Path(other)
+        if file_id(other) in ids or name(other) in names or name(_resolve(other)) in names:
+            return label, other
+    return None
 
 
 def folds_case(folder: Path) -> bool:
@@ -167,7 +195,7 @@ def _walk(root: Path, skip: Path, found: WorkList) -> tuple[list[tuple[Path, Pat
                     if entry.is_dir():
                         found.notes.append((path, "folder symlink not followed"))
                         continue
-                    if not _inside(_resolve(path), real_root):
+                    if not inside(_resolve(path), real_root):
                         found.notes.append((path, "symlink points outside the input folder"))
                         continue
                 if entry.is_dir(follow_symlinks=False):
@@ -176,7 +204,14 @@ def _walk(root: Path, skip: Path, found: WorkList) -> tuple[list[tuple[Path, Pat
             except OSError as exc:
                 found.problems.append((path, f"cannot inspect: {exc.strerror or exc}"))
                 continue
-            if is_temp_file(path):
+            if is_temp_file(path):  # ours, left by a killed run, or a user's file named so
+                found.notes.append(
+                    (
+                        path,
+                        f"named like this tool's temporary files ({TEMP_MARKER}"
+                        "...); not upscaled: rename it to include it",
+                    )
+                )
                 continue
             if path.suffix.lower() in FORMATS:
                 files.append((path, path.relative_to(root)))
@@ -224,11 +259,11 @@ def build_worklist(
         if item.is_dir():
             if _resolve(item) == output_real:
                 raise PlanError(f"{item}: the output folder cannot be an input folder")
-            if _inside(_resolve(item), output_real):
+            if inside(_resolve(item), output_real):
                 raise PlanError(f"{item}: input folder lies inside the output folder {output}")
             files, met_output = _walk(item, output_real, found)
             pairs += files
-            if met_output or _inside(output_real, _resolve(item)):
+            if met_output or inside(output_real, _resolve(item)):
                 output_in_input = output_in_input or item
         elif item.suffix.lower() in FORMATS:
             pairs.append((item, Path(item.name)))

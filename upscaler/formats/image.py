@@ -189,7 +189,21 @@ def _check(path: Path, handle: BinaryIO) -> tuple[str, bytes]:
     actual = sniff(head)
     if actual is not None and actual != fmt:
         raise ImageReadError(path, f"content is {actual}, not {fmt} as the name says; not read")
+    if fmt == "TGA":
+        _check_tga_palette(path, head)
     return fmt, head
+
+
+def _check_tga_palette(path: Path, head: bytes) -> None:
+    """A colour-mapped TGA (image type 1 or 9) must carry its colour map: without one, every
+    index would decode as black (Pillow makes up an empty palette)."""
+    if len(head) < 18 or head[2] not in (1, 9):
+        return
+    has_map, (length,) = head[1] == 1, struct.unpack_from("<H", head, 5)
+    if not has_map or length == 0:
+        raise ImageReadError(
+            path, f"a colour-mapped TGA (image type {head[2]}) without a colour map; not read"
+        )
 
 
 def _check_size(path: Path, width: int, height: int, layers: int = 1) -> None:
@@ -311,11 +325,14 @@ def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes
     icc = im.info.get("icc_profile")
     options: dict[str, Any] = {}
     orientation = exif_orientation(im)
-    notes = (
+    notes: tuple[str, ...] = (
         (f"EXIF orientation {orientation} applied to the pixels; the tag is not written",)
         if orientation != 1
         else ()
     )
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:  # APNG, animated WebP (and GIF-like multi-frame files)
+        notes += (f"animated ({frames} frames): only the first frame was upscaled",)
     png = _png_header(head)
     if png is not None and png[0] == 16:
         # Pillow reduces 16-bit colour PNGs to 8 bits; imagecodecs keeps all 16 (and turns a
@@ -384,12 +401,20 @@ def encode_image(
 
 
 def output_limit(fmt: str, size: tuple[int, int]) -> str | None:
-    """Why an image of (height, width) ``size`` cannot be written as ``fmt``, or None."""
+    """Why an image of (height, width) ``size`` cannot be written as ``fmt``, or None: more
+    pixels per side than the format holds, or more than the readers accept (``MAX_SIDE``,
+    ``MAX_PIXELS``: this tool's, and Pillow's bomb limit), which no one could read back."""
+    height, width = size
+    if max(size) > MAX_SIDE or height * width > MAX_PIXELS:
+        return (
+            f"a {width}x{height} output would exceed what image readers accept (at most "
+            f"{MAX_SIDE:,} px per side and {MAX_PIXELS:,} px in all); not upscaled"
+        )
     limit = SIDE_LIMITS.get(fmt)
     if limit is None or max(size) <= limit:
         return None
     return (
-        f"a {size[1]}x{size[0]} output is too big for {fmt} (at most {limit:,} px per side); "
+        f"a {width}x{height} output is too big for {fmt} (at most {limit:,} px per side); "
         "choose another format, e.g. --format png"
     )
 

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from upscaler.atomic import file_kind, folder_problem
-from upscaler.worklist import file_id
+from upscaler.worklist import inside, overwrites
 
 MARKER = ".upscale-review"  # in the pictures folder: we made it, stale pictures may go
 _PICTURE = re.compile(r"^\d{5,}-[a-z-]+\.(jpg|png)$")
@@ -48,10 +48,6 @@ class ReviewPaths:
         return cls(page, page.with_name(f"{page.stem}_files"))
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def check_paths(
     page: Path,
     output_root: Path | None,
@@ -67,7 +63,7 @@ def check_paths(
     real_folder = paths.folder.parent.resolve() / paths.folder.name
     if paths.page.is_dir():
         raise ReviewError(f"review page {page} is a folder; give a file name such as review.html")
-    _check_page_file(page, real_page, keep)
+    _check_page_file(page, keep)
     roots = [("output folder", Path(output_root).resolve())] if output_root is not None else []
     for item in inputs:
         item = Path(item)
@@ -77,7 +73,7 @@ def check_paths(
             raise ReviewError(f"review page {page} would overwrite the input {item}")
     for what, root in roots:
         for path, real in ((paths.page, real_page), (paths.folder, real_folder)):
-            if _inside(real, root):
+            if inside(real, root):
                 raise ReviewError(
                     f"review {'page' if path == paths.page else 'pictures'} {path} would land "
                     f"inside the {what} {root}; put the page outside it"
@@ -96,7 +92,7 @@ def check_paths(
     return paths
 
 
-def _check_page_file(page: Path, real_page: Path, keep: Iterable[tuple[str, Path]]) -> None:
+def _check_page_file(page: Path, keep: Iterable[tuple[str, Path]]) -> None:
     """The page replaces whatever is at its path: refuse a device or FIFO (as root, a page on
     /dev/null would replace it), and any file the run reads or writes besides."""
     try:
@@ -108,12 +104,9 @@ def _check_page_file(page: Path, real_page: Path, keep: Iterable[tuple[str, Path
     if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
         kind = file_kind(info.st_mode)
         raise ReviewError(f"review page {page} is {kind}; the page must be a new or regular file")
-    page_ids = {file_id(page), file_id(page, follow_symlinks=False)} - {None}
-    for label, other in keep:
-        other = Path(other)
-        same_id = file_id(other) in page_ids
-        if same_id or other.parent.resolve() / other.name in (real_page, real_page.resolve()):
-            raise ReviewError(f"review page {page} would overwrite {label} {other}")
+    clash = overwrites(page, keep)
+    if clash is not None:
+        raise ReviewError(f"review page {page} would overwrite {clash[0]} {clash[1]}")
 
 
 # -- entries: one per texture, from a run's results or a report -----------------------------------
