@@ -253,7 +253,11 @@ def worker_contract(args: argparse.Namespace) -> dict[str, float]:
 
     start = time.perf_counter()
     _, info = read_model(args.weights)
-    return {"seconds": time.perf_counter() - start, "bf16_agreement": info.bf16_agreement}
+    return {
+        "seconds": time.perf_counter() - start,
+        "bf16_psnr": info.bf16_fidelity.psnr,
+        "bf16_max_levels": info.bf16_fidelity.max_levels,
+    }
 
 
 WORKERS = {

@@ -184,6 +184,7 @@ def describe(
             size_multiple=size[0],
             theoretical_field=theoretical_field,
             bf16=precisions[0],
+            fp16=precisions[1],
             float_input=float_input,
         )
 
@@ -202,7 +203,8 @@ def describe(
         supports_fp16=precisions[1],
         bytes_per_pixel=measured.bytes_per_pixel,
         bf16_bytes_per_pixel=measured.bf16_bytes_per_pixel,
-        bf16_agreement=measured.bf16_agreement,
+        bf16_fidelity=measured.fidelity(torch.bfloat16),
+        fp16_fidelity=measured.fidelity(torch.float16),
         float_input=float_input,
         input_layer=measured.input_layer,
         circular=arch in contract.CONV_ONLY,
