@@ -228,3 +228,19 @@ def test_a_network_that_reads_the_image_twice_keeps_plain_casting():
     measured = contract.measure(net, in_channels=3, scale=1)
     assert measured.input_layer == ""  # float32 input would reach the bf16 skip layer
     assert measured.bf16_psnr > 0 and measured.fp16_psnr > 0
+
+
+def test_fp32_on_a_gpu_runs_without_tf32_and_leaves_the_flag_as_it_was():
+    from upscaler.engine.pipeline import no_tf32
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.allow_tf32
+    try:
+        cudnn.allow_tf32 = True
+        with no_tf32():
+            assert not cudnn.allow_tf32
+        with no_tf32(on=False):  # bf16 and fp16 are not fp32: nothing to keep exact
+            assert cudnn.allow_tf32
+        assert cudnn.allow_tf32
+    finally:
+        cudnn.allow_tf32 = before
