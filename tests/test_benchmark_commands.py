@@ -58,3 +58,22 @@ def test_inference_benchmark_without_shared_says_so_in_one_line(tmp_path: Path) 
         assert str(tmp_path / "shared" / "peers" / missing) in proc.stderr
         assert "--models texture-x4" in proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "isa"),
+    [
+        ("fpu sse2 avx avx2 fma", "AVX2"),
+        ("avx2 avx512f avx512bw", "AVX-512"),
+        ("avx2 avx512f avx512_bf16", "AVX512-BF16"),
+        ("avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX"),
+        ("fpu sse2 sse4_2", "below AVX2"),
+    ],
+)
+def test_benchmarks_name_the_cpu_and_its_isa_level(flags: str, isa: str) -> None:
+    from benchmarks.machine import cpu_record
+
+    text = f"processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    record = cpu_record(text)
+    assert record["model"] == "AMD EPYC 7B13" and record["isa"] == isa
+    assert cpu_record("")["isa"] == "unknown"  # no /proc/cpuinfo: said, not guessed
