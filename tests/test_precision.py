@@ -1,5 +1,5 @@
 """The default precision is decided by measurement, by one rule for bf16 and fp16 on every device:
-PSNR >= 50 dB against fp32's 8-bit output on the probe, and no value more than 8 levels off."""
+PSNR >= 50 dB against fp32's 8-bit output on the probe, and no value more than 12 levels off."""
 
 from __future__ import annotations
 
@@ -138,9 +138,10 @@ def test_a_compact_cast_to_bf16_keeps_its_input_layer_in_float32():
 
 
 @pytest.mark.skipif(not (PEERS / ANIME).is_file(), reason="no peers")
-def test_realesr_animevideov3_meets_the_rule_in_bf16_and_fp16():
-    """Measured: bf16 57.0 dB from fp32, at most 4 levels off, with its first conv in float32
+def test_realesr_animevideov3_meets_the_rule_in_bf16_and_fp16(monkeypatch):
+    """Measured: bf16 57.0 dB from fp32, at most 4 levels off, its input kept float32
     (rounding the input to bf16 costs it dB); fp16 68.9 dB, at most 1 level."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # fp16 is measured for GPUs
     module, info = read_model(PEERS / ANIME)
     assert info.bf16_fidelity.meets_rule() and info.fp16_fidelity.meets_rule()
     assert info.fp16_fidelity.psnr > info.bf16_fidelity.psnr  # fp16: 3 more mantissa bits
@@ -149,14 +150,24 @@ def test_realesr_animevideov3_meets_the_rule_in_bf16_and_fp16():
     assert rounded_input[torch.bfloat16].psnr < info.bf16_fidelity.psnr
 
 
+def test_fp16_is_measured_only_where_a_gpu_could_run_it(monkeypatch, tiny_x2):
+    _, cpu_only = read_model(tiny_x2)
+    assert cpu_only.fp16_fidelity == Fidelity() and cpu_only.bf16_fidelity.psnr > 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _, with_gpu = read_model(tiny_x2)  # not the CPU-only cache entry: measured again
+    assert with_gpu.fp16_fidelity.meets_rule() and with_gpu.bf16_fidelity == cpu_only.bf16_fidelity
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (PEERS / "RealESRGAN_x4plus.safetensors").is_file(), reason="no peers")
-def test_realesrgan_x4plus_meets_the_rule_in_bf16():
-    """Measured with its input layer in float32: bf16 X4PLUS."""
+def test_realesrgan_x4plus_meets_the_rule_in_bf16(monkeypatch):
+    """Measured with its input layer in float32: bf16 52.2 dB from fp32, at most 8 levels off
+    (under the old rule, 98.7% of pixels within a level, it stayed fp32); fp16 62.5 dB, 1."""
     module, info = read_model(PEERS / "RealESRGAN_x4plus.safetensors")
     assert info.input_layer == "conv_first"
-    assert info.bf16_fidelity.meets_rule()
-    assert pick_dtype("bf16", CPU, info) == torch.bfloat16
+    assert info.bf16_fidelity.meets_rule() and info.bf16_fidelity.psnr < 55
+    monkeypatch.setattr(load, "native_bf16", lambda device: True)
+    assert pick_dtype("auto", CPU, info) == torch.bfloat16
 
 
 def test_auto_says_why_a_model_runs_in_fp32_on_a_device_with_a_faster_precision(monkeypatch):
@@ -165,12 +176,12 @@ def test_auto_says_why_a_model_runs_in_fp32_on_a_device_with_a_faster_precision(
 
     module, info = read_model("texture-x4")
     monkeypatch.setattr(load, "native_bf16", lambda device: True)
-    off = replace(info, bf16_fidelity=Fidelity(47.3, 12))
+    off = replace(info, bf16_fidelity=Fidelity(47.3, 20))
     differs = Upscaler(module, off, device=CPU, dtype=torch.float32)
     note = _precision_note(differs)
     assert note is not None
-    assert "fp32" in note and "47.3 dB" in note and "12 levels" in note
-    assert "50 dB" in note and "8 levels" in note and "--precision bf16" in note
+    assert "fp32" in note and "47.3 dB" in note and "20 levels" in note
+    assert "50 dB" in note and "12 levels" in note and "--precision bf16" in note
     # bf16 chosen, or the fidelity unknown: nothing to explain
     assert _precision_note(Upscaler(module, info, device=CPU, dtype=torch.bfloat16)) is None
     unknown = replace(info, bf16_fidelity=Fidelity())

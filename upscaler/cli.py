@@ -322,7 +322,7 @@ class Params:
     default="auto",
     help="auto: bf16 where the device has it natively (a CPU with AVX512-BF16/AMX, a GPU), "
     "else fp16 on a GPU, when the model's output in it is >= 50 dB from fp32's with no value "
-    "over 8 levels off (measured once per model); else fp32.",
+    "over 12 levels off (measured once per model); else fp32.",
 )
 @click.option(
     "--shard",

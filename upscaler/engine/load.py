@@ -58,7 +58,7 @@ def fast_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
 def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.dtype:
     """``auto``: the first of ``fast_dtypes(device)`` that the model supports and whose measured
     output meets the precision rule (``Fidelity.meets_rule``: PSNR >= 50 dB against fp32's and
-    no 8-bit value more than 8 levels off, on the probe), the same rule on every device; fp32
+    no 8-bit value more than 12 levels off, on the probe), the same rule on every device; fp32
     otherwise. An explicit precision the model cannot run is refused."""
     supported = {torch.bfloat16: info.supports_bf16, torch.float16: info.supports_fp16}
     if precision == "auto":
