@@ -407,7 +407,7 @@ def fidelity(
     With ``stop_early``, a format stops being measured as soon as the samples seen already break
     the rule, and its figures are those the whole would have were the rest identical (a higher
     PSNR and a smaller difference than the truth, still outside the rule); the fp32 passes stop
-    when no format is left (RealESRGAN_x4plus in bf16: after 1 sample of 5)."""
+    when no format is left."""
     module = module.to(memory_format=torch.channels_last)
     samples = probe_samples(in_channels, 128, multiple)
     squared = dict.fromkeys(reduced, 0.0)
