@@ -40,6 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import cpu_record  # noqa: E402  (after the path: the project's own)
+
 PEERS = ROOT.parent / "shared" / "peers"
 MODELS = {
     "animevideov3": PEERS / "realesr-animevideov3-x4.safetensors",
@@ -48,14 +50,6 @@ MODELS = {
 }
 DEFAULT_COUNT = {"animevideov3": 16, "x4plus": 4, "texture-x4": 16}
 VAL = ROOT.parent / "shared" / "data" / "textures" / "val" / "color"
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # -- setup ----------------------------------------------------------------------------------------
@@ -253,7 +247,11 @@ def worker_contract(args: argparse.Namespace) -> dict[str, float]:
 
     start = time.perf_counter()
     _, info = read_model(args.weights)
-    return {"seconds": time.perf_counter() - start, "bf16_agreement": info.bf16_agreement}
+    return {
+        "seconds": time.perf_counter() - start,
+        "bf16_psnr": info.bf16_fidelity.psnr,
+        "bf16_max_levels": info.bf16_fidelity.max_levels,
+    }
 
 
 WORKERS = {
@@ -431,8 +429,9 @@ def main() -> None:
                 rows += measure_case(work, model, weights, case, count, args)
                 print_rows(rows[-3:])
     lines = roofline(rows, flops, args.device)
-    report = {"device": args.device, "cpu_bf16": cpu_has_bf16(), "cpus": os.cpu_count(),
-              "threads": os.environ.get("OMP_NUM_THREADS", "all"),
+    cpu = cpu_record()
+    report = {"device": args.device, "cpu": cpu, "cpu_bf16": cpu["isa"] in ("AMX", "AVX512-BF16"),
+              "cpus": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS", "all"),
               "first_use": first_use, "rows": rows, "roofline": lines}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -7,12 +7,14 @@ on ``sys.path``: a script that does not put the project root before it imports t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "__init__.py")
@@ -58,3 +60,74 @@ def test_inference_benchmark_without_shared_says_so_in_one_line(tmp_path: Path) 
         assert str(tmp_path / "shared" / "peers" / missing) in proc.stderr
         assert "--models texture-x4" in proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_gpu_benchmark_dry_run_checks_the_plumbing_on_cpu(tmp_path: Path) -> None:
+    """One tiny model, one small image, on CPU: three ``upscale`` runs compared, speed timed,
+    a JSON that names the CPU."""
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] and report["device"] == "cpu"
+    assert report["cpu"]["isa"] and report["cpu"]["model"]
+    (row,) = report["models"]
+    assert row["model"] == "tiny-x2" and row["auto_meets_rule"] and row["fp32_close"]
+    assert row["fp32"]["max_levels"] == 0  # the same command on the same CPU
+    assert row["mp_per_s"] > 0 and row["cost_vs_bare"] > 0 and row["tflop_per_s"] > 0
+    assert row["fraction_of_peak"] == "unknown"  # no peak known for a CPU
+    assert "meets the rule" in proc.stdout
+
+
+def test_the_gpu_peak_table_finds_the_most_specific_name() -> None:
+    from benchmarks.gpu import peak_tflops
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA GeForce RTX 3090") == 71.0
+    assert peak_tflops("NVIDIA GeForce GTX 1080") is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "isa"),
+    [
+        ("fpu sse2 avx avx2 fma", "AVX2"),
+        ("avx2 avx512f avx512bw", "AVX-512"),
+        ("avx2 avx512f avx512_bf16", "AVX512-BF16"),
+        ("avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX"),
+        ("fpu sse2 sse4_2", "below AVX2"),
+    ],
+)
+def test_benchmarks_name_the_cpu_and_its_isa_level(flags: str, isa: str) -> None:
+    from benchmarks.machine import cpu_record
+
+    text = f"processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    record = cpu_record(text)
+    assert record["model"] == "AMD EPYC 7B13" and record["isa"] == isa
+    assert cpu_record("")["isa"] == "unknown"  # no /proc/cpuinfo: said, not guessed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_benchmark_on_cuda_meets_the_rule(tmp_path: Path) -> None:
+    """The CUDA path end to end on the shipped x2 model: auto's output within the precision rule
+    of CPU fp32's, fp32's within a level."""
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--models", "texture-x2", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["models"]
+    assert row["auto_meets_rule"] and row["fp32_close"] and row["precision"] != "float32"

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from upscaler.engine.pipeline import Upscaler
-from upscaler.models.contract import BF16_AGREEMENT, ModelInfo
+from upscaler.models.contract import ModelInfo
 from upscaler.models.loader import read_model
 from upscaler.options import PRECISIONS
 
@@ -30,10 +30,11 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX (Linux's /proc/cpuinfo flags; elsewhere assumed not)."""
+    """Whether ``device`` computes bf16 natively: a CUDA GPU of compute capability 8.0 or more
+    (Ampere on; older ones only emulate it), or a CPU with AVX512-BF16 or AMX (Linux's
+    /proc/cpuinfo flags; elsewhere assumed not)."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return False
     try:
@@ -43,17 +44,28 @@ def native_bf16(device: torch.device) -> bool:
     return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def fast_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
+    """The reduced precisions that run faster than fp32 on ``device``, best first: bf16 where it
+    is native; on a CUDA GPU also fp16 (tensor cores since Volta, and what Real-ESRGAN runs on
+    GPUs by default). A CPU without native bf16 has none (its fp16 and bf16 are emulated), nor
+    (unmeasured) has MPS."""
+    bf16 = (torch.bfloat16,) if native_bf16(device) else ()
+    if device.type == "cuda":
+        return (*bf16, torch.float16)
+    return bf16
+
+
 def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.dtype:
-    """``auto``: bf16 where the device computes it natively and the model supports it - on a
-    GPU always, on a CPU only when its measured bf16 output agrees with fp32
-    (``info.bf16_agreement`` >= ``BF16_AGREEMENT``: 99.9% of 8-bit pixels within one level);
-    fp32 otherwise. An explicit precision the model cannot run is refused."""
+    """``auto``: the first of ``fast_dtypes(device)`` that the model supports and whose measured
+    output meets the precision rule (``Fidelity.meets_rule``: PSNR >= 50 dB against fp32's and
+    no 8-bit value more than 12 levels off, on the probe), the same rule on every device; fp32
+    otherwise. An explicit precision the model cannot run is refused."""
+    supported = {torch.bfloat16: info.supports_bf16, torch.float16: info.supports_fp16}
     if precision == "auto":
-        if not info.supports_bf16 or not native_bf16(device):
-            return torch.float32
-        if device.type == "cpu" and info.bf16_agreement < BF16_AGREEMENT:
-            return torch.float32
-        return torch.bfloat16 if device.type in ("cpu", "cuda") else torch.float32
+        for dtype in fast_dtypes(device):
+            if supported[dtype] and info.fidelity(dtype).meets_rule():
+                return dtype
+        return torch.float32
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

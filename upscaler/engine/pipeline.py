@@ -337,7 +337,8 @@ class Upscaler:
         if not (self.info.float_input or self.info.input_layer):  # else the model casts
             data = data.to(self.dtype)
         data = data.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), circular_padding(self.module, circular):
+        exact = self.dtype == torch.float32
+        with torch.inference_mode(), circular_padding(self.module, circular), no_tf32(exact):
             out = self.module(data)
         expected = (batch.shape[2] * self.scale, batch.shape[3] * self.scale)
         if tuple(out.shape[2:]) != expected:
@@ -355,6 +356,22 @@ class Upscaler:
                 "black or white"
             )
         return out.float()
+
+
+@contextmanager
+def no_tf32(on: bool = True) -> Iterator[None]:
+    """cuDNN convolutions in true fp32 while active: its default, TF32 on Ampere and later,
+    rounds products to 10 mantissa bits, and ``--precision fp32`` promises fp32's output (CPUs
+    never use TF32)."""
+    if not on:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before, cudnn.allow_tf32 = cudnn.allow_tf32, False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32 = before
 
 
 @contextmanager

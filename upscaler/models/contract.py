@@ -12,9 +12,16 @@ guessed, once per model file (``measure``) and cached by the file's SHA-256:
   pixel per conv) overlap tiles by that exact radius instead, so tiles stay bit-exact.
 * **activation bytes per input pixel**, fp32 and bf16: the peak of live tensor bytes during a
   forward pass, tracked op by op at two sizes (the slope, so weights and fixed buffers drop out).
-* **bf16 agreement**: the share of 8-bit output pixels of a bf16 forward within one level of
-  fp32's (every channel) on the bundled probe textures; bf16 becomes the default on CPUs with
-  native bf16 instructions when it is >= 99.9%.
+* **fidelity in bf16 and fp16**: how far the 8-bit output of a bf16 (and an fp16) forward is
+  from fp32's on the bundled probe textures, every channel: its PSNR and its largest difference
+  in levels. One rule, the same for both formats and every device, decides whether
+  ``--precision auto`` may use a format (``Fidelity.meets_rule``): PSNR >= ``MIN_PSNR`` (50 dB:
+  an RMS error of 0.8 level) and no value more than ``MAX_LEVELS`` (12) levels off: the largest
+  difference of a model that passes by PSNR was 8 (RealESRGAN_x4plus in bf16), a limit at that
+  would flip on one rounding, and a broken format moves values by far more (SPAN: 255). The
+  formats are measured on CPU once per file (fp16 only where a GPU is present: only a GPU runs
+  it fast); the convolutions of both CPU (oneDNN) and GPU (cuDNN) accumulate bf16 and fp16
+  products in float32, so the rounding measured is the format's.
 * **input layer**: the convolution a forward pass runs first, the one that sees the image. In
   bf16 or fp16 it stays float32 (``keep_input_layer``): bf16 rounds 8-bit levels above 0.5 by
   up to half a level, and every layer after it amplifies that (RealESRGAN_x4plus: 95.1% of
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import weakref
 from collections.abc import Callable
@@ -47,10 +55,30 @@ CONV_ONLY = frozenset({"compact", "rrdb", "Compact", "ESRGAN", "SPAN"})
 EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit-exact tiles)
 PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influence is capped)
 MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
-BF16_AGREEMENT = 0.999  # share of outputs within 1/255 of fp32 for bf16 to be the CPU default
-CACHE_VERSION = 6  # bump whenever what is measured, or how, changes
+MIN_PSNR = 50.0  # dB against fp32's 8-bit output, for auto to choose bf16 or fp16
+MAX_LEVELS = 12  # ... and no 8-bit value further than this from fp32's (see the README)
+PSNR_CAP = 99.0  # identical outputs (no error at all) are recorded as this
+CACHE_VERSION = 7  # bump whenever what is measured, or how, changes
 MAX_CACHE_BYTES = 1 << 16  # a cached measurement is a few hundred bytes
 PROBE_FILE = Path(__file__).parent / "probe.png"
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How far a model's 8-bit output at a reduced precision is from fp32's on the probe."""
+
+    psnr: float = 0.0  # dB, capped at PSNR_CAP (0: not measured, or NaN/Inf output)
+    max_levels: int = 255  # the largest difference of one 8-bit value (255: not measured)
+
+    def meets_rule(self) -> bool:
+        """The precision rule: close enough to fp32 for ``--precision auto`` to use it."""
+        return self.psnr >= MIN_PSNR and self.max_levels <= MAX_LEVELS
+
+    def __str__(self) -> str:
+        return f"{self.psnr:.1f} dB from fp32, values up to {self.max_levels} levels off"
+
+
+RULE = f"PSNR >= {MIN_PSNR:.0f} dB and no value more than {MAX_LEVELS} levels off"
 
 
 @dataclass(frozen=True)
@@ -70,7 +98,8 @@ class ModelInfo:
     supports_fp16: bool = True
     bytes_per_pixel: int = 2048  # fp32 activation bytes per input pixel per item
     bf16_bytes_per_pixel: int = 0  # the same in bf16 (0: half the fp32 figure)
-    bf16_agreement: float = 0.0  # share of bf16 output pixels within 1/255 of fp32 (0: unknown)
+    bf16_fidelity: Fidelity = Fidelity()  # bf16 output against fp32's (default: unknown)
+    fp16_fidelity: Fidelity = Fidelity()  # the same in fp16
     float_input: bool = False  # takes float32 input at any weight dtype (keeps the base exact)
     input_layer: str = ""  # community models: the conv kept float32 under bf16/fp16 (see above)
     circular: bool = False  # only convolutions see neighbours: circular padding wraps it exactly
@@ -84,6 +113,16 @@ class ModelInfo:
             return float(self.bytes_per_pixel)
         return float(self.bf16_bytes_per_pixel or self.bytes_per_pixel / 2)
 
+    def fidelity(self, dtype: torch.dtype) -> Fidelity:
+        """Its output at ``dtype`` against fp32's (fp32 itself: identical)."""
+        if dtype == torch.float32:
+            return Fidelity(PSNR_CAP, 0)
+        if dtype == torch.bfloat16:
+            return self.bf16_fidelity
+        if dtype == torch.float16:
+            return self.fp16_fidelity
+        return Fidelity()
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -93,31 +132,43 @@ class Measured:
     wrap_field: int
     bytes_per_pixel: int
     bf16_bytes_per_pixel: int
-    bf16_agreement: float
+    bf16_psnr: float
+    bf16_max_levels: int
+    fp16_psnr: float
+    fp16_max_levels: int
     probed_field: bool = field(default=False)  # True: the radius was probed, not derived
     input_layer: str = ""  # "": none found, or the network does not run with it in float32
 
     @classmethod
     def from_record(cls, record: object) -> Measured:
         """The measurement a cache file holds; ``ValueError`` unless every field is there with
-        its type and range (counts >= 0, agreement in [0, 1]): a cache is untrusted input."""
+        its type and range (counts >= 0, PSNR in [0, PSNR_CAP], levels in [0, 255]): a cache is
+        untrusted input."""
         if not isinstance(record, dict) or set(record) != {f.name for f in fields(cls)}:
             raise ValueError("not a measurement")
         counts = ("receptive_field", "wrap_field", "bytes_per_pixel", "bf16_bytes_per_pixel")
-        for name in counts:
+        for name in (*counts, "bf16_max_levels", "fp16_max_levels"):
             value = record[name]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a count, not {value!r}")
-        agreement = record["bf16_agreement"]
-        if not isinstance(agreement, int | float) or isinstance(agreement, bool):
-            raise ValueError("bf16_agreement must be a number")
-        if not 0 <= agreement <= 1:  # also refuses NaN
-            raise ValueError("bf16_agreement must be in [0, 1]")
+            if name.endswith("_levels") and value > 255:
+                raise ValueError(f"{name} must be at most 255, not {value}")
+        for name in ("bf16_psnr", "fp16_psnr"):
+            value = record[name]
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number")
+            if not 0 <= value <= PSNR_CAP:  # also refuses NaN
+                raise ValueError(f"{name} must be in [0, {PSNR_CAP}]")
         if not isinstance(record["probed_field"], bool):
             raise ValueError("probed_field must be true or false")
         if not isinstance(record["input_layer"], str):
             raise ValueError("input_layer must be a string")
         return cls(**record)
+
+    def fidelity(self, dtype: torch.dtype) -> Fidelity:
+        if dtype == torch.bfloat16:
+            return Fidelity(float(self.bf16_psnr), self.bf16_max_levels)
+        return Fidelity(float(self.fp16_psnr), self.fp16_max_levels)
 
 
 def measure(
@@ -128,28 +179,50 @@ def measure(
     size_multiple: int = 1,
     theoretical_field: int | None = None,
     bf16: bool = True,
+    fp16: bool = True,
     float_input: bool = False,
 ) -> Measured:
-    """Measure ``module`` (on CPU, fp32; left unchanged) as the module docstring says."""
+    """Measure ``module`` (on CPU, fp32; left unchanged) as the module docstring says; ``bf16``
+    and ``fp16``: whether the model supports them (unsupported ones stay unmeasured)."""
     module = module.eval()
     effective = probe_receptive_field(module, in_channels, scale, size_multiple)
     exact = theoretical_field is not None and theoretical_field <= EXACT_FIELD_LIMIT
     field_ = theoretical_field if exact else effective
     fp32 = activation_bytes(module, in_channels, size_multiple, torch.float32)
+    dtypes = [d for d, ok in ((torch.bfloat16, bf16), (torch.float16, fp16)) if ok]
     layer = ""
+    if dtypes and not float_input:  # our architectures keep their own input layer (compact._apply)
+        layer = input_layer(module, in_channels, size_multiple)
+        trial = copy.deepcopy(module).to(dtypes[0])
+        if layer and not _runs_with_input_layer(trial, layer, in_channels, size_multiple):
+            layer = ""
+    reduced = {d: reduced_copy(module, d, layer) for d in dtypes}
+    errors = fidelity(module, reduced, in_channels, size_multiple, float_input or bool(layer))
+    bf16_bytes = 0
     if bf16:
-        half = copy.deepcopy(module).to(torch.bfloat16)
-        if not float_input:  # our architectures keep their own input layer (compact._apply)
-            layer = input_layer(module, in_channels, size_multiple)
-            if layer and not _runs_with_input_layer(half, layer, in_channels, size_multiple):
-                layer, half = "", copy.deepcopy(module).to(torch.bfloat16)
+        half = reduced[torch.bfloat16]
         bf16_bytes = activation_bytes(half, in_channels, size_multiple, torch.bfloat16)
-        agreement = bf16_agreement(
-            module, half, in_channels, size_multiple, float_input or bool(layer)
-        )
-    else:
-        bf16_bytes, agreement = 0, 0.0
-    return Measured(int(field_ or 0), effective, fp32, bf16_bytes, agreement, not exact, layer)
+    found = {d: errors.get(d, Fidelity()) for d in (torch.bfloat16, torch.float16)}
+    return Measured(
+        int(field_ or 0),
+        effective,
+        fp32,
+        bf16_bytes,
+        found[torch.bfloat16].psnr,
+        found[torch.bfloat16].max_levels,
+        found[torch.float16].psnr,
+        found[torch.float16].max_levels,
+        not exact,
+        layer,
+    )
+
+
+def reduced_copy(module: nn.Module, dtype: torch.dtype, layer: str = "") -> nn.Module:
+    """A copy of ``module`` cast to ``dtype``, its convolution ``layer`` (if any) kept float32."""
+    copied = copy.deepcopy(module).to(dtype)
+    if layer:
+        keep_input_layer(copied, layer)
+    return copied
 
 
 def input_layer(module: nn.Module, in_channels: int, multiple: int = 1) -> str:
@@ -318,29 +391,58 @@ def activation_bytes(module: nn.Module, in_channels: int, multiple: int, dtype: 
     return max(1, round(max(slope, peaks[1] / sides[1] ** 2)))
 
 
-def bf16_agreement(
-    module: nn.Module, half: nn.Module, in_channels: int, multiple: int, float_input: bool = False
-) -> float:
-    """Share of 8-bit output pixels of ``half`` (the bf16 copy) within one level of
-    ``module``'s (fp32), every channel, on the five bundled samples (128 px each).
+def fidelity(
+    module: nn.Module,
+    reduced: dict[torch.dtype, nn.Module],
+    in_channels: int,
+    multiple: int,
+    float_input: bool = False,
+    *,
+    stop_early: bool = True,
+) -> dict[torch.dtype, Fidelity]:
+    """The 8-bit output of each of ``reduced`` (copies of ``module`` in bf16 or fp16, by dtype)
+    against ``module``'s (fp32), every channel, on the five bundled samples (128 px each): the
+    PSNR and the largest difference in levels. NaN or Inf anywhere (fp16 overflow): ``(0, 255)``.
 
-    Stops as soon as the samples seen already disagree too often for the whole to reach
-    ``BF16_AGREEMENT``, and returns the share the whole would have were the rest to agree: an
-    upper bound, still below the rule (RealESRGAN_x4plus: after 1 of 5 samples, 80% less time)."""
+    With ``stop_early``, a format stops being measured as soon as the samples seen already break
+    the rule, and its figures are those the whole would have were the rest identical (a higher
+    PSNR and a smaller difference than the truth, still outside the rule); the fp32 passes stop
+    when no format is left."""
     module = module.to(memory_format=torch.channels_last)
-    half = half.to(memory_format=torch.channels_last)
     samples = probe_samples(in_channels, 128, multiple)
-    disagree = seen = 0
+    squared = dict.fromkeys(reduced, 0.0)
+    worst = dict.fromkeys(reduced, 0)
+    found: dict[torch.dtype, Fidelity] = {}
     for i, x in enumerate(samples):
-        ours = _forward(module, x)
-        theirs = _forward(half, x if float_input else x.bfloat16())
-        levels = [(y.clamp(0, 1) * 255).round() for y in (ours, theirs)]
-        close = ((levels[0] - levels[1]).abs() <= 1).all(dim=1)
-        disagree, seen = disagree + int((~close).sum()), seen + close.numel()
-        total = seen * len(samples) // (i + 1)  # every sample has the same size
-        if disagree > (1 - BF16_AGREEMENT) * total:
-            return 1 - disagree / total
-    return 1 - disagree / seen
+        left = [d for d in reduced if d not in found]
+        if not left:
+            break
+        ours = _levels(_forward(module, x))
+        total = ours.numel() * len(samples)  # every sample has the same size
+        for dtype in left:
+            half = reduced[dtype].to(memory_format=torch.channels_last)
+            out = _forward(half, x if float_input else x.to(dtype))
+            if not bool(out.isfinite().all()):
+                found[dtype] = Fidelity()
+                continue
+            diff = (_levels(out) - ours).abs()
+            squared[dtype] += float(diff.double().square().sum())
+            worst[dtype] = max(worst[dtype], int(diff.max()))
+            seen = Fidelity(_psnr(squared[dtype], total), worst[dtype])
+            if (stop_early and not seen.meets_rule()) or i == len(samples) - 1:
+                found[dtype] = seen
+    return found
+
+
+def _levels(y: torch.Tensor) -> torch.Tensor:
+    return (y.clamp(0, 1) * 255).round()
+
+
+def _psnr(squared: float, count: int) -> float:
+    """PSNR in dB of 8-bit values from the sum of squared level differences over ``count``."""
+    if squared == 0:
+        return PSNR_CAP
+    return min(PSNR_CAP, 10 * math.log10(255**2 * count / squared))
 
 
 # -- the cache ------------------------------------------------------------------------------------

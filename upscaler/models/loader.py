@@ -176,6 +176,10 @@ def describe(
     fp16 support), the measured part (``contract.measure``) cached by the model file's hash, or
     measured afresh for a module with no file (training's validation)."""
 
+    # fp16 is only ever chosen on a GPU (CPUs emulate it, slower than fp32; x4plus's five probe
+    # passes took longer than fp32's): it is measured (on CPU, once per file) where one is.
+    fp16 = precisions[1] and torch.cuda.is_available()
+
     def run() -> contract.Measured:
         return contract.measure(
             module,
@@ -184,10 +188,12 @@ def describe(
             size_multiple=size[0],
             theoretical_field=theoretical_field,
             bf16=precisions[0],
+            fp16=fp16,
             float_input=float_input,
         )
 
-    measured = contract.cached(contract.contract_key(source), run) if source else run()
+    key = f"{contract.contract_key(source)}{'-fp16' if fp16 else ''}" if source else ""
+    measured = contract.cached(key, run) if source else run()
     return ModelInfo(
         name=name,
         arch=arch,
@@ -202,7 +208,8 @@ def describe(
         supports_fp16=precisions[1],
         bytes_per_pixel=measured.bytes_per_pixel,
         bf16_bytes_per_pixel=measured.bf16_bytes_per_pixel,
-        bf16_agreement=measured.bf16_agreement,
+        bf16_fidelity=measured.fidelity(torch.bfloat16),
+        fp16_fidelity=measured.fidelity(torch.float16),
         float_input=float_input,
         input_layer=measured.input_layer,
         circular=arch in contract.CONV_ONLY,
