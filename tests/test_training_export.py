@@ -245,3 +245,40 @@ def test_export_never_writes_over_the_checkpoint_it_reads(
     (tmp_path / "ckpt.safetensors").symlink_to(checkpoint)
     link = CliRunner().invoke(main, ["export", str(checkpoint), str(tmp_path / "ckpt.safetensors")])
     assert link.exit_code == 2 and checkpoint.read_bytes() == before
+
+
+def test_blend_interpolates_two_span_files_of_either_normalisation(tmp_path: Path) -> None:
+    """``upscale-train blend``: alpha 0 and 1 give the two models back (a normalising SPAN meets
+    a non-normalising one in the latter's form), 0.5 lies between them, and the file loads in
+    spandrel and ``upscale``; a model is never written over one it reads."""
+    import spandrel
+    from safetensors.torch import save_file
+
+    from training.archs import SpanConfig, build_module, settle
+    from upscaler.models.loader import read_model
+
+    torch.manual_seed(0)
+    paths = []
+    for name, norm in (("faithful", True), ("sharp", False)):
+        module = settle(build_module("span", SpanConfig(norm=norm)))
+        paths.append(tmp_path / f"{name}.safetensors")
+        save_file(module.state_dict(), str(paths[-1]))
+    x = torch.rand(1, 3, 48, 48)
+    outputs = []
+    for alpha in (0.0, 0.5, 1.0):
+        out = tmp_path / f"blend{alpha}.safetensors"
+        result = CliRunner().invoke(
+            main, ["blend", *map(str, paths), str(out), "--alpha", str(alpha)]
+        )
+        assert result.exit_code == 0, result.output
+        with torch.no_grad():
+            outputs.append(spandrel.ModelLoader().load_from_file(str(out)).model.eval()(x))
+        assert read_model(out)[1].scale == 4  # upscale's loader takes it
+    with torch.no_grad():
+        ends = [spandrel.ModelLoader().load_from_file(str(p)).model.eval()(x) for p in paths]
+    inner = (slice(None), slice(None), slice(96, -96), slice(96, -96))  # conv_1's padding aside
+    assert torch.allclose(outputs[0][inner], ends[0][inner], atol=1e-4)
+    assert torch.allclose(outputs[2], ends[1], atol=1e-4)
+    assert 0 < (outputs[1] - ends[0]).abs().mean() < (ends[1] - ends[0]).abs().mean()
+    clash = CliRunner().invoke(main, ["blend", *map(str, paths), str(paths[0]), "--alpha", "0.5"])
+    assert clash.exit_code != 0 and "overwrite" in clash.output

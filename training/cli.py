@@ -247,6 +247,34 @@ def export(checkpoint: Path, out: Path, fp16: bool, onnx_path: Path | None, weig
 
 
 @main.command()
+@click.argument("first", type=click.Path(exists=True, path_type=Path))
+@click.argument("second", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    required=True,
+    help="Weight of SECOND: 0 gives FIRST, 1 gives SECOND.",
+)
+@WEIGHTS
+def blend(first: Path, second: Path, out: Path, alpha: float, weights: str) -> None:
+    """Write OUT.safetensors with every weight (1 - alpha) * FIRST + alpha * SECOND.
+
+    ESRGAN's network interpolation: between a faithful and a sharp model of one architecture
+    (model files, checkpoints or run folders), a model in between, with no training.
+    """
+    from .export import blend_models
+
+    if out.suffix != ".safetensors":
+        _fail(f"{out}: the model file must end in .safetensors")
+    try:
+        info = blend_models(first, second, alpha, out, weights)
+    except (CheckpointError, RuntimeError) as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {out} ({info['arch']} x{info['arch_config']['scale']}, alpha {alpha:g})")
+
+
+@main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
