@@ -280,5 +280,11 @@ def test_blend_interpolates_two_span_files_of_either_normalisation(tmp_path: Pat
     assert torch.allclose(outputs[0][inner], ends[0][inner], atol=1e-4)
     assert torch.allclose(outputs[2], ends[1], atol=1e-4)
     assert 0 < (outputs[1] - ends[0]).abs().mean() < (ends[1] - ends[0]).abs().mean()
+    # the fused convs inference runs are the blend of the two models' fused convs
+    mixed = spandrel.ModelLoader().load_from_file(str(tmp_path / "blend0.5.safetensors")).model
+    first = spandrel.ModelLoader().load_from_file(str(paths[0])).model
+    second = spandrel.ModelLoader().load_from_file(str(paths[1])).model
+    fused = (first.block_3.c2_r.eval_conv.weight + second.block_3.c2_r.eval_conv.weight) / 2
+    assert torch.allclose(mixed.block_3.c2_r.eval_conv.weight, fused, atol=1e-5)
     clash = CliRunner().invoke(main, ["blend", *map(str, paths), str(paths[0]), "--alpha", "0.5"])
     assert clash.exit_code != 0 and "overwrite" in clash.output

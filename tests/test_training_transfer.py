@@ -315,3 +315,22 @@ def test_a_span_without_input_normalisation_computes_the_same_map() -> None:
             a, b = source(x), target(x)
         inner = (a - b)[..., 88:-88, 88:-88].abs().max()
         assert float(inner) < 1e-4, (train, float(inner))
+
+
+def test_span_branches_rebuilt_from_the_fused_convs_compute_the_same_map() -> None:
+    from training.archs import SpanConfig, build_module, settle, span_from_fused
+
+    torch.manual_seed(0)
+    source = settle(build_module("span", SpanConfig()))
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    settle(source)
+    rebuilt = build_module("span", SpanConfig())
+    rebuilt.load_state_dict(span_from_fused(source.state_dict()), strict=True)
+    x = torch.rand(1, 3, 20, 20)
+    for train in (False, True):  # eval: the fused convs; training: the rebuilt branches
+        source.eval()
+        rebuilt.train(train)
+        with torch.no_grad():
+            assert torch.allclose(source(x), rebuilt(x), atol=1e-4)

@@ -87,6 +87,40 @@ def span_without_norm(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+def span_from_fused(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` with every Conv3XC's training branches rebuilt from its fused 3x3 conv
+    (``eval_conv``): the first 1x1 an identity into the first channels, the 3x3 holding the
+    fused conv, the last 1x1 an identity back, the shortcut zero. The same function in both
+    modes; what a network interpolation in the fused convs (the ones inference runs) needs to
+    be a consistent file."""
+    out = dict(weights)
+    for key in [k for k in weights if k.endswith(".eval_conv.weight")]:
+        base = key.removesuffix("eval_conv.weight")
+        fused, bias = weights[key], weights[base + "eval_conv.bias"]
+        c_out, c_in = fused.shape[:2]
+        first, middle = weights[base + "conv.0.weight"], weights[base + "conv.1.weight"]
+        gain_in, gain_out = first.shape[0], middle.shape[0]
+        w0 = torch.zeros_like(first)
+        w0[:c_in, :, 0, 0] = torch.eye(c_in, dtype=first.dtype)
+        w1 = torch.zeros_like(middle)
+        w1[:c_out, :c_in] = fused
+        b1 = torch.zeros(gain_out, dtype=bias.dtype)
+        b1[:c_out] = bias
+        w2 = torch.zeros_like(weights[base + "conv.2.weight"])
+        w2[:, :c_out, 0, 0] = torch.eye(c_out, dtype=w2.dtype)
+        out |= {
+            base + "conv.0.weight": w0,
+            base + "conv.0.bias": torch.zeros(gain_in, dtype=bias.dtype),
+            base + "conv.1.weight": w1,
+            base + "conv.1.bias": b1,
+            base + "conv.2.weight": w2,
+            base + "conv.2.bias": torch.zeros_like(weights[base + "conv.2.bias"]),
+            base + "sk.weight": torch.zeros_like(weights[base + "sk.weight"]),
+            base + "sk.bias": torch.zeros_like(weights[base + "sk.bias"]),
+        }
+    return out
+
+
 def _span_from_spandrel(hyper: dict[str, Any]) -> SpanConfig:
     return SpanConfig(
         scale=int(hyper["upscale"]),

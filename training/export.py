@@ -19,7 +19,14 @@ from upscaler.atomic import write_bytes_atomic
 from upscaler.models.checkpoint import FORMAT_VERSION, save_weights
 from upscaler.worklist import overwrites
 
-from .archs import arch_config, build_module, is_spandrel, settle, span_without_norm
+from .archs import (
+    arch_config,
+    build_module,
+    is_spandrel,
+    settle,
+    span_from_fused,
+    span_without_norm,
+)
 from .checkpoint import CheckpointError, generator_weights
 
 
@@ -112,7 +119,10 @@ def blend_models(
         for key, value in states[0].items()
     }
     module = build_module(a_info["arch"], arch_config(a_info["arch"], configs[0]))
-    module.load_state_dict(mixed)
+    if a_info["arch"] == "span":  # blend the fused convs inference runs, not the branches
+        module.load_state_dict(span_from_fused(mixed))
+    else:
+        module.load_state_dict(mixed)
     settle(module.eval())
     info = {
         **a_info,
