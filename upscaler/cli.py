@@ -203,7 +203,6 @@ class Params:
     output: Path
     scale: int | None
     model_name: str | None
-    sharp: bool
     no_download: bool
     native: bool
     output_scale: float | None
@@ -252,11 +251,6 @@ class Params:
     default=None,
     help="Shipped or known model name (--list-models), our .safetensors, or a community "
     ".pth/.safetensors.",
-)
-@click.option(
-    "--sharp",
-    is_flag=True,
-    help="The shipped GAN model (texture-x4-sharp): more fine detail, a little less faithful.",
 )
 @click.option(
     "--no-download",
@@ -477,11 +471,9 @@ def _command(console: Console, p: Params) -> int:
     except ValueError as exc:
         raise click.UsageError(shown(exc)) from None
     name = p.model_name
-    if name and p.sharp:
-        raise click.UsageError("--sharp picks a shipped model: give it or --model, not both")
     if not name:
         try:
-            name = zoo.default_model(p.scale or 4, sharp=p.sharp)
+            name = zoo.default_model(p.scale or 4)
         except ModelFileError as exc:
             raise click.BadParameter(exc.reason, param_hint="--scale") from None
     device = _pick_device(p.device)

@@ -43,24 +43,11 @@ SHIPPED: dict[str, ShippedModel] = {
 }
 
 
-def default_model(scale: int, *, sharp: bool = False) -> str:
-    """The shipped model used when ``--model`` is not given (``sharp``: the GAN model)."""
-    names = (
-        [f"texture-x{scale}-sharp"]
-        if sharp
-        else [f"texture-x{scale}", f"texture-x{scale}-fidelity"]
-    )
-    for name in names:
+def default_model(scale: int) -> str:
+    """The shipped model used when ``--model`` is not given."""
+    for name in (f"texture-x{scale}", f"texture-x{scale}-fidelity"):
         if name in SHIPPED and SHIPPED[name].installed:
             return name
-    if sharp:
-        available = sorted(
-            {m.scale for m in SHIPPED.values() if m.installed and m.name.endswith("-sharp")}
-        )
-        raise ModelFileError(
-            names[0],
-            f"no shipped sharp x{scale} model (sharp scales: {available or 'none'}); pass --model",
-        )
     available = sorted({m.scale for m in SHIPPED.values() if m.installed})
     raise ModelFileError(
         f"texture-x{scale}",
