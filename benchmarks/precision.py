@@ -38,6 +38,7 @@ def measure(model: str, formats: list[str]) -> dict[str, object]:
     from upscaler.models.loader import read_model
 
     module, info = read_model(model)
+    module = module.eval()  # SPAN runs its training branches in training mode
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     reduced = {dtypes[f]: reduced_copy(module, dtypes[f], info.input_layer) for f in formats}
     start = time.perf_counter()
