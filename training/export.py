@@ -70,7 +70,13 @@ def export_model(
     clash = overwrites(Path(out), [("the checkpoint it reads", Path(info["path"]))])
     if clash is not None:
         raise CheckpointError(f"{out}: the export would overwrite {clash[0]}, {clash[1]}")
-    dtype = torch.float16 if fp16 else None
+    _write(Path(out), module, info, torch.float16 if fp16 else None)
+    return info
+
+
+def _write(out: Path, module: nn.Module, info: dict[str, Any], dtype: torch.dtype | None) -> None:
+    """``module`` as a model file: ours in this project's format, spandrel's as a plain state
+    dict that spandrel is checked to rebuild."""
     if not is_spandrel(info["arch"]):
         save_weights(
             out,
@@ -80,10 +86,9 @@ def export_model(
             training=training_summary(info),
             dtype=dtype,
         )
-        return info
-    _save_spandrel(Path(out), module, info, dtype)
-    _check_spandrel_loads(Path(out), module, info)
-    return info
+        return
+    _save_spandrel(out, module, info, dtype)
+    _check_spandrel_loads(out, module, info)
 
 
 def blend_models(
@@ -130,17 +135,7 @@ def blend_models(
         "arch_config_obj": arch_config(a_info["arch"], configs[0]),
         "blend": {"first": str(first), "second": str(second), "alpha": alpha},
     }
-    if is_spandrel(info["arch"]):
-        _save_spandrel(Path(out), module, info, None)
-        _check_spandrel_loads(Path(out), module, info)
-    else:
-        save_weights(
-            out,
-            module,
-            arch=info["arch"],
-            config=info["arch_config_obj"],
-            training=training_summary(info),
-        )
+    _write(Path(out), module, info, None)
     return info
 
 
