@@ -233,6 +233,7 @@ class LossConfig:
     step_weight: float = 0.0  # local step statistics per phase of the texel and block grid
     step_window: int = 32  # HR pixels per side of the blocks the step statistics average over
     checker_weight: float = 0.0  # local 2x2 checker energy above the truth's (screen door)
+    lattice_weight: float = 0.0  # a fine pattern locked to the output's texel lattice (hatch)
     lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
     vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
     # Features of a pretrained SPAN SR network (training/perceptual.py SRFeatures): a perceptual
@@ -255,6 +256,7 @@ class LossConfig:
             self.colour_weight,
             self.step_weight,
             self.checker_weight,
+            self.lattice_weight,
             self.lpips_weight,
             self.vgg_weight,
             self.sr_feature_weight,
