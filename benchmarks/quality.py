@@ -64,6 +64,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import require_data  # noqa: E402
 from training.codecs import bc_roundtrip  # noqa: E402
 from training.degradations import point_sample, resize_down  # noqa: E402
 from training.metrics import (  # noqa: E402
@@ -324,11 +325,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    if not args.val.is_dir():
-        raise SystemExit(
-            f"quality.py: {args.val} is not a folder of textures (the validation set comes from "
-            "../shared/data/textures; give another with --val)"
-        )
+    require_data("quality.py", args.val, "--val")
     images = load_val(args.val, args.limit, args.max_side)
     lowres = load_lowres(args.lowres, args.limit) if args.lowres else []
     s = args.scale
