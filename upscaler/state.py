@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from upscaler.atomic import append_regular, open_regular, read_regular
+from upscaler.atomic import append_regular, file_sha256, read_regular
 
 STATE_ENV = "UPSCALE_STATE_DIR"
 LEGACY_MANIFEST = ".upscale-done.jsonl"  # where older versions kept it: inside the output tree
@@ -57,15 +57,6 @@ def state_path(output_root: Path) -> Path:
     digest = hashlib.sha256(os.fsencode(str(output_root))).hexdigest()[:16]
     label = re.sub(r"[^A-Za-z0-9._-]", "_", output_root.name)[:40] or "root"
     return state_dir() / f"{label}-{digest}.jsonl"
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a regular file (a FIFO or device in its place raises, never blocks)."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def recipe(source: Path, producer: Mapping[str, object]) -> str:
