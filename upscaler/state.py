@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from upscaler.atomic import append_regular, file_sha256, read_regular
+from upscaler.worklist import inside, real_path
 
 STATE_ENV = "UPSCALE_STATE_DIR"
 LEGACY_MANIFEST = ".upscale-done.jsonl"  # where older versions kept it: inside the output tree
@@ -79,7 +80,7 @@ class RunState:
         the mod, and the run would walk or overwrite it)."""
         self.root = output_root
         self.path = path or state_path(output_root)
-        if _real(self.path).is_relative_to(_real(output_root)):
+        if inside(real_path(self.path), real_path(output_root)):
             raise StateError(
                 f"the resume state {self.path} would lie inside the output folder {output_root}; "
                 f"set {STATE_ENV} to a folder outside it"
@@ -106,7 +107,7 @@ class RunState:
     def _name(self, target: Path) -> str | None:
         """``target``'s name relative to the output folder, or None outside it."""
         try:
-            return _real(target).relative_to(_real(self.root)).as_posix()
+            return real_path(target).relative_to(real_path(self.root)).as_posix()
         except ValueError:
             return None
 
@@ -168,7 +169,3 @@ def _parse(entry: dict[str, object]) -> tuple[str, dict[str, object]]:
     if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
         raise ValueError("sha256 must be a lowercase SHA-256")
     return target, {"bytes": size, "sha256": digest, "recipe": made_by}
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))  # never raises: a symlink loop stays as written
