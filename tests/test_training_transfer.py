@@ -19,6 +19,7 @@ from torch import nn
 from training_helpers import tiny_overrides, write_texture_tree
 
 from training import checkpoint as ckpt
+from training.archs import arch_config
 from training.cli import main
 from training.config import ConfigError, load_config
 from training.export import load_generator
@@ -252,6 +253,19 @@ def test_span_trains_exports_and_loads_in_spandrel_and_upscale(
             strict=True,
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"num_features": 8.0}, "span.num_features must be int, got 8.0"),
+        ({"scale": True}, "span.scale must be int, got True"),
+        ({"norm": 1}, "span.norm must be bool, got 1"),
+    ],
+)
+def test_span_config_values_are_type_checked(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        arch_config("span", values)
 
 
 def test_span_hyper_parameters_come_from_the_recipe(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from upscaler.models import ARCHITECTURES, build_generator, make_config
+from upscaler.models import ARCHITECTURES, build_config, build_generator
 
 
 @dataclass(frozen=True)
@@ -151,16 +151,10 @@ def is_spandrel(arch: str) -> bool:
 
 def arch_config(arch: str, values: dict[str, Any]) -> Any:
     """``arch``'s config dataclass from ``values``; unknown keys are refused by name."""
-    if arch in ARCHITECTURES:
-        return make_config(arch, values)
-    if arch not in SPANDREL:
+    entry = ARCHITECTURES.get(arch) or SPANDREL.get(arch)
+    if entry is None:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(NAMES)}")
-    config_type = SPANDREL[arch].config
-    valid = [f.name for f in dataclasses.fields(config_type)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {arch} config keys {unknown}; valid keys: {valid}")
-    return config_type(**values)
+    return build_config(arch, entry.config, values)
 
 
 def build_module(arch: str, config: Any) -> nn.Module:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from upscaler.formats.image import ImageReadError
-from upscaler.worklist import overwrites
+from upscaler.worklist import inside, overwrites, real_path
 
 from .checkpoint import CheckpointError
 from .config import RECIPES, Config, ConfigError, load_config, recipe_names
@@ -363,9 +363,9 @@ def prepare(
         workers=workers,
     )
     for folder in (out, val_folder) if val_folder is not None else (out,):
-        if folder.resolve().is_relative_to(src.resolve()):
+        if inside(real_path(folder), real_path(src)):
             _fail(f"{folder}: the output must not lie inside the source folder {src}")
-    if val_folder is not None and val_folder.resolve().is_relative_to(out.resolve()):
+    if val_folder is not None and inside(real_path(val_folder), real_path(out)):
         _fail(f"--val {val_folder}: keep it out of OUT {out}, which training may read whole")
     counts = run_prepare(
         src,

@@ -42,7 +42,7 @@ from upscaler.process import (
 from upscaler.rules import Rules
 from upscaler.state import LEGACY_MANIFEST, RunState, file_sha256, recipe
 from upscaler.texture.maps import MapInfo
-from upscaler.worklist import Job
+from upscaler.worklist import Job, inside
 
 MAX_BATCH_OUTPUT_PIXELS = 64 << 20
 _T = TypeVar("_T")
@@ -334,7 +334,7 @@ class Runner:
         """Whether ``folder`` (existing or not) resolves inside the output root. Checked before
         any folder is made, so a link inside the output tree cannot lead writes elsewhere."""
         try:
-            return folder.resolve().is_relative_to(self.root)
+            return inside(folder.resolve(), self.root)
         except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
             return False
 
