@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from upscaler import options as choices
-from upscaler.batch import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, RunFiles, dry_run, run_batch
+from upscaler.batch import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, dry_run, run_batch
 from upscaler.console import Console, shown
 
 if TYPE_CHECKING:
@@ -515,17 +515,27 @@ def _command(console: Console, p: Params) -> int:
         console.line(f"note: {path}: {reason}")
     if worklist.duplicates:
         console.line(f"note: {worklist.duplicates} file(s) named more than once; each done once")
-    if p.dry_run:
-        dry_run(console, jobs, upscaler, texture, rules, p.skip_existing, state, worklist)
-        return EXIT_OK
-    from upscaler.runner import RunOptions
+    from upscaler.plan import RunFiles, RunOptions, make_plan
 
     batch = p.max_batch or (GPU_BATCH if upscaler.device.type == "cuda" else 1)
     options = RunOptions(p.output, p.skip_existing, p.png_level, batch, p.workers)
     where: dict[str, object] = {"cwd": os.getcwd(), "output": str(p.output.resolve())}
     where["inputs"] = [str(path.resolve()) for path in p.inputs]
-    files = RunFiles(report, review, where)
-    return run_batch(console, jobs, upscaler, texture, rules, options, p.quiet, files, worklist)
+    plan = make_plan(
+        jobs,
+        upscaler,
+        options,
+        texture=texture,
+        rules=rules,
+        state=state,
+        problems=worklist.problems,
+        side=RunFiles(report, review, None if p.dry_run else where),
+        recipes=not p.dry_run,
+    )
+    if p.dry_run:
+        dry_run(console, plan)
+        return EXIT_OK
+    return run_batch(console, upscaler, plan, p.quiet)
 
 
 def _side_files(
