@@ -87,6 +87,11 @@ def _option(*decls: str, **attrs: Any) -> Any:
     return field(metadata={"declare": (click.option, decls, attrs)})
 
 
+def _choice(decl: str, values: tuple[str, ...], default: str | None, help: str) -> Any:
+    """A field filled by the option ``decl``, one of ``values``."""
+    return _option(decl, type=click.Choice(values), default=default, help=help)
+
+
 def _argument(**attrs: Any) -> Any:
     return field(metadata={"declare": (click.argument, (), attrs)})
 
@@ -106,13 +111,11 @@ class Arguments:
         "-s",
         "--scale",
         type=click.IntRange(1, 16),
-        default=None,
         help="Model scale; picks the shipped model (default 4, or the --model's scale).",
     )
     model: str | None = _option(
         "-m",
         "--model",
-        default=None,
         help="Shipped or known model name (--list-models), our .safetensors, or a community "
         ".pth/.safetensors.",
     )
@@ -128,73 +131,66 @@ class Arguments:
     output_scale: float | None = _option(
         "--output-scale",
         type=float,
-        default=None,
         callback=_check_output_scale,
         help="Final size as a multiple of the input (e.g. 2 with a x4 model).",
     )
-    format: str | None = _option(
+    format: str | None = _choice(
         "--format",
-        type=click.Choice(choices.OUTPUT_FORMATS),
-        default=None,
-        help="Convert outputs to this format (default: keep each input's format).",
+        choices.OUTPUT_FORMATS,
+        None,
+        "Convert outputs to this format (default: keep each input's format).",
     )
     tile: int | None = _option(
         "--tile",
         type=click.IntRange(16, 16384),
-        default=None,
         help="Tile size in input pixels (default: from available memory).",
     )
     max_memory: int | None = _option(
         "--max-memory",
         type=MemorySize(),
-        default=None,
         help="Memory the upscaling may use on its device, e.g. 4G or 512M; sets the tile size "
         "and batch (default: a quarter of RAM up to 4G on CPU, half of the GPU's memory).",
     )
-    seamless: str = _option(
+    seamless: str = _choice(
         "--seamless",
-        type=click.Choice(choices.SEAMLESS_MODES),
-        default="auto",
-        help="Wrap-around padding so tileable textures stay tileable (auto: detect per axis; "
+        choices.SEAMLESS_MODES,
+        "auto",
+        "Wrap-around padding so tileable textures stay tileable (auto: detect per axis; "
         "x: left/right edges only, y: top/bottom only).",
     )
-    map: str = _option(
+    map: str = _choice(
         "--map",
-        type=click.Choice(choices.MAP_CHOICES),
-        default="auto",
-        help="Map type (auto: from the name suffix, e.g. _n normal, _rough data; checked by "
-        "content).",
+        choices.MAP_CHOICES,
+        "auto",
+        "Map type (auto: from the name suffix, e.g. _n normal, _rough data; checked by content).",
     )
-    alpha: str = _option(
+    alpha: str = _choice(
         "--alpha",
-        type=click.Choice(choices.ALPHA_CHOICES),
-        default="auto",
-        help="Alpha meaning (auto: cutout if mostly 0/255, else blended; data in normal/data "
-        "maps).",
+        choices.ALPHA_CHOICES,
+        "auto",
+        "Alpha meaning (auto: cutout if mostly 0/255, else blended; data in normal/data maps).",
     )
-    palette: str = _option(
+    palette: str = _choice(
         "--palette",
-        type=click.Choice(choices.PALETTE_MODES),
-        default="rgb",
-        help="Palette images: upscale as RGB(A), or keep: re-quantise to the source palette.",
+        choices.PALETTE_MODES,
+        "rgb",
+        "Palette images: upscale as RGB(A), or keep: re-quantise to the source palette.",
     )
-    dds_format: str = _option(
+    dds_format: str = _choice(
         "--dds-format",
-        type=click.Choice(choices.DDS_FORMATS),
-        default="auto",
-        help="DDS outputs: auto keeps the source's format (BC7 for other sources).",
+        choices.DDS_FORMATS,
+        "auto",
+        "DDS outputs: auto keeps the source's format (BC7 for other sources).",
     )
-    dds_quality: str = _option(
+    dds_quality: str = _choice(
         "--dds-quality",
-        type=click.Choice(choices.DDS_QUALITIES),
-        default="balanced",
-        show_default=True,
+        choices.DDS_QUALITIES,
+        "balanced",
         help="DDS block encoders: fast, balanced (encoding ~15% of a CPU run), or best (slowest).",
     )
     rules: Path | None = _option(
         "--rules",
         type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
         help="TOML file of per-pattern options (glob -> map, alpha, seamless, native, format...).",
     )
     skip_existing: bool = _option(
@@ -208,44 +204,39 @@ class Arguments:
     report: Path | None = _option(
         "--report",
         type=click.Path(path_type=Path),
-        default=None,
         help="Write per-file results as JSON (never onto an input or an output).",
     )
     review: Path | None = _option(
         "--review",
         type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
         help="Write a page to review the batch by eye (pictures in a folder beside it, named "
         "PAGE_files); never inside the output or an input folder.",
     )
     device: str = _option(
         "--device", default="auto", callback=_check_device, help="auto, cpu, cuda, cuda:N or mps."
     )
-    precision: str = _option(
+    precision: str = _choice(
         "--precision",
-        type=click.Choice(choices.PRECISIONS),
-        default="auto",
-        help="auto: bf16 where the device has it natively (a CPU with AVX512-BF16/AMX, a GPU), "
+        choices.PRECISIONS,
+        "auto",
+        "auto: bf16 where the device has it natively (a CPU with AVX512-BF16/AMX, a GPU), "
         "else fp16 on a GPU, when the model's output in it is >= 50 dB from fp32's with no value "
         "over 12 levels off (measured once per model); else fp32.",
     )
     shard: str | None = _option(
         "--shard",
-        default=None,
         metavar="K/N",
         help="Process only the K-th of N shares of the files (automatic under torchrun).",
     )
     png_level: int | None = _option(
         "--png-level",
         type=click.IntRange(0, 9),
-        default=None,
         help="zlib level for PNG (9: smallest files, slowest). Default: a fast run-length "
         "mode that is also smaller than level 3 on upscaled textures.",
     )
     max_batch: int | None = _option(
         "--batch",
         type=click.IntRange(1, 1024),
-        default=None,
         help="Most same-size images upscaled together (default: 16 on a GPU; 1 on a CPU, where "
         "one image at a time stays in cache and runs faster).",
     )
