@@ -75,6 +75,8 @@ class PlannedFile:
 
 @dataclass(frozen=True)
 class RunPlan:
+    """A whole run: its files, how it runs, its resume state and its side files."""
+
     files: tuple[PlannedFile, ...]  # in work-list order
     options: RunOptions
     state: RunState  # the output folder's resume state, loaded once for the whole run
