@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from helpers import make_pixels
 from PIL import Image
 
-from upscaler.cli import MemorySize, _load, main
+from upscaler.arguments import MemorySize
+from upscaler.cli import _load, main
 from upscaler.engine import budget
 from upscaler.engine.pipeline import Upscaler
 from upscaler.engine.tiling import plan_tiles
