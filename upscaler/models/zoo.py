@@ -35,9 +35,11 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in (
-        ShippedModel("texture-x4", 4, "x4 for game textures: detail back, no texel grid"),
+        ShippedModel("texture-x4", 4, "x4 for game textures: faithful, no screen door or hatch"),
         ShippedModel("texture-x2", 2, "x2 for game textures: detail back, no texel grid"),
-        ShippedModel("texture-x4-fidelity", 4, "x4, weight-averaged: smoother, highest PSNR"),
+        ShippedModel(
+            "texture-x4-fidelity", 4, "x4, v2's compact network: faster, better --native on BC1"
+        ),
         ShippedModel("texture-x2-fidelity", 2, "x2, weight-averaged: smoother, highest PSNR"),
     )
 }
