@@ -31,7 +31,7 @@ from PIL import ImageFile as PILImageFile
 
 from upscaler import atomic
 from upscaler.atomic import NotRegularFileError, atomic_write
-from upscaler.formats import dds
+from upscaler.formats import dds, tga
 from upscaler.formats.bits import to_8bit
 from upscaler.formats.containers import (
     apply_colour_key,
@@ -40,6 +40,7 @@ from upscaler.formats.containers import (
     matching_icc,
     oriented,
     turns_sideways,
+    unknown_critical_png_chunk,
     webp_lossless,
     with_png_chunks,
 )
@@ -191,6 +192,11 @@ def _check(path: Path, handle: BinaryIO) -> tuple[str, bytes]:
         raise ImageReadError(path, f"content is {actual}, not {fmt} as the name says; not read")
     if fmt == "TGA":
         _check_tga_palette(path, head)
+    if fmt == "PNG":
+        chunk = unknown_critical_png_chunk(handle)
+        if chunk is not None:
+            reason = f"unknown critical PNG chunk {chunk!r} (the PNG spec says to refuse the file)"
+            raise ImageReadError(path, f"{reason}; not read")
     return fmt, head
 
 
@@ -262,7 +268,11 @@ def probe(path: Path) -> tuple[int, int]:
         if fmt == "DDS":
             info = _dds_info(path, handle)
             return info.height, info.width
-        with _open(path, handle, fmt) as im:
+        try:
+            im = _open(path, handle, fmt)
+        except ImageReadError as refusal:
+            im = _open(path, _tga_rewritten(path, handle, fmt, refusal), fmt)
+        with im:
             w, h = im.size
             return (w, h) if turns_sideways(exif_orientation(im)) else (h, w)
 
@@ -274,26 +284,59 @@ def read_image(path: str | Path) -> ImageFile:
         fmt, head = _check(path, handle)
         if fmt == "DDS":
             return _read_dds(path, handle)
-        with _open(path, handle, fmt) as im:
-            try:
-                return _decode(path, handle, im, fmt, head)
-            except ImageReadError:
-                raise
-            except MemoryError:
-                raise ImageReadError(path, "not enough memory to decode") from None
-            except (
-                OSError,
-                ValueError,
-                SyntaxError,
-                NotImplementedError,
-                EOFError,
-                TypeError,
-                struct.error,
-                zlib.error,
-            ) as exc:
-                raise ImageReadError(path, _describe(exc, fmt)) from None
-            except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
-                raise ImageReadError(path, _describe(exc, fmt)) from None
+        try:
+            return _read_pillow(path, handle, fmt, head)
+        except ImageReadError as refusal:
+            image = _read_pillow(path, _tga_rewritten(path, handle, fmt, refusal), fmt, head)
+        if head[2] & tga.RLE:  # written back run-length encoded, as the source was
+            image.save_options["compression"] = "tga_rle"
+        return image
+
+
+def _tga_rewritten(path: Path, handle: BinaryIO, fmt: str, refusal: ImageReadError) -> BinaryIO:
+    """A valid TGA that Pillow refused (``refusal``), rewritten as one it reads (``tga``);
+    ``refusal`` is raised when the file is not a TGA or the rewrite cannot help."""
+    if fmt != "TGA":
+        raise refusal
+    handle.seek(0)
+    head = handle.read(tga.HEADER.size)
+    if len(head) == tga.HEADER.size:
+        _check_size(path, *struct.unpack_from("<HH", head, 12))
+    try:
+        handle.seek(0)
+        data = tga.rewritten(handle.read())
+    except tga.TgaError as exc:
+        raise ImageReadError(path, str(exc)) from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
+    if data is None:
+        raise refusal
+    return _io.BytesIO(data)
+
+
+def _read_pillow(path: Path, handle: BinaryIO, fmt: str, head: bytes) -> ImageFile:
+    with _open(path, handle, fmt) as im:
+        try:
+            return _decode(path, handle, im, fmt, head)
+        except ImageReadError:
+            raise
+        except MemoryError:
+            raise ImageReadError(path, "not enough memory to decode") from None
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            NotImplementedError,
+            EOFError,
+            TypeError,
+            struct.error,
+            zlib.error,
+        ) as exc:
+            raise ImageReadError(path, _describe(exc, fmt)) from None
+        except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
+            raise ImageReadError(path, _describe(exc, fmt)) from None
 
 
 def _read_dds(path: Path, handle: BinaryIO) -> ImageFile:
