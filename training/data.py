@@ -147,6 +147,16 @@ class TrainSet(Dataset[dict[str, object]]):
     def __len__(self) -> int:
         return len(self.items)
 
+    def source(self, item: _Item) -> str:
+        """Where ``item``'s pixels came from: the image file (for a packed crop, the file the
+        pack recorded, with the crop's row and the pack), for reports that must name it."""
+        if item.path is not None:
+            return str(item.path)
+        pack = self.packs[item.pack]
+        owner = int(pack.sources[item.row])
+        name = pack.source_paths[owner] if 0 <= owner < len(pack.source_paths) else "?"
+        return f"{name} (crop {item.row} of {pack.path})"
+
     def _texture(self, item: _Item) -> tuple[torch.Tensor, str]:
         if item.path is None:
             pack = self.packs[item.pack]
@@ -157,12 +167,14 @@ class TrainSet(Dataset[dict[str, object]]):
             raise ImageReadError(item.path, f"smaller than data.crop_size {self.data.crop_size}")
         return torch.from_numpy(pixels).permute(2, 0, 1), kind
 
-    def _load(self, index: int) -> tuple[torch.Tensor, str]:
-        """The texture at ``index``; a file that has become unreadable is reported and the next
-        one taken (deterministically), so one bad file does not end a long run."""
+    def _load(self, index: int) -> tuple[torch.Tensor, str, str]:
+        """The texture at ``index``, its kind and its source; a file that has become unreadable
+        is reported and the next one taken (deterministically), so one bad file does not end a
+        long run."""
         for attempt in range(MAX_SKIPS):
+            item = self.items[(index + attempt) % len(self.items)]
             try:
-                return self._texture(self.items[(index + attempt) % len(self.items)])
+                return (*self._texture(item), self.source(item))
             except ImageReadError as exc:
                 warnings.warn(f"skipped in training: {exc}", stacklevel=2)
         raise ImageReadError(self.items[index].path or "", f"{MAX_SKIPS} unreadable files in a row")
@@ -189,7 +201,7 @@ class TrainSet(Dataset[dict[str, object]]):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, object]:
         position, index = key
         generator = sample_generator(self.seed, position)
-        texture, kind = self._load(index)
+        texture, kind, source = self._load(index)
         normal = kind == "normal"
         gt = self._crop(texture, generator)
         aug = sample_augmentation(generator, flip=self.data.flip, rotate=self.data.rotate)
@@ -211,7 +223,8 @@ class TrainSet(Dataset[dict[str, object]]):
             jittered = jitter_colours(gt[None].float() / 255, batch, flag)
             gt = (jittered[0] * 255).round().to(torch.uint8)
             lq = (degrade(jittered, batch, self.scale, flag)[0] * 255).round().to(torch.uint8)
-        return {"gt": gt, "lq": lq, "ready": ready, "normal": normal, "params": params}
+        sample = {"gt": gt, "lq": lq, "ready": ready, "normal": normal, "params": params}
+        return {**sample, "source": source}
 
 
 class PairedSet(Dataset[dict[str, object]]):
@@ -270,7 +283,7 @@ class PairedSet(Dataset[dict[str, object]]):
             for t in (gt, lq_crop)
         ]
         gt, lq_crop = ((t * 255).round().to(torch.uint8) for t in pair)
-        return {"gt": gt, "lq": lq_crop, "ready": True, "normal": normal}
+        return {"gt": gt, "lq": lq_crop, "ready": True, "normal": normal, "source": str(hr_path)}
 
 
 def check_paths(config: Config) -> None:

@@ -405,6 +405,7 @@ class Trainer:
         previous = _install_interrupt(stop)
         last_path, status, message, save_due = None, "done", "", False
         loader = iter(build_loader(config, self.dist, self.state.counters.position, self.log))
+        suspects: list[str] = []  # the sources of the current run of non-finite steps
         try:
             if self.step == 0:  # the starting point; a later step must beat it to be "best"
                 self.run_validation(metrics, val)
@@ -416,6 +417,9 @@ class Trainer:
                 measure = upcoming % run.log_every == 0 or upcoming == run.max_steps
                 interval.add(self.train_step(batch, measure=measure))
                 bad_in_row = self.state.counters.bad_in_row
+                suspects = _suspects(suspects if bad_in_row > 1 else [], batch, bad_in_row)
+                if bad_in_row:
+                    metrics.write("nonfinite", self.step, {"sources": _sources(batch)})
                 if bad_in_row >= run.max_bad_steps:
                     status, last_path = "diverged", self.checkpoint
                     message = (
@@ -425,6 +429,7 @@ class Trainer:
                             if last_path
                             else " no checkpoint had been written yet"
                         )
+                        + f"; those batches held samples from {_listed(suspects)}"
                     )
                     break
                 progress.update(self.step, shown(interval.peek()))
@@ -458,6 +463,26 @@ class Trainer:
             progress.close()
             metrics.close()
         return FitResult(self.step, status, last_path, message)
+
+
+def _sources(batch: dict[str, Any]) -> list[str]:
+    """The files a batch's samples came from (this process's share of it), in batch order."""
+    return [str(s) for s in batch.get("source", [])]
+
+
+def _suspects(known: list[str], batch: dict[str, Any], bad_in_row: int) -> list[str]:
+    """``known`` plus the sources of ``batch`` when its step was non-finite, each once."""
+    if not bad_in_row:
+        return []
+    return list(dict.fromkeys([*known, *_sources(batch)]))
+
+
+def _listed(sources: list[str], most: int = 8) -> str:
+    """``sources`` for a one-line message: the first ``most``, then how many more."""
+    if not sources:
+        return "(no recorded source)"
+    shown = ", ".join(sources[:most])
+    return shown + (f" and {len(sources) - most} more" if len(sources) > most else "")
 
 
 def _install_interrupt(stop: dict[str, bool]) -> Any:

@@ -134,6 +134,58 @@ def encode(
     return _flip_endpoints(data, block) if signed else data
 
 
+PREMULTIPLIED_ROUNDS = 6  # re-encodings that lower colour the compression lifted above alpha
+
+
+def encode_premultiplied(
+    pixels: np.ndarray, block: int, *, encoder: Encoder | None = None
+) -> bytes:
+    """``encode`` for premultiplied ``(H, W, 2|4)`` uint8 (colour at most alpha): blocks whose
+    decoded colour is, texel by texel, still at most the decoded alpha.
+
+    Block compression rounds colour and alpha apart (565 endpoints, 4-bit or interpolated
+    alpha), so a texel at the bound can come back with colour above alpha: light added where
+    the texture is partly transparent, a glow where it is clear. Texels lifted so have their
+    colour lowered by the excess and a margin that doubles each round (past the next 565
+    step), and only their blocks are encoded again; blocks still over after
+    ``PREMULTIPLIED_ROUNDS`` get black colour (always exact), keeping their alpha. Smooth
+    premultiplied content converges in a round or two; blocks mixing hues at the bound (where
+    no 4-colour line fits under the alpha) pay in colour accuracy."""
+    if block not in (1, 2, 3, 7) or pixels.shape[2] not in (2, 4):
+        return encode(pixels, block, encoder=encoder)
+    encoder = encoder or choose(block)[0]
+    target = _padded_rgba(pixels)
+    hp, wp = target.shape[:2]
+    step = 8 if block == 1 else 16
+    data = np.frombuffer(encode(target, block, encoder=encoder), np.uint8).reshape(-1, step)
+    data = data.copy()
+    for round_ in range(PREMULTIPLIED_ROUNDS + 2):
+        decoded = decode(data.tobytes(), block, hp, wp).astype(np.int16)
+        excess = np.clip(decoded[:, :, :3] - decoded[:, :, 3:], 0, None)
+        over = _as_blocks(excess).reshape(len(data), -1).any(axis=1)
+        if not over.any():
+            return data.tobytes()
+        if round_ > PREMULTIPLIED_ROUNDS:
+            raise ValueError("premultiplied blocks keep colour above alpha after encoding")
+        lift = np.where(excess > 0, excess + (2 << round_), 0)  # past the next 565 step
+        lowered = np.clip(target[:, :, :3] - lift, 0, 255).astype(np.uint8)
+        target = np.concatenate([lowered, target[:, :, 3:]], axis=2)
+        redo = _as_blocks(target)[over]
+        if round_ == PREMULTIPLIED_ROUNDS:
+            redo[..., :3] = 0
+        strip = np.ascontiguousarray(redo.transpose(1, 0, 2, 3).reshape(4, -1, 4))
+        data[over] = np.frombuffer(encode(strip, block, encoder=encoder), np.uint8).reshape(
+            -1, step
+        )
+    raise AssertionError("unreachable")
+
+
+def _as_blocks(image: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` with H and W multiples of 4 -> ``(N, 4, 4, C)``, blocks in file order."""
+    h, w, c = image.shape
+    return image.reshape(h // 4, 4, w // 4, 4, c).transpose(0, 2, 1, 3, 4).reshape(-1, 4, 4, c)
+
+
 def _bc1(rgba: np.ndarray, encoder: Encoder) -> bytes:
     """Colour from ``encoder``; blocks with a transparent texel (alpha below half) from Pillow,
     the one encoder here that writes BC1's 1-bit alpha."""

@@ -82,6 +82,26 @@ def with_png_chunks(png: bytes, chunks: list[bytes]) -> bytes:
     return png[:end] + packed + png[end:]
 
 
+PNG_CRITICAL = frozenset((b"IHDR", b"PLTE", b"IDAT", b"IEND"))
+
+
+def unknown_critical_png_chunk(handle: BinaryIO) -> str | None:
+    """The type of the first critical chunk (upper-case first letter) a PNG decoder does not
+    know, which the PNG spec says it must refuse the file for; None when there is none. Reads
+    only the chunk headers (Pillow skips unknown chunks silently, critical ones included)."""
+    handle.seek(8)
+    while True:
+        header = handle.read(8)
+        if len(header) < 8:
+            return None  # a truncated file: the decoder reports it
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"IEND":
+            return None
+        if 65 <= kind[0] <= 90 and kind not in PNG_CRITICAL:
+            return kind.decode("latin-1")
+        handle.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+
+
 def bmp_with_alpha(pixels: np.ndarray) -> bytes:
     """A 32-bit BMP whose alpha readers see: BITMAPV4HEADER with BI_BITFIELDS masks for B, G, R
     and A (a plain 32-bit BI_RGB file is read as RGB by most readers, Pillow included)."""

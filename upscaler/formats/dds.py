@@ -201,10 +201,13 @@ def encode(
     if fmt.block:
         encoder, more = bcn.choose(fmt.block, write.quality, colour=write.colour, label=fmt.name)
         notes += more
-    surfaces = [
-        _encode_surface(_fit(level, bits, fmt), fmt, encoder) for chain in chains for level in chain
-    ]
     alpha_mode = source.alpha_mode if source is not None else 0
+    premultiplied = alpha_mode == ALPHA_PREMULTIPLIED
+    surfaces = [
+        _encode_surface(_fit(level, bits, fmt), fmt, encoder, premultiplied)
+        for chain in chains
+        for level in chain
+    ]
     cube = source is not None and source.cube and bool(layers)
     header = pack_header(fmt, h, w, len(chains[0]), alpha_mode, len(chains), cube)
     return header + b"".join(surfaces), notes
@@ -275,10 +278,14 @@ def _fit(pixels: np.ndarray, bits: int, fmt: DdsFormat) -> np.ndarray:
     return pixels
 
 
-def _encode_surface(pixels: np.ndarray, fmt: DdsFormat, encoder: bcn.Encoder | None) -> bytes:
+def _encode_surface(
+    pixels: np.ndarray, fmt: DdsFormat, encoder: bcn.Encoder | None, premultiplied: bool = False
+) -> bytes:
     if fmt.block:
         if fmt.signed:
             pixels = _to_signed(pixels)
+        elif premultiplied:  # compression must not lift colour above alpha
+            return bcn.encode_premultiplied(pixels, fmt.block, encoder=encoder)
         return bcn.encode(pixels, fmt.block, signed=fmt.signed, encoder=encoder)
     return _encode_masks(pixels, fmt)
 

@@ -31,7 +31,7 @@ from PIL import ImageFile as PILImageFile
 
 from upscaler import atomic
 from upscaler.atomic import NotRegularFileError, atomic_write
-from upscaler.formats import dds
+from upscaler.formats import dds, tga
 from upscaler.formats.bits import to_8bit
 from upscaler.formats.containers import (
     apply_colour_key,
@@ -40,6 +40,7 @@ from upscaler.formats.containers import (
     matching_icc,
     oriented,
     turns_sideways,
+    unknown_critical_png_chunk,
     webp_lossless,
     with_png_chunks,
 )
@@ -191,6 +192,11 @@ def _check(path: Path, handle: BinaryIO) -> tuple[str, bytes]:
         raise ImageReadError(path, f"content is {actual}, not {fmt} as the name says; not read")
     if fmt == "TGA":
         _check_tga_palette(path, head)
+    if fmt == "PNG":
+        chunk = unknown_critical_png_chunk(handle)
+        if chunk is not None:
+            reason = f"unknown critical PNG chunk {chunk!r} (the PNG spec says to refuse the file)"
+            raise ImageReadError(path, f"{reason}; not read")
     return fmt, head
 
 
@@ -262,7 +268,11 @@ def probe(path: Path) -> tuple[int, int]:
         if fmt == "DDS":
             info = _dds_info(path, handle)
             return info.height, info.width
-        with _open(path, handle, fmt) as im:
+        try:
+            im = _open(path, handle, fmt)
+        except ImageReadError as refusal:
+            im = _open(path, _tga_rewritten(path, handle, fmt, refusal), fmt)
+        with im:
             w, h = im.size
             return (w, h) if turns_sideways(exif_orientation(im)) else (h, w)
 
@@ -274,26 +284,59 @@ def read_image(path: str | Path) -> ImageFile:
         fmt, head = _check(path, handle)
         if fmt == "DDS":
             return _read_dds(path, handle)
-        with _open(path, handle, fmt) as im:
-            try:
-                return _decode(path, handle, im, fmt, head)
-            except ImageReadError:
-                raise
-            except MemoryError:
-                raise ImageReadError(path, "not enough memory to decode") from None
-            except (
-                OSError,
-                ValueError,
-                SyntaxError,
-                NotImplementedError,
-                EOFError,
-                TypeError,
-                struct.error,
-                zlib.error,
-            ) as exc:
-                raise ImageReadError(path, _describe(exc, fmt)) from None
-            except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
-                raise ImageReadError(path, _describe(exc, fmt)) from None
+        try:
+            return _read_pillow(path, handle, fmt, head)
+        except ImageReadError as refusal:
+            image = _read_pillow(path, _tga_rewritten(path, handle, fmt, refusal), fmt, head)
+        if head[2] & tga.RLE:  # written back run-length encoded, as the source was
+            image.save_options["compression"] = "tga_rle"
+        return image
+
+
+def _tga_rewritten(path: Path, handle: BinaryIO, fmt: str, refusal: ImageReadError) -> BinaryIO:
+    """A valid TGA that Pillow refused (``refusal``), rewritten as one it reads (``tga``);
+    ``refusal`` is raised when the file is not a TGA or the rewrite cannot help."""
+    if fmt != "TGA":
+        raise refusal
+    handle.seek(0)
+    head = handle.read(tga.HEADER.size)
+    if len(head) == tga.HEADER.size:
+        _check_size(path, *struct.unpack_from("<HH", head, 12))
+    try:
+        handle.seek(0)
+        data = tga.rewritten(handle.read())
+    except tga.TgaError as exc:
+        raise ImageReadError(path, str(exc)) from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read: {exc.strerror or exc}") from None
+    if data is None:
+        raise refusal
+    return _io.BytesIO(data)
+
+
+def _read_pillow(path: Path, handle: BinaryIO, fmt: str, head: bytes) -> ImageFile:
+    with _open(path, handle, fmt) as im:
+        try:
+            return _decode(path, handle, im, fmt, head)
+        except ImageReadError:
+            raise
+        except MemoryError:
+            raise ImageReadError(path, "not enough memory to decode") from None
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            NotImplementedError,
+            EOFError,
+            TypeError,
+            struct.error,
+            zlib.error,
+        ) as exc:
+            raise ImageReadError(path, _describe(exc, fmt)) from None
+        except RuntimeError as exc:  # imagecodecs' PngError and kin, for damaged 16-bit PNGs
+            raise ImageReadError(path, _describe(exc, fmt)) from None
 
 
 def _read_dds(path: Path, handle: BinaryIO) -> ImageFile:
@@ -386,11 +429,26 @@ def _decode(path: Path, handle: BinaryIO, im: Image.Image, fmt: str, head: bytes
         # real alpha channel through the upscaling and written back as a key (``_encode``).
         options["colour_key"] = im.info["transparency"]
         im = im.convert("LA" if im.mode == "L" else "RGBA")
-    array = np.array(im)  # a writable copy, owned by us
-    if array.ndim == 2:
-        array = array[:, :, None]
+    array = _to_array(im)  # a writable copy, owned by us
     array = oriented(np.ascontiguousarray(array), orientation)
     return ImageFile(array, fmt, 8, icc, source_mode, palette, options, notes=notes)
+
+
+ARRAY_BAND_BYTES = 4 << 20  # Pillow pixels copied out at once (see ``_to_array``)
+
+
+def _to_array(im: Image.Image) -> np.ndarray:
+    """``(H, W, C)`` uint8 copy of an 8-bit L/LA/RGB/RGBA image, a band of rows at a time:
+    ``np.array(im)`` goes through ``tobytes()``, a third full copy beside Pillow's and ours
+    (3 GiB at the peak for a 16384 x 16384 RGBA texture instead of 2)."""
+    w, h = im.size
+    channels = len(im.getbands())
+    array = np.empty((h, w, channels), np.uint8)
+    rows = max(1, ARRAY_BAND_BYTES // max(1, w * channels))
+    for top in range(0, h, rows):
+        band = np.asarray(im.crop((0, top, w, min(h, top + rows))))
+        array[top : top + rows] = band.reshape(-1, w, channels)
+    return array
 
 
 def encode_image(

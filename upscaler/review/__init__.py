@@ -177,7 +177,7 @@ def render(rows: list[dict[str, Any]], summary: Mapping[str, Any], folder: str) 
     )
 
 
-def _picture_job(row: dict[str, Any], folder: Path) -> None:
+def _picture_job(row: dict[str, Any], folder: Path, memory: int | None = None) -> None:
     from upscaler.review.pictures import Pictures, make_pictures
 
     wrap = (row["wrap"] + [False, False])[:2]
@@ -190,6 +190,7 @@ def _picture_job(row: dict[str, Any], folder: Path) -> None:
             map_kind=row["map"],
             alpha_mode=row["alpha"],
             wrap=(wrap[0], wrap[1]),
+            memory=memory,
         )
     except OSError:
         raise  # the pictures folder cannot be written (disk full...): the page fails
@@ -211,9 +212,12 @@ def write_review(
     *,
     workers: int = 2,
     on_picture: Callable[[], None] | None = None,
+    memory: int | None = None,
 ) -> int:
     """Make every texture's pictures, then write the page (atomically, last). Returns the
-    number of textures on it. Raises ``OSError`` when the page or folder cannot be written."""
+    number of textures on it. Raises ``OSError`` when the page or folder cannot be written.
+    ``memory``: bytes all the picture workers together may use (None: no limit); a texture
+    too big to picture within its worker's share is listed with that problem."""
     from upscaler.atomic import write_bytes_atomic
 
     output = summary.get("output")
@@ -221,7 +225,8 @@ def write_review(
     paths.folder.mkdir(parents=True, exist_ok=True)
     (paths.folder / MARKER).write_text("pictures of the review page beside this folder\n")
     with ThreadPoolExecutor(max(1, workers), "review") as pool:
-        futures = [pool.submit(_picture_job, row, paths.folder) for row in rows]
+        share = None if memory is None else memory // max(1, workers)
+        futures = [pool.submit(_picture_job, row, paths.folder, share) for row in rows]
         for future in futures:
             future.result()
             if on_picture is not None:

@@ -3,19 +3,25 @@ most detailed region, a 2x2 tiling, the shaded view of a normal map and the alph
 
 Textures are read with the project's own reader (``read_image``: DDS, 16-bit and the rest); the
 pictures are small browser images written with Pillow, not textures, so they do not go through the
-texture writer. Views are lossy JPEG (downscaled anyway); anything shown at 100% (crops, the tile
+texture writer. Memory: the decoded texture is the only full-size array; views are reduced from it
+in bands of rows and crops are cut before any conversion, so a 16384 x 16384 output costs its
+decoded size plus small bands. With a ``memory`` budget, a texture whose decoding alone would pass
+it is listed as a problem instead of read.
+
+Views are lossy JPEG (downscaled anyway); anything shown at 100% (crops, the tile
 junction) and alpha masks are lossless PNG, so compression never invents or hides an artefact.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from upscaler.formats.image import ImageReadError, read_image
+from upscaler.formats.image import ImageReadError, probe, read_image
 
 VIEW = 384  # longest side of the same-size views and the slider
 THUMB = 96  # longest side of the list's thumbnails
@@ -23,6 +29,9 @@ CROP = 192  # side of the 100% crops
 CHECKER = 8  # checkerboard cell (view pixels) behind transparent texels
 LIGHT = np.array([-0.5, 0.5, 0.7071]) / np.linalg.norm([-0.5, 0.5, 0.7071])  # from the top left
 SHOWN_ALPHA = ("cutout", "blended")  # alpha the game blends or tests: shown composited
+BAND_BYTES = 8 << 20  # source bytes converted and reduced at once for the views
+REDUCING_GAP = 3.0  # as Pillow's ``resize(reducing_gap=3.0)``: box-reduce first, then Lanczos
+DECODE_BYTES_PER_TEXEL = 8  # what decoding costs per texel at most (RGBA; Pillow's copy and ours)
 
 
 @dataclass
@@ -58,7 +67,34 @@ def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         return image
     if size[0] >= image.size[0] and size[1] >= image.size[1]:
         return image.resize(size, Image.Resampling.NEAREST)
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+
+
+def _reduced(pixels: np.ndarray, size: tuple[int, int]) -> tuple[Image.Image, Image.Image | None]:
+    """Colour (RGB) and alpha (L, or None) of ``(H, W, C)`` ``pixels`` at ``size`` (w, h), as
+    ``_resize`` makes them, without a full-size copy: rows are box-reduced by Pillow's own
+    reducing factor a band at a time (bands a multiple of the factor, so the boxes are the
+    same), then the small result is Lanczos-resized over the exact box the reduction covers."""
+    h, w, c = pixels.shape
+    fx = int(w / size[0] / REDUCING_GAP) or 1
+    fy = int(h / size[1] / REDUCING_GAP) or 1
+    if fx == 1 and fy == 1:
+        colour, alpha = _split(pixels)
+        mask = _resize(Image.fromarray(alpha, "L"), size) if alpha is not None else None
+        return _resize(Image.fromarray(colour, "RGB"), size), mask
+    rows = max(fy, BAND_BYTES // max(1, w * c * pixels.itemsize) // fy * fy)
+    colours, alphas = [], []
+    for top in range(0, h, rows):
+        colour, alpha = _split(pixels[top : top + rows])
+        colours.append(np.asarray(Image.fromarray(colour, "RGB").reduce((fx, fy))))
+        if alpha is not None:
+            alphas.append(np.asarray(Image.fromarray(alpha, "L").reduce((fx, fy))))
+    box = (0.0, 0.0, w / fx, h / fy)
+    lanczos = Image.Resampling.LANCZOS
+    rgb = Image.fromarray(np.concatenate(colours), "RGB").resize(size, lanczos, box=box)
+    if not alphas:
+        return rgb, None
+    return rgb, Image.fromarray(np.concatenate(alphas), "L").resize(size, lanczos, box=box)
 
 
 def fit(height: int, width: int, box: int) -> tuple[int, int]:
@@ -138,10 +174,19 @@ class _Writer:
         self.pictures.files[kind] = name
 
 
-def _read(path: str, what: str, pictures: Pictures) -> np.ndarray | None:
+def _read(path: str, what: str, pictures: Pictures, memory: int | None) -> np.ndarray | None:
     if not path:
         return None
     try:
+        if memory is not None:
+            h, w = probe(Path(path))
+            need = h * w * DECODE_BYTES_PER_TEXEL
+            if need > memory:
+                pictures.problems.append(
+                    f"{what} not shown: decoding its {w}x{h} texels needs about "
+                    f"{need / 2**20:,.1f} MiB, over the {memory / 2**20:,.1f} MiB memory budget"
+                )
+                return None
         return read_image(path).pixels
     except ImageReadError as exc:
         pictures.problems.append(f"{what} cannot be shown: {exc.reason}")
@@ -161,66 +206,99 @@ def make_pictures(
     map_kind: str = "",
     alpha_mode: str = "",
     wrap: tuple[bool, bool] = (False, False),
+    memory: int | None = None,
 ) -> Pictures:
     """Write every picture of one texture into ``folder``. ``target`` is "" when there is no
-    output (a failed file); a file that cannot be read is a problem listed, not an error."""
+    output (a failed file); a file that cannot be read is a problem listed, not an error.
+    ``memory``: bytes this texture's pictures may use (None: no limit). The output's pictures
+    are made and the output freed before the input is read, so the two never add up."""
     pictures = Pictures()
     out = _Writer(folder, prefix, pictures)
-    before = _read(source, "input", pictures)
-    after = _read(target, "output", pictures)
-    if before is None and after is None:
-        return pictures
-    ref = after if after is not None else before
-    assert ref is not None
-    view = fit(ref.shape[0], ref.shape[1], VIEW)
-    thumb = fit(ref.shape[0], ref.shape[1], THUMB)
-    pictures.view, pictures.thumb = list(view), list(thumb)
     composite = alpha_mode in SHOWN_ALPHA
-    views: dict[str, tuple[Image.Image, Image.Image | None]] = {}
-    for side, pixels in (("in", before), ("out", after)):
-        if pixels is None:
-            continue
-        colour, alpha = _split(pixels)
-        rgb = _resize(Image.fromarray(colour, "RGB"), view)
-        mask = _resize(Image.fromarray(alpha, "L"), view) if alpha is not None else None
-        views[side] = rgb, mask
-        shown = _composite(rgb, mask) if composite and mask is not None else rgb
-        out.save(f"view-{side}", shown)
-        out.save(f"thumb-{side}", _resize(shown, thumb))
-        if map_kind == "normal":
-            out.save(f"shaded-{side}", Image.fromarray(shade(np.asarray(rgb)), "L"))
-        if mask is not None and alpha_mode != "absent":
-            out.save(f"alpha-{side}", mask, lossless=True)
+    sides = _Sides(out, map_kind, alpha_mode, composite)
+    after = _read(target, "output", pictures, memory)
+    shape, region = None, None
     if after is not None:
-        _crops(out, before, after, views["out"], composite)
+        view = sides.show("out", after)
+        region = _crop_out(out, after, view, composite)
         if any(wrap):
-            _tiling(out, after, views["out"], composite)
+            _tiling(out, after, view, composite)
+        shape = after.shape[:2]
+        del after  # before the input is decoded
+    before = _read(source, "input", pictures, memory)
+    if before is not None:
+        sides.show("in", before)
+        if shape is not None and region is not None:
+            _crop_in(out, before, shape, region, composite)
+    pictures.problems.sort(key=lambda problem: not problem.startswith("input"))
     return pictures
 
 
-def _crops(
+@dataclass
+class _Sides:
+    """The pictures of one side (input or output) at the page's view and thumbnail sizes, which
+    the first side shown (the output when there is one) sets."""
+
+    out: _Writer
+    map_kind: str
+    alpha_mode: str
+    composite: bool
+
+    def show(self, side: str, pixels: np.ndarray) -> tuple[Image.Image, Image.Image | None]:
+        pictures = self.out.pictures
+        if not pictures.view:
+            pictures.view = list(fit(pixels.shape[0], pixels.shape[1], VIEW))
+            pictures.thumb = list(fit(pixels.shape[0], pixels.shape[1], THUMB))
+        view = (pictures.view[0], pictures.view[1])
+        thumb = (pictures.thumb[0], pictures.thumb[1])
+        rgb, mask = _reduced(pixels, view)
+        shown = _composite(rgb, mask) if self.composite and mask is not None else rgb
+        self.out.save(f"view-{side}", shown)
+        self.out.save(f"thumb-{side}", _resize(shown, thumb))
+        if self.map_kind == "normal":
+            self.out.save(f"shaded-{side}", Image.fromarray(shade(np.asarray(rgb)), "L"))
+        if mask is not None and self.alpha_mode != "absent":
+            self.out.save(f"alpha-{side}", mask, lossless=True)
+        return rgb, mask
+
+
+def _crop_out(
     out: _Writer,
-    before: np.ndarray | None,
     after: np.ndarray,
     view: tuple[Image.Image, Image.Image | None],
     composite: bool,
-) -> None:
-    colour, alpha = _split(after)
-    x, y, w, h = detail_region(*view, colour.shape[:2], (CROP, CROP))
+) -> list[int]:
+    """The output's most detailed region at 100%; returns it as [x, y, w, h]."""
+    x, y, w, h = detail_region(*view, after.shape[:2], (CROP, CROP))
     out.pictures.crop = [x, y, w, h]
-    crop = Image.fromarray(np.ascontiguousarray(colour[y : y + h, x : x + w]), "RGB")
+    colour, alpha = _split(after[y : y + h, x : x + w])  # cut first: no full-size copy
+    crop = Image.fromarray(colour, "RGB")
     if composite and alpha is not None:
-        crop = _composite(crop, Image.fromarray(np.ascontiguousarray(alpha[y : y + h, x : x + w])))
+        crop = _composite(crop, Image.fromarray(np.ascontiguousarray(alpha)))
     out.save("crop-out", crop, lossless=True)
-    if before is None:
-        return
-    bc, ba = _split(before)
-    sy, sx = before.shape[0] / after.shape[0], before.shape[1] / after.shape[1]
-    box = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
+    return [x, y, w, h]
+
+
+def _crop_in(
+    out: _Writer,
+    before: np.ndarray,
+    shape: tuple[int, int],
+    region: list[int],
+    composite: bool,
+) -> None:
+    """The input under the output's crop ``region`` (output pixels of an output of ``shape``),
+    enlarged to it with nearest neighbours."""
+    x, y, w, h = region
+    sy, sx = before.shape[0] / shape[0], before.shape[1] / shape[1]
+    x0, y0 = int(x * sx), int(y * sy)
+    x1 = min(before.shape[1], max(x0 + 1, math.ceil((x + w) * sx)))
+    y1 = min(before.shape[0], max(y0 + 1, math.ceil((y + h) * sy)))
+    bc, ba = _split(before[y0:y1, x0:x1])
+    box = (x * sx - x0, y * sy - y0, (x + w) * sx - x0, (y + h) * sy - y0)
     source = Image.fromarray(bc, "RGB").resize((w, h), Image.Resampling.NEAREST, box=box)
     if composite and ba is not None:
-        mask = Image.fromarray(ba, "L").resize((w, h), Image.Resampling.NEAREST, box=box)
-        source = _composite(source, mask)
+        mask = Image.fromarray(np.ascontiguousarray(ba), "L")
+        source = _composite(source, mask.resize((w, h), Image.Resampling.NEAREST, box=box))
     out.save("crop-in", source, lossless=True)
 
 
@@ -241,12 +319,12 @@ def _tiling(
         for dy in (0, half[1]):
             tiled.paste(tile, (dx, dy))
     out.save("tiled", tiled)
-    colour, alpha = _split(after)
-    h, w = colour.shape[:2]
+    h, w = after.shape[:2]
     ch, cw = min(CROP, h) // 2, min(CROP, w) // 2
     rows = np.r_[h - ch : h, 0:ch]
     cols = np.r_[w - cw : w, 0:cw]
-    image = Image.fromarray(np.ascontiguousarray(colour[rows][:, cols]), "RGB")
+    colour, alpha = _split(after[rows][:, cols])  # the corners only: no full-size copy
+    image = Image.fromarray(colour, "RGB")
     if composite and alpha is not None:
-        image = _composite(image, Image.fromarray(np.ascontiguousarray(alpha[rows][:, cols])))
+        image = _composite(image, Image.fromarray(np.ascontiguousarray(alpha)))
     out.save("junction", image, lossless=True)

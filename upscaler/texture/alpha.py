@@ -226,16 +226,14 @@ def clamp_premultiplied(pixels: np.ndarray, bits: int, kind: str) -> np.ndarray:
 
     In premultiplied alpha a texel's colour is at most its alpha: more adds light where the
     texture is (partly) transparent, and any colour under alpha 0 glows when blended. Model
-    overshoot and resampling can break that; this restores it. Colour maps are sRGB-encoded, so
-    the bound is taken in linear light (``srgb(a)`` as stored); data is bounded as stored.
+    overshoot and resampling can break that; this restores it. The bound is the stored alpha
+    level for every map kind: blending reads the stored values (DX10 alpha mode 2 on UNORM
+    formats), so a colour map bounded in linear light (``srgb(a)``, above ``a``) still broke it.
+    ``kind`` is kept for the callers' symmetry with ``follow_alpha``.
     """
-    top = full_scale(bits)
     for r0 in range(0, pixels.shape[0], PREMULTIPLIED_ROWS):
         band = pixels[r0 : r0 + PREMULTIPLIED_ROWS]
-        a = torch.from_numpy(band[:, :, -1].astype(np.float32)) / top
-        limit = linear_to_srgb(a) if kind == "color" else a
-        levels = (limit * top + 0.5).floor().numpy().astype(pixels.dtype)
-        np.minimum(band[:, :, :-1], levels[:, :, None], out=band[:, :, :-1])
+        np.minimum(band[:, :, :-1], band[:, :, -1:], out=band[:, :, :-1])
     return pixels
 
 
