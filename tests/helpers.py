@@ -3,6 +3,10 @@
 A module of its own (not ``conftest``, which pytest loads as a plugin): test modules import these
 names, including for module-level ``parametrize`` lists, which fixtures cannot feed. The fixtures
 built on them (``tiny_x2``, ``tiny_x4``, ...) are in ``conftest.py``.
+
+What the tests share with the reliability drills (the real command as a subprocess, hostile files,
+injected out-of-memory, folder checks) is public in ``benchmarks.faults`` and imported from there,
+never a drill's private helper: one copy, which the drill and its test both run.
 """
 
 from __future__ import annotations

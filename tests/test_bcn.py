@@ -105,7 +105,7 @@ def _preferred_installed(block: int, quality: str, colour: bool = True) -> bcn.E
 
 
 def test_default_bc1_gains_over_pillow_on_our_x4_outputs(tmp_path: Path) -> None:
-    """The issue's target (2.5 dB) is measured by ``benchmarks/bcn.py`` on 12 real 1024² x4
+    """The target (a 2.5 dB gain) is measured by ``benchmarks/bcn.py`` on 12 real 1024² x4
     outputs: +3.30 dB with texture-x4 v2 (+3.55 with v1). This is its small proxy, three 64 px
     crops through the command: +2.35 dB with v2 (+2.59 with v1), held at 2.0 here."""
     encoder = _preferred_installed(1, bcn.DEFAULT_QUALITY)

@@ -1,4 +1,4 @@
-"""Drill 4 at CI size: large textures in bounded memory; 16-bit, alpha, palette and TGA kept."""
+"""Large textures in bounded memory; 16-bit, alpha, palette and TGA kept."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11, no silently wrong output: non-finite models, premultiplied alpha, EXIF orientation,
+"""No silently wrong output: non-finite models, premultiplied alpha, EXIF orientation,
 PNG colour keys, BMP alpha, ICC profiles, lossless WebP, padded DDS rows, DDS masks, TGA origins,
 sizes a format cannot hold."""
 
@@ -33,7 +33,7 @@ def _run_ok(*args: object) -> None:
     assert result.exit_code == 0, result.output
 
 
-# -- MED 5: a model that makes NaN or Inf -----------------------------------------------------
+# -- a model that makes NaN or Inf is refused --------------------------------------------------
 
 
 @pytest.mark.parametrize("factor", [1e18, 1e30])
@@ -56,7 +56,7 @@ def test_a_model_that_makes_non_finite_values_is_refused(tmp_path: Path, factor:
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-# -- MED 6: premultiplied alpha ----------------------------------------------------------------
+# -- premultiplied alpha stays premultiplied ---------------------------------------------------
 
 
 def _premultiplied_dds(path: Path, h: int = 16, w: int = 20) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_premultiplied_dds_to_png_is_written_straight(tmp_path: Path, blur_x2: P
     np.testing.assert_array_equal(straight, [[[128, 64, 0, 128]]])
 
 
-# -- MED 7: EXIF orientation -------------------------------------------------------------------
+# -- EXIF orientation is applied ---------------------------------------------------------------
 
 
 def _exif(orientation: int) -> bytes:
@@ -128,7 +128,7 @@ def test_exif_rotated_photo_comes_out_as_it_was_seen(tmp_path: Path, tiny_x2: Pa
         assert im.size == (20, 32) and im.getexif().get(0x0112) in (None, 1)
 
 
-# -- MED 8: PNG colour keys (tRNS) -------------------------------------------------------------
+# -- PNG colour keys (tRNS) are kept -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
@@ -165,7 +165,7 @@ def test_16_bit_png_colour_key_stays_a_colour_key(tmp_path: Path, blur_x2: Path)
     assert out.shape == (24, 20, 4) and (out[:10, :, 3] == 0).all() and (out[14:, :, 3] > 0).all()
 
 
-# -- MED 9: BMP with alpha ---------------------------------------------------------------------
+# -- BMP alpha is kept -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("channels", [2, 4])
@@ -195,7 +195,7 @@ def test_bmp_with_alpha_is_written_so_readers_see_the_alpha(
     assert again.channels == 4
 
 
-# -- MED 12: ICC profiles, lossless WebP, padded DDS rows, TGA origin --------------------------
+# -- ICC profiles, lossless WebP, padded DDS rows, DDS masks, TGA origin -----------------------
 
 
 def _icc(space: bytes) -> bytes:
@@ -309,7 +309,7 @@ def test_tga_origin_is_kept_and_the_picture_is_not_mirrored(
     )
 
 
-# -- LOW: outputs a format cannot hold ----------------------------------------------------------
+# -- outputs a format cannot hold, codec warnings ----------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The fuzz harness (issue 11): generated and mutated files for every decoder we own, odd names
+"""The fuzz harness: generated and mutated files for every decoder we own, odd names
 and trees, through the decoders and through the real command, with the invariants that must
 always hold:
 

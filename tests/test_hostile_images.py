@@ -15,7 +15,7 @@ from upscaler.formats.image import ImageReadError, read_image
 
 @pytest.mark.slow  # a drill: CI runs it (-m slow)
 def test_malformed_corpus_never_aborts_the_batch(tmp_path: Path, tiny_x2: Path) -> None:
-    """Drill 3 at CI size: 0 aborts, exit 1, each bad file failed once with its reason."""
+    """At test size: 0 aborts, exit 1, each bad file failed once with its reason."""
     figures = drill_corpus.run(tmp_path, tiny_x2, count=120, seed=7)
     assert figures["problems"] == []
     assert figures["batch_aborts"] == 0 and figures["exit_code"] == 1

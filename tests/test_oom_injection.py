@@ -1,4 +1,4 @@
-"""Drill 8: out-of-memory at random tiles is recovered exactly; a user's tile is never changed."""
+"""Out-of-memory at random tiles is recovered exactly; a user's tile is never changed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import torch
 from helpers import make_pixels
 
 from benchmarks.faults import drill_oom
+from benchmarks.faults.corpus import load_patches, source_textures
+from benchmarks.faults.oom import InjectedOOM, max_lsb_difference, repeat_to, upscale_under_budget
+from upscaler.engine.pipeline import NotEnoughMemoryError
 from upscaler.formats.image import ImageFile
 from upscaler.models.loader import read_model
 
@@ -27,7 +30,7 @@ def test_injected_out_of_memory_at_random_tiles(tiny_x2: Path) -> None:
     assert figures["next_file_back_at_normal_tile"]
 
 
-class _StaleTile(drill_oom.InjectedOOM):
+class _StaleTile(InjectedOOM):
     """What Real-ESRGAN does after an error inside a tile: paste the previous tile's output."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,23 +52,23 @@ def test_the_comparison_would_catch_a_stale_tile(tiny_x2: Path) -> None:
     than 1 LSB."""
     module, info = read_model(tiny_x2)
     rng = np.random.default_rng(0)
-    patch = drill_oom.load_patches(drill_oom.source_textures(), rng, 1, sides=(240, 241))[0]
-    image = ImageFile(drill_oom._at_least(patch[:, :, :3], 240), "PNG")
-    clean = drill_oom._upscale(drill_oom.InjectedOOM(module), info, image, None)
-    stale = drill_oom._upscale(_StaleTile(module, {3}), info, image, None)
-    assert drill_oom._lsb(stale, clean) > 8
+    patch = load_patches(source_textures(), rng, 1, sides=(240, 241))[0]
+    image = ImageFile(repeat_to(patch[:, :, :3], 240), "PNG")
+    clean = upscale_under_budget(InjectedOOM(module), info, image, None)
+    stale = upscale_under_budget(_StaleTile(module, {3}), info, image, None)
+    assert max_lsb_difference(stale, clean) > 8
 
 
 def test_user_tile_with_out_of_memory_fails_the_file_clearly(tiny_x2: Path) -> None:
     module, info = read_model(tiny_x2)
     image = ImageFile(make_pixels(130, 90, 3), "PNG")
-    clean = drill_oom.InjectedOOM(module)
-    drill_oom._upscale(clean, info, image, 48)
-    faulty = drill_oom.InjectedOOM(module, set(range(1, 1000)))  # memory stays short
+    clean = InjectedOOM(module)
+    upscale_under_budget(clean, info, image, 48)
+    faulty = InjectedOOM(module, set(range(1, 1000)))  # memory stays short
     try:
-        drill_oom._upscale(faulty, info, image, 48)
+        upscale_under_budget(faulty, info, image, 48)
         raise AssertionError("a tile set by the user was silently changed")
-    except drill_oom.NotEnoughMemoryError as exc:
+    except NotEnoughMemoryError as exc:
         assert "tile size you set" in str(exc)
     planned = {s[-2:] for s in clean.shapes}
     assert {s[-2:] for s in faulty.shapes} <= planned  # no smaller tile was ever tried

@@ -1,4 +1,4 @@
-"""Issue 11, the run itself: --skip-existing knows what made each output, resume state stays out
+"""The run itself: --skip-existing knows what made each output, resume state stays out
 of the output tree, reporting never stops a batch, progress without a terminal, one-line errors
 for bad options, environment and model metadata."""
 
@@ -38,7 +38,7 @@ def _statuses(report: Path) -> list[str]:
     return sorted(f["status"] for f in json.loads(report.read_text())["files"])
 
 
-# -- MED 4: --skip-existing verifies what produced each output ---------------------------------
+# -- --skip-existing verifies what produced each output ----------------------------------------
 
 
 def test_skip_existing_redoes_outputs_of_another_model_or_options(
@@ -130,7 +130,7 @@ def test_an_unwritable_state_folder_costs_only_the_resume(tmp_path: Path, tiny_x
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
 
 
-# -- MED 11: reporting never takes the batch down ----------------------------------------------
+# -- reporting never takes the batch down ------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["2>&-", "2>&- 1>&-"])
@@ -230,7 +230,7 @@ def test_the_runner_plans_input_pixels_times_scale_squared(tmp_path: Path, tiny_
     assert plans[1] == {str(out / "t0.png"): 20 * 8 * 4}  # the finished ones are no work
 
 
-# -- LOW: one clear line for bad options, environment and model files --------------------------
+# -- one clear line for bad options, environment and model files -------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Issue 11, inputs are never written and nothing hangs: non-regular files, outputs and reports
+"""Inputs are never written and nothing hangs: non-regular files, outputs and reports
 that would land on inputs, the same file named twice, long and odd names."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _invoke(*args: object) -> object:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-# -- HIGH 1: a FIFO (or socket, device) named like an image ------------------------------------
+# -- a FIFO (or socket, device) named like an image --------------------------------------------
 
 
 def test_a_fifo_named_like_an_image_is_reported_and_never_opened(
@@ -141,7 +141,7 @@ def test_an_input_named_like_our_temporaries_gets_a_note(tmp_path: Path, tiny_x2
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
 
 
-# -- HIGH 2: no output may land on an input ---------------------------------------------------
+# -- no output may land on an input ------------------------------------------------------------
 
 
 def test_output_folder_inside_the_input_tree_never_replaces_an_input(
@@ -213,7 +213,7 @@ def test_names_that_differ_only_in_case_collide_where_the_disk_folds_case(
         build_worklist([tmp_path / "in"], tmp_path / "out", case_folding=True)
 
 
-# -- HIGH 3: the report --------------------------------------------------------------------
+# -- the report: never over an input or an output, written atomically --------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Issue 23, the files beside a run: the resume state, review pages and the model caches are
+"""The files beside a run: the resume state, review pages and the model caches are
 untrusted input; none is read unless it is a regular file, none is written through a link or onto
 a file the run reads, and each refusal is one line with exit 2."""
 

@@ -139,7 +139,7 @@ def test_wrapped_integer_shrink_matches_general_path() -> None:
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("native", [False, True])
 def test_gray_stored_as_rgb_stays_gray(tiny_x4, channels: int, native: bool) -> None:  # type: ignore[no-untyped-def]
-    """A colour model fed three equal channels can answer with three different ones (the issue's
+    """A colour model fed three equal channels can answer with three different ones (a
     blue/yellow checker on gray chainmail): gray kept in RGB(A) goes through as one channel and
     comes back with R = G = B, alpha kept; within one level of gray (a codec's) counts as gray."""
     from upscaler.process import plan_texture

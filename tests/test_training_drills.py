@@ -1,4 +1,4 @@
-"""The training drills of issue 7 at test size: the real ``upscale-train fit`` process killed
+"""Training survives a kill, at test size: the real ``upscale-train fit`` process killed
 (SIGKILL) in the middle of a checkpoint save, its newest checkpoint truncated, then resumed in a
 fresh process: exactly the uninterrupted run's state. The in-process versions of these checks are
 in ``test_training_fit.py``; this adds the process boundary (RNG, data position and

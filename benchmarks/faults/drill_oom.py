@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
@@ -22,47 +21,7 @@ from upscaler.models.loader import read_model
 from upscaler.process import TextureOptions, upscale_images
 
 from .corpus import load_patches, source_textures
-
-BUDGET = 12 << 20  # bytes: 200-300 px textures take 4-8 tiles of 96-136 px, each still splittable
-
-
-class InjectedOOM(nn.Module):
-    """``inner``, except that the forward calls numbered in ``fail_at`` raise out-of-memory."""
-
-    def __init__(self, inner: nn.Module, fail_at: set[int] | None = None) -> None:
-        super().__init__()
-        self.inner, self.fail_at = inner, set(fail_at or ())
-        self.calls, self.injected = 0, 0
-        self.shapes: list[tuple[int, ...]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        index = self.calls
-        self.calls += 1
-        self.shapes.append(tuple(x.shape))
-        if index in self.fail_at:
-            self.injected += 1
-            raise torch.OutOfMemoryError(
-                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
-            )
-        return self.inner(x)
-
-
-def _upscale(model: InjectedOOM, info: Any, image: ImageFile, tile: int | None) -> np.ndarray:
-    upscaler = Upscaler(model, info)
-    upscaler.budget = BUDGET
-    return upscale_images(upscaler, [image], TextureOptions(tile=tile), (False, False))[0].pixels
-
-
-def _lsb(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
-
-
-def _at_least(patch: np.ndarray, side: int) -> np.ndarray:
-    """Repeat a small texture (the bundled crops are ~64 px) so that it needs several tiles."""
-    reps = (-(-side // patch.shape[0]), -(-side // patch.shape[1]), 1)
-    return np.ascontiguousarray(
-        np.tile(patch, reps)[: max(side, patch.shape[0]), : max(side, patch.shape[1])]
-    )
+from .oom import BUDGET, InjectedOOM, max_lsb_difference, repeat_to, upscale_under_budget
 
 
 def _spread(rng: np.random.Generator, calls: int, count: int, gap: int = 6) -> set[int]:
@@ -78,7 +37,7 @@ def _spread(rng: np.random.Generator, calls: int, count: int, gap: int = 6) -> s
 def run(model_path: Path, injections: int, images: int = 4, seed: int = 0) -> dict[str, Any]:
     module, info = read_model(model_path)
     rng = np.random.default_rng(seed)
-    patches = [_at_least(p, 200) for p in load_patches(source_textures(), rng, images, (200, 300))]
+    patches = [repeat_to(p, 200) for p in load_patches(source_textures(), rng, images, (200, 300))]
     figures: dict[str, Any] = dict.fromkeys(
         (
             "injections",
@@ -97,20 +56,22 @@ def run(model_path: Path, injections: int, images: int = 4, seed: int = 0) -> di
     for patch in patches:
         image = ImageFile(patch, "PNG")
         clean_model = InjectedOOM(module)
-        clean = _upscale(clean_model, info, image, None)
+        clean = upscale_under_budget(clean_model, info, image, None)
         auto_tile = max(max(s[-2:]) for s in clean_model.shapes)
-        half = _upscale(InjectedOOM(module), info, image, max(16, auto_tile // 2))
+        half = upscale_under_budget(InjectedOOM(module), info, image, max(16, auto_tile // 2))
         faulty = InjectedOOM(module, _spread(rng, clean_model.calls, per_image))
         try:
-            out = _upscale(faulty, info, image, None)
+            out = upscale_under_budget(faulty, info, image, None)
         except NotEnoughMemoryError:
             figures["files_failed"] += 1
             continue
         figures["injections"] += faulty.injected
         figures["extra_forward_calls"] += faulty.calls - clean_model.calls
-        figures["max_lsb_diff_vs_clean"] = max(figures["max_lsb_diff_vs_clean"], _lsb(out, clean))
+        figures["max_lsb_diff_vs_clean"] = max(
+            figures["max_lsb_diff_vs_clean"], max_lsb_difference(out, clean)
+        )
         figures["max_lsb_diff_vs_clean_half_tile"] = max(
-            figures["max_lsb_diff_vs_clean_half_tile"], _lsb(out, half)
+            figures["max_lsb_diff_vs_clean_half_tile"], max_lsb_difference(out, half)
         )
         _user_tile(module, info, image, rng, figures)
     figures.update(_floor(module, info, ImageFile(patches[0], "PNG")))
@@ -144,10 +105,10 @@ def _user_tile(
     """With ``--tile`` set, an injected OOM must fail the file, never shrink the tile."""
     tile = 64
     clean = InjectedOOM(module)
-    _upscale(clean, info, image, tile)
+    upscale_under_budget(clean, info, image, tile)
     faulty = InjectedOOM(module, {int(rng.integers(0, clean.calls))})
     try:
-        _upscale(faulty, info, image, tile)
+        upscale_under_budget(faulty, info, image, tile)
     except NotEnoughMemoryError as exc:  # RGBA has two items per tile: halving those is fine
         figures["user_tile_failures"] += 1
         figures["user_tile_clear_errors"] += "tile size you set" in str(exc)

@@ -26,9 +26,12 @@ from .procs import CliRun, invoke_upscale, run_upscale
 Case = Callable[[Path, Path], dict[str, Any]]
 
 
-def _files_outside(work: Path, allowed: list[Path]) -> set[str]:
+def written_outside(place: Path) -> set[str]:
+    """Files under a case's folder ``place`` that lie outside its input tree, its output tree and
+    the ``elsewhere`` folder that its links point into: each one escaped the output root."""
+    allowed = [place / "in", place / "out", place / "elsewhere"]
     found = set()
-    for folder, _, files in os.walk(work):
+    for folder, _, files in os.walk(place):
         for name in files:
             path = Path(folder) / name
             if not any(path.is_relative_to(a) for a in allowed):
@@ -216,7 +219,7 @@ def run(work: Path, model: Path) -> dict[str, Any]:
         place = work / f"case{index}"
         place.mkdir(parents=True)
         row = case(place, model)
-        escaped = _files_outside(place, [place / "in", place / "out", place / "elsewhere"])
+        escaped = written_outside(place)
         row["written_outside_output_root"] = len(escaped)
         if escaped:
             row["ok"] = False
