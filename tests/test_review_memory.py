@@ -94,3 +94,18 @@ def test_a_budget_too_small_for_a_texture_leaves_it_out_with_a_reason(tmp_path: 
         str(tmp_path / "wide.png"), str(tmp_path / "wide.png"), tmp_path / "p", "w", memory=2**22
     )
     assert enough.problems == [] and "view-out" in enough.files
+
+
+def test_max_memory_reaches_the_review_pages_pictures(tmp_path: Path) -> None:
+    """``upscale --review --max-memory`` bounds the pictures too: at 1M (half a MiB per picture
+    worker) the 512 px output of a bundled sample is listed as not shown, with the reason."""
+    from click.testing import CliRunner
+
+    from upscaler.cli import main
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "textures" / "redrock01.png"
+    page = tmp_path / "page.html"
+    args = [str(sample), "-o", str(tmp_path / "out"), "--review", str(page), "--max-memory", "1M"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "decoding its 512x512 texels needs about 2.0 MiB, over the 0.5 MiB" in page.read_text()

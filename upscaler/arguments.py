@@ -149,7 +149,8 @@ class Arguments:
         "--max-memory",
         type=MemorySize(),
         help="Memory the upscaling may use on its device, e.g. 4G or 512M; sets the tile size "
-        "and batch (default: a quarter of RAM up to 4G on CPU, half of the GPU's memory).",
+        "and batch, and bounds the review page's pictures (default: a quarter of RAM up to 4G on "
+        "CPU, half of the GPU's memory).",
     )
     seamless: str = _choice(
         "--seamless",

@@ -46,9 +46,12 @@ def dry_run(console: Console, plan: RunPlan) -> None:
     console.line(f"{len(plan.files)} files planned (dry run: nothing written)", err=False)
 
 
-def run_batch(console: Console, upscaler: Upscaler, plan: RunPlan, quiet: bool) -> int:
+def run_batch(
+    console: Console, upscaler: Upscaler, plan: RunPlan, quiet: bool, memory: int | None = None
+) -> int:
     """Carry out ``plan`` with ``upscaler``, write its report and review page, print the
-    summary; the exit code."""
+    summary; the exit code. ``memory``: the user's ``--max-memory``, which the review page's
+    pictures keep to as well (None: no limit)."""
     from upscaler.runner import FatalError, Runner, write_report
 
     files = plan.side
@@ -99,7 +102,8 @@ def run_batch(console: Console, upscaler: Upscaler, plan: RunPlan, quiet: bool) 
             fatal = fatal or f"cannot write the report {files.report}: {exc.strerror or exc}"
     if files.review is not None and not interrupted:  # not after fatal: the disk is full
         workers = plan.options.workers
-        fatal = fatal or _review(console, files.review, results, summary, workers, quiet)
+        review = _review(console, files.review, results, summary, workers, quiet, memory)
+        fatal = fatal or review
     head = "interrupted: " if interrupted else ""
     console.line(
         f"{head}{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
@@ -134,6 +138,7 @@ def _review(
     summary: dict[str, object],
     workers: int,
     quiet: bool,
+    memory: int | None,
 ) -> str | None:
     """Write the review page; a reason when it cannot be written."""
     from upscaler.review import write_review
@@ -148,6 +153,7 @@ def _review(
             [asdict(r) for r in results],
             summary,
             workers=workers,
+            memory=memory,
             on_picture=(lambda: bar.update(1)) if bar is not None else None,
         )
     except OSError as exc:

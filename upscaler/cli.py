@@ -247,7 +247,7 @@ def _command(console: Console, args: Arguments) -> int:
     if args.dry_run:
         dry_run(console, plan)
         return EXIT_OK
-    return run_batch(console, upscaler, plan, args.quiet)
+    return run_batch(console, upscaler, plan, args.quiet, args.max_memory)
 
 
 def _texture(args: Arguments) -> TextureOptions:
