@@ -192,7 +192,7 @@ def speed(model: str, device: str, side: int, limit: int, repeats: int) -> dict[
 def check_model(
     model: str, inputs: Path, work: Path, args: argparse.Namespace
 ) -> dict[str, object]:
-    from upscaler.models.contract import Fidelity
+    from upscaler.models.descriptor import Fidelity
 
     tag = Path(model).stem
     row: dict[str, object] = {"model": tag}

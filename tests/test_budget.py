@@ -16,7 +16,7 @@ from upscaler.engine import budget
 from upscaler.engine.pipeline import Upscaler
 from upscaler.engine.tiling import plan_tiles
 from upscaler.models import Compact, CompactConfig
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 from upscaler.texture.resample import RowResampler, resize_axis
 
 torch.manual_seed(0)

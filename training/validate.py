@@ -18,7 +18,7 @@ from torch import nn
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile, ImageReadError, write_image
 from upscaler.models import loader
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 from upscaler.texture.resample import resize
 from upscaler.texture.seamless import detect_wrap, seam_error
 

@@ -566,7 +566,7 @@ def _precision_note(upscaler: Upscaler) -> str | None:
     import torch
 
     from upscaler.engine.load import fast_dtypes
-    from upscaler.models.contract import RULE
+    from upscaler.models.descriptor import RULE
 
     if upscaler.dtype != torch.float32:
         return None

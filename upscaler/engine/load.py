@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from upscaler.engine.pipeline import Upscaler
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 from upscaler.models.loader import read_model
 from upscaler.options import PRECISIONS
 

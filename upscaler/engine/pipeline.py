@@ -20,7 +20,8 @@ from torch import nn
 from upscaler.engine import budget as budget_
 from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
 from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
-from upscaler.models.contract import ModelInfo, keep_input_layer
+from upscaler.models.descriptor import ModelInfo
+from upscaler.models.input_layer import keep_input_layer
 from upscaler.models.padding import wrap_pad
 from upscaler.texture.seamless import wrap_index
 
@@ -39,7 +40,7 @@ MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest cor
 # beside fp32 convolutions, a third to a half beside bf16 ones on a CPU with AMX (measured on a
 # 64 x 16 compact at 96 px); wrap padding costs the extra pixels. The cheaper one is used.
 CIRCULAR_COST = {True: 1.05, False: 1.5}  # keyed by "runs in fp32"
-MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see models.contract)
+MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see models.measurement)
 
 
 class NotEnoughMemoryError(RuntimeError):

@@ -10,11 +10,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from upscaler.models import ARCHITECTURES, build_generator, contract, make_config, recognise, zoo
+from upscaler.models import ARCHITECTURES, build_generator, make_config, recognise, zoo
 from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
+from upscaler.models.measurement import Measured, measure
+from upscaler.models.measurement_cache import cache_key, cached
 
 MAX_SCALE = 16
+# Architectures (ours, and spandrel's ids) in which only convolutions look at neighbouring
+# pixels (no attention windows, no image-wide statistics), so circular padding wraps them.
+CONV_ONLY = frozenset({"compact", "rrdb", "Compact", "ESRGAN", "SPAN"})
 
 
 def _native(
@@ -173,15 +178,15 @@ def describe(
 ) -> ModelInfo:
     """The one place a ``ModelInfo`` is made, for our architectures and spandrel's alike: the
     static part from the architecture (``size``: multiple and minimum; ``precisions``: bf16 and
-    fp16 support), the measured part (``contract.measure``) cached by the model file's hash, or
+    fp16 support), the measured part (``measurement.measure``) cached by the model file's hash, or
     measured afresh for a module with no file (training's validation)."""
 
     # fp16 is only ever chosen on a GPU (CPUs emulate it, slower than fp32; x4plus's five probe
     # passes took longer than fp32's): it is measured (on CPU, once per file) where one is.
     fp16 = precisions[1] and torch.cuda.is_available()
 
-    def run() -> contract.Measured:
-        return contract.measure(
+    def run() -> Measured:
+        return measure(
             module,
             in_channels=channels[0],
             scale=scale,
@@ -192,8 +197,7 @@ def describe(
             float_input=float_input,
         )
 
-    key = f"{contract.contract_key(source)}{'-fp16' if fp16 else ''}" if source else ""
-    measured = contract.cached(key, run) if source else run()
+    measured = cached(cache_key(source, fp16), run) if source else run()
     return ModelInfo(
         name=name,
         arch=arch,
@@ -212,7 +216,7 @@ def describe(
         fp16_fidelity=measured.fidelity(torch.float16),
         float_input=float_input,
         input_layer=measured.input_layer,
-        circular=arch in contract.CONV_ONLY,
+        circular=arch in CONV_ONLY,
         num_params=sum(p.numel() for p in module.parameters()),
         source=str(source or ""),
         metadata=tuple(sorted((metadata or {}).items())),
