@@ -1,25 +1,37 @@
-"""``load_model``: a shipped name, our checkpoint or a community model file -> ``Upscaler``."""
+"""One loader: a model name or file -> the module on CPU in fp32 and its descriptor
+(``ModelInfo``), for our architectures and spandrel's alike.
+
+Our files are built from their metadata or recognised by their key names
+(``upscaler.models.ARCHITECTURES``), after checking that the weights fill the network the config
+describes; anything else goes to spandrel, whose guess is first built on the meta device. The
+file itself is read by ``upscaler.models.checkpoint`` (no code from it is ever run).
+"""
 
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from upscaler.models import ARCHITECTURES, build_generator, make_config, recognise, zoo
+from upscaler.models import (
+    ARCHITECTURES,
+    ArchConfig,
+    Architecture,
+    build_generator,
+    find_architecture,
+    make_config,
+    recognise,
+    zoo,
+)
 from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
 from upscaler.models.descriptor import ModelInfo
 from upscaler.models.measurement import Measured, measure
 from upscaler.models.measurement_cache import cache_key, cached
 
 MAX_SCALE = 16
-# Architectures (ours, and spandrel's ids) in which only convolutions look at neighbouring
-# pixels (no attention windows, no image-wide statistics), so circular padding wraps them.
-CONV_ONLY = frozenset({"compact", "rrdb", "Compact", "ESRGAN", "SPAN"})
 
 
 def _native(
@@ -28,7 +40,7 @@ def _native(
     """Build one of our architectures from our metadata, or by recognising its keys."""
     if "upscaler.arch" in metadata:
         arch = metadata["upscaler.arch"]
-        if arch not in ARCHITECTURES:
+        if arch not in ARCHITECTURES or not ARCHITECTURES[arch].native:
             raise ModelFileError(path, f"unknown architecture {arch!r} in metadata")
         try:
             config = make_config(arch, json.loads(metadata.get("upscaler.config", "{}")))
@@ -57,25 +69,18 @@ def _native(
         raise ModelFileError(
             path, f"weights do not fit the {arch} architecture: {detail}"
         ) from None
-    info = describe(
-        module,
-        name=path.stem,
-        arch=arch,
-        scale=config.scale,
-        channels=(config.in_channels, config.out_channels),
-        size=(int(getattr(module, "size_multiple", 1)), 1),
-        theoretical_field=int(getattr(module, "receptive_field", 0)) or None,
-        float_input=arch == "compact",
-        source=path,
-        metadata=metadata,
+    info = describe_built(
+        module, ARCHITECTURES[arch], config, name=path.stem, source=path, metadata=metadata
     )
     return module, info
 
 
-def _check_fits(path: Path, arch: str, config: Any, state_dict: dict[str, torch.Tensor]) -> None:
+def _check_fits(
+    path: Path, arch: str, config: ArchConfig, state_dict: dict[str, torch.Tensor]
+) -> None:
     """Refuse a config (from metadata, or inferred from key names) that the weights do not fill,
     before the network is built: a small file must not make us allocate a huge network."""
-    blocks = int(getattr(config, "num_blocks", 0))
+    blocks = config.num_blocks
     if blocks > len(state_dict):
         raise ModelFileError(
             path, f"{arch} with {blocks:,} blocks, but the file holds {len(state_dict)} tensors"
@@ -149,6 +154,7 @@ def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Modu
     if not 1 <= descriptor.scale <= MAX_SCALE:
         raise ModelFileError(path, f"implausible scale x{descriptor.scale}")
     req = descriptor.size_requirements
+    ours = find_architecture(str(descriptor.architecture.id))
     info = describe(
         descriptor.model,
         name=path.stem,
@@ -157,6 +163,7 @@ def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Modu
         channels=(descriptor.input_channels, descriptor.output_channels),
         size=(max(1, req.multiple_of), max(1, req.minimum)),
         precisions=(bool(descriptor.supports_bfloat16), bool(descriptor.supports_half)),
+        conv_only=ours is not None and ours.conv_only,
         source=path,
     )
     return descriptor.model, info
@@ -173,13 +180,15 @@ def describe(
     precisions: tuple[bool, bool] = (True, True),
     theoretical_field: int | None = None,
     float_input: bool = False,
+    conv_only: bool = False,
     source: Path | None = None,
     metadata: dict[str, str] | None = None,
 ) -> ModelInfo:
     """The one place a ``ModelInfo`` is made, for our architectures and spandrel's alike: the
     static part from the architecture (``size``: multiple and minimum; ``precisions``: bf16 and
-    fp16 support), the measured part (``measurement.measure``) cached by the model file's hash, or
-    measured afresh for a module with no file (training's validation)."""
+    fp16 support; ``float_input`` and ``conv_only``: its traits, see ``Architecture``), the
+    measured part (``measurement.measure``) cached by the model file's hash, or measured afresh
+    for a module with no file (training's validation)."""
 
     # fp16 is only ever chosen on a GPU (CPUs emulate it, slower than fp32; x4plus's five probe
     # passes took longer than fp32's): it is measured (on CPU, once per file) where one is.
@@ -216,10 +225,35 @@ def describe(
         fp16_fidelity=measured.fidelity(torch.float16),
         float_input=float_input,
         input_layer=measured.input_layer,
-        circular=arch in CONV_ONLY,
+        circular=conv_only,
         num_params=sum(p.numel() for p in module.parameters()),
         source=str(source or ""),
         metadata=tuple(sorted((metadata or {}).items())),
+    )
+
+
+def describe_built(
+    module: nn.Module,
+    arch: Architecture,
+    config: ArchConfig,
+    *,
+    name: str,
+    source: Path | None = None,
+    metadata: dict[str, str] | None = None,
+) -> ModelInfo:
+    """The descriptor of ``module``, built as ``arch`` from ``config``."""
+    return describe(
+        module,
+        name=name,
+        arch=arch.name,
+        scale=config.scale,
+        channels=(config.in_channels, config.out_channels),
+        size=(config.size_multiple, 1),
+        theoretical_field=config.receptive_field or None,
+        float_input=arch.float_input,
+        conv_only=arch.conv_only,
+        source=source,
+        metadata=metadata,
     )
 
 
