@@ -69,7 +69,7 @@ def peak_tflops(name: str) -> float | None:
 
 
 def default_models() -> list[str]:
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.sources import SHIPPED
 
     shipped = [m.name for m in SHIPPED.values() if m.installed]
     return shipped + [str(PEERS / f) for f in PEER_FILES if (PEERS / f).is_file()]

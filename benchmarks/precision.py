@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--formats", default="bf16,fp16")
     parser.add_argument("--out", default="benchmarks/results/precision.json")
     args = parser.parse_args()
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.sources import SHIPPED
 
     models = [m.name for m in SHIPPED.values() if m.installed]
     models += [str(PEERS / f) for f in PEER_FILES if (PEERS / f).is_file()]

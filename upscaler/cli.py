@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from upscaler.engine.pipeline import Upscaler
+    from upscaler.models.sources import ModelSource
     from upscaler.review import ReviewPaths
     from upscaler.worklist import WorkList
 
@@ -132,7 +133,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     if not value or ctx.resilient_parsing:
         return
     from upscaler.models import known
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.sources import SHIPPED
 
     click.echo("shipped (inside the package):")
     for model in SHIPPED.values():
@@ -448,7 +449,7 @@ def _stop_signals() -> Iterator[list[int]]:
 
 
 def _command(console: Console, p: Params) -> int:
-    from upscaler.models import known, zoo
+    from upscaler.models import known, sources
     from upscaler.models.checkpoint import ModelFileError
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules, RulesError
@@ -473,7 +474,7 @@ def _command(console: Console, p: Params) -> int:
     name = p.model_name
     if not name:
         try:
-            name = zoo.default_model(p.scale or 4)
+            name = sources.default_model(p.scale or 4)
         except ModelFileError as exc:
             raise click.BadParameter(exc.reason, param_hint="--scale") from None
     device = _pick_device(p.device)
@@ -490,7 +491,8 @@ def _command(console: Console, p: Params) -> int:
             jobs = take_shard(jobs, *shard_spec)
     except PlanError as exc:
         raise click.UsageError(shown(exc)) from None
-    report, review = _side_files(p, name, shard_spec, worklist)
+    source = sources.resolve(name)
+    report, review = _side_files(p, source.path, shard_spec, worklist)
     texture = TextureOptions(
         tile=p.tile,
         seamless=p.seamless,
@@ -502,7 +504,7 @@ def _command(console: Console, p: Params) -> int:
         dds_format=p.dds_format,
         dds_quality=p.dds_quality,
     )
-    source = _fetch_known(name, p.scale, p.no_download, p.quiet)
+    source = _fetch_known(source, p.scale, p.no_download, p.quiet)
     upscaler = _load(source, device, p.precision, p.max_memory)
     if p.scale is not None and upscaler.scale != p.scale:
         raise click.UsageError(f"--scale {p.scale} but model {name} is x{upscaler.scale}")
@@ -529,13 +531,13 @@ def _command(console: Console, p: Params) -> int:
 
 
 def _side_files(
-    p: Params, name: str, shard_spec: tuple[int, int] | None, worklist: WorkList
+    p: Params, model_file: Path | None, shard_spec: tuple[int, int] | None, worklist: WorkList
 ) -> tuple[Path | None, ReviewPaths | None]:
     """Where the report and the review page go (this shard's names), each checked against the
-    files the run reads and writes; a usage error where one would replace any of them."""
+    files the run reads and writes (``model_file``: None for a known model not fetched yet); a
+    usage error where one would replace any of them."""
     from upscaler.worklist import PlanError
 
-    model_file = _model_file(name)
     others = [f for f in (model_file, p.rules_file) if f is not None]  # inputs too
     report = _shard_name(p.report, shard_spec) if p.report is not None else None
     try:
@@ -592,13 +594,16 @@ def _shard_name(path: Path, shard_spec: tuple[int, int] | None) -> Path:
     return path.with_name(f"{path.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{path.suffix}")
 
 
-def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -> str:
-    """A known model's cached file (downloading it, with a progress bar), or ``name`` as is."""
+def _fetch_known(
+    source: ModelSource, scale: int | None, no_download: bool, quiet: bool
+) -> ModelSource:
+    """A known model's source with its cached file (downloading it, with a progress bar); any
+    other source as is."""
     from upscaler.models import known
 
-    model = known.find(name)
-    if model is None or Path(name).exists():
-        return name
+    model = source.known_model
+    if model is None:
+        return source
     if scale is not None and model.scale != scale:
         raise click.UsageError(f"--scale {scale} but model {model.name} is x{model.scale}")
     bar = None
@@ -616,8 +621,8 @@ def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -
         bar.update(done - bar.pos)
 
     try:
-        path = known.fetch(
-            model, download=False if no_download else None, progress=None if quiet else progress
+        fetched = source.fetch(
+            download=False if no_download else None, progress=None if quiet else progress
         )
     except known.ModelUnavailableError as exc:
         raise FatalCommandError(str(exc)) from None
@@ -625,8 +630,8 @@ def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -
         if bar is not None:
             bar.__exit__(None, None, None)
     if bar is not None:
-        click.echo(f"saved {path}", err=True)
-    return str(path)
+        click.echo(f"saved {fetched.path}", err=True)
+    return fetched
 
 
 def _pick_device(value: str) -> torch.device:
@@ -639,32 +644,17 @@ def _pick_device(value: str) -> torch.device:
         raise click.BadParameter(str(exc), param_hint="--device") from None
 
 
-def _model_file(name: str) -> Path | None:
-    from upscaler.models import zoo
+def _load(
+    source: ModelSource, device: torch.device, precision: str, max_memory: int | None
+) -> Upscaler:
+    from upscaler.engine.load import load_model
     from upscaler.models.checkpoint import ModelFileError
 
     try:
-        return zoo.resolve(name, download=False)  # a known model is fetched later, if at all
-    except ModelFileError:
-        return None  # not here yet, or refused when it is loaded, with the reason
-
-
-def _load(name: str, device: torch.device, precision: str, max_memory: int | None) -> Upscaler:
-    from upscaler.engine.load import pick_dtype
-    from upscaler.engine.pipeline import Upscaler
-    from upscaler.models.checkpoint import ModelFileError
-    from upscaler.models.loader import read_model
-
-    try:
-        module, info = read_model(name)
-        return Upscaler(
-            module,
-            info,
-            device=device,
-            dtype=pick_dtype(precision, device, info),
-            max_memory=max_memory,
-        )
+        return load_model(source, device=device, dtype=precision, max_memory=max_memory)
     except (ModelFileError, ValueError, RuntimeError) as exc:
         raise FatalCommandError(f"model refused: {exc}") from None
     except Exception as exc:  # a loader bug on a hostile file: still one line, still refused
-        raise FatalCommandError(f"model refused: {name}: {type(exc).__name__}: {exc}") from None
+        raise FatalCommandError(
+            f"model refused: {source.name}: {type(exc).__name__}: {exc}"
+        ) from None

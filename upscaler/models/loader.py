@@ -1,5 +1,5 @@
-"""One loader: a model name or file -> the module on CPU in fp32 and its descriptor
-(``ModelInfo``), for our architectures and spandrel's alike.
+"""One loader: a model source (``upscaler.models.sources``) -> the module on CPU in fp32 and its
+descriptor (``ModelInfo``), for our architectures and spandrel's alike.
 
 Our files are built from their metadata or recognised by their key names
 (``upscaler.models.ARCHITECTURES``), after checking that the weights fill the network the config
@@ -24,12 +24,12 @@ from upscaler.models import (
     find_architecture,
     make_config,
     recognise,
-    zoo,
 )
 from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
 from upscaler.models.descriptor import ModelInfo
 from upscaler.models.measurement import Measured, measure
 from upscaler.models.measurement_cache import cache_key, cached
+from upscaler.models.sources import ModelSource, resolve
 
 MAX_SCALE = 16
 
@@ -257,9 +257,11 @@ def describe_built(
     )
 
 
-def read_model(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
-    """Resolve and build a model on CPU in fp32. Raises ``ModelFileError`` when refused."""
-    path = zoo.resolve(name_or_path)
+def read_model(model: str | Path | ModelSource) -> tuple[nn.Module, ModelInfo]:
+    """A model by name, by path or already resolved, built on CPU in fp32 with its descriptor (a
+    known model not in the cache is downloaded if allowed). Raises ``ModelFileError`` when
+    refused."""
+    path = (model if isinstance(model, ModelSource) else resolve(model)).file()
     state_dict, metadata = read_weights(path)
     built = _native(path, state_dict, metadata) or _community(path, state_dict)
     module, info = built
