@@ -37,10 +37,10 @@ from torch.utils._pytree import tree_leaves
 from upscaler.models.descriptor import PSNR_CAP, Fidelity
 from upscaler.models.input_layer import keep_input_layer, reduced_copy
 
+PROBE_FILE = Path(__file__).parent / "probe.png"
 EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit-exact tiles)
 PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influence is capped)
 MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
-PROBE_FILE = Path(__file__).parent / "probe.png"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 @dataclass(frozen=True)
 class ShippedModel:
+    """A model inside the package: its weights and card in ``weights/``."""
+
     name: str
     scale: int
     summary: str
