@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import require_data
 from upscaler.formats import bcn
 from upscaler.formats.blockencoders import Encoder, installed, registry
 from upscaler.formats.image import read_image
@@ -319,6 +320,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict = {"model": args.model, "crop": args.crop}
     if args.per_kind:
+        require_data("bcn.py", args.data)
         files = pick(args.data, args.per_kind)
         result["files"] = [str(p) for p in files]
         with tempfile.TemporaryDirectory() as work:

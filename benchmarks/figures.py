@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from benchmarks import require_data
 from upscaler import load_model
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile, read_image
@@ -174,6 +175,7 @@ def main() -> None:
         "--compare", default="texture-x4-fidelity", help="comma-separated models shown before"
     )
     args = parser.parse_args()
+    require_data("figures.py", args.data)
     upscaler = load_model(args.model, device=args.device)
     others = [load_model(m, device=args.device) for m in args.compare.split(",") if m]
     figures = {

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import require_data
 from upscaler import load_model
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile, read_image
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=Path("maps-benchmark.json"))
     args = parser.parse_args()
+    require_data("maps.py", args.data)
     upscaler = load_model(args.model, device=args.device)
 
     def files(kind: str) -> list[Path]:

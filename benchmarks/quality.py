@@ -29,13 +29,18 @@ seamless detection, tiling, precision), and is scored per image:
 - **checker** (clean inputs): energy of the 2x2 checker filter ``[[1, -1], [-1, 1]]`` on each
   channel over GT's, the median over images: the one-pixel "screen door" a sub-pixel upsampler
   can lay over a texture (1.0 = as much as the truth; blur lowers it);
+- **lattice** (clean inputs): energy of the fine luma pattern locked to the output's ``scale``
+  lattice (``training.metrics.lattice_pattern``: each 32-pixel window's cells averaged phase by
+  phase) over GT's, the median (and 90th percentile): the diagonal hatch or grid a model lays
+  at the same phase of every input texel, which the 2x2 checker does not see;
 - **gray**: the GT made gray (BT.601 luma) and stored as RGB, shrunk and upscaled: the largest
   difference between two channels of any output pixel, in 8-bit levels (invented colour);
 - **pattern**: PSNR-Y and the mean level error (8-bit levels of luma, signed: darker is
   negative) on the textures whose names say they hold a fine regular pattern (wires, grates,
   mesh, chains, grilles, fences, ladders, windows, tiles);
 - with ``--lowres FOLDER`` (real low-res game textures, no truth): the checker energy of each
-  method's x``scale`` output over a bicubic upscale's, median and 90th percentile.
+  method's x``scale`` output over a bicubic upscale's, median and 90th percentile, and the
+  lattice pattern's RMS in 8-bit levels (median; bicubic's is about 0).
 
 The peers (``../shared/peers``; see its README): Real-ESRGAN's x4plus (BSD-3), the official SPAN
 x4/x2 (Apache-2.0), 4xSPANkendata (CC-BY-SA-4.0) and ClearReality4x (non-commercial: a reference
@@ -59,6 +64,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import require_data  # noqa: E402
 from training.codecs import bc_roundtrip  # noqa: E402
 from training.degradations import point_sample, resize_down  # noqa: E402
 from training.metrics import (  # noqa: E402
@@ -66,6 +72,7 @@ from training.metrics import (  # noqa: E402
     gmsd,
     grid_ratio,
     high_frequency_energy,
+    lattice_energy,
     psnr_y,
     rgb_to_y,
 )
@@ -176,15 +183,18 @@ def lowres_checker(
     method: Method, scale: int, images: list[tuple[str, torch.Tensor]]
 ) -> dict[str, float]:
     """Checker energy of ``method``'s output over a bicubic upscale's, per real low-res texture."""
-    ratios = []
+    ratios, lattices = [], []
     for _, lq in images:
         size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
         reference = round_to_levels(resize(lq, size, "bicubic").clamp(0, 1))
         sr = round_to_levels(method(lq, False))
         ratios.append(float(checker_energy(sr)) / max(float(checker_energy(reference)), 1e-12))
+        if min(size) >= 32:
+            lattices.append(float(lattice_energy(sr, scale)) ** 0.5 * 255)
     return {
         "lowres_checker": float(np.median(ratios)),
         "lowres_checker_p90": float(np.quantile(ratios, 0.9)),
+        "lowres_lattice": float(np.median(lattices)) if lattices else float("nan"),
     }
 
 
@@ -211,6 +221,9 @@ def evaluate(
             if kind == "clean":
                 checker = float(checker_energy(sr)) / max(float(checker_energy(gt)), 1e-12)
                 rows.setdefault("checker", []).append(checker)
+            if kind == "clean" and min(gt.shape[-2:]) >= 32:
+                lattice = float(lattice_energy(sr, scale))
+                rows.setdefault("lattice", []).append(lattice / float(lattice_energy(gt, scale)))
             if kind == "clean" and is_pattern(image_name):
                 rows.setdefault("pattern_psnr", []).append(float(psnr_y(sr, gt, scale)))
                 shift = float((rgb_to_y(sr) - rgb_to_y(gt)).mean()) * 255
@@ -224,12 +237,15 @@ def evaluate(
         rows.setdefault("native_before", []).append(float(psnr_y(old, reference)))
         rows.setdefault("native", []).append(float(psnr_y(native, reference)))
     results = {
-        key: float(np.median(values) if key.endswith(("detail", "checker")) else np.mean(values))
+        key: float(
+            np.median(values) if key.endswith(("detail", "checker", "lattice")) else np.mean(values)
+        )
         for key, values in rows.items()
     }
     results["calm_detail_max"] = float(np.max(rows["calm_detail"]))
     results["gray"] = float(np.max(rows["gray"]))
     results["checker_p90"] = float(np.quantile(rows["checker"], 0.9))
+    results["lattice_p90"] = float(np.quantile(rows["lattice"], 0.9))
     return {
         "method": name,
         "scale": scale,
@@ -252,6 +268,7 @@ COLUMNS = (
     ("calm_detail", "calm detail", ".2f"),
     ("native", "--native", ".2f"),
     ("checker", "checker", ".2f"),
+    ("lattice", "lattice", ".2f"),
     ("gray", "gray", ".0f"),
 )
 
@@ -262,7 +279,7 @@ def markdown(reports: list[dict[str, object]], truth: dict[str, float]) -> str:
         head.format(reports[0]["scale"]),
         "| --- |" + " ---: |" * len(COLUMNS),
         "| ground truth | - | 0 | 1.00 | "
-        f"{truth['grid']:.2f} | - | 0 | {truth['blocks']:.2f} | 1.00 | - | 1.00 | 0 |",
+        f"{truth['grid']:.2f} | - | 0 | {truth['blocks']:.2f} | 1.00 | - | 1.00 | 1.00 | 0 |",
     ]
     for report in reports:
         r = report["results"]
@@ -278,6 +295,7 @@ def markdown(reports: list[dict[str, object]], truth: dict[str, float]) -> str:
     extra = [("pattern_psnr", "pattern PSNR-Y", ".2f"), ("pattern_level", "pattern level", "+.2f")]
     extra += [("lowres_checker", "low-res checker", ".2f"), ("checker_p90", "checker p90", ".2f")]
     extra += [("lowres_checker_p90", "low-res checker p90", ".2f")]
+    extra += [("lattice_p90", "lattice p90", ".2f"), ("lowres_lattice", "low-res lattice", ".2f")]
     extra = [column for column in extra if column[0] in before]
     if extra:
         lines += ["", "| method | " + " | ".join(label for _, label, _ in extra) + " |"]
@@ -307,11 +325,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    if not args.val.is_dir():
-        raise SystemExit(
-            f"quality.py: {args.val} is not a folder of textures (the validation set comes from "
-            "../shared/data/textures; give another with --val)"
-        )
+    require_data("quality.py", args.val, "--val")
     images = load_val(args.val, args.limit, args.max_side)
     lowres = load_lowres(args.lowres, args.limit) if args.lowres else []
     s = args.scale

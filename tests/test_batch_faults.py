@@ -79,7 +79,7 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
     """An exception no decoder should raise (injected) still only fails its own file."""
     from upscaler import runner
     from upscaler.engine.load import load_model
-    from upscaler.process import TextureOptions
+    from upscaler.plan import RunOptions, make_plan
     from upscaler.worklist import build_worklist
 
     drill_kill.make_tree(tmp_path / "in", 5, 2)
@@ -92,8 +92,8 @@ def test_a_decoder_bug_fails_one_file_not_the_batch(
         return real_read(path)
 
     monkeypatch.setattr(runner, "read_image", flaky_read)
-    options = runner.RunOptions(tmp_path / "out")
-    results = runner.Runner(load_model(tiny_x2), TextureOptions(), options).run(jobs)
+    model = load_model(tiny_x2)
+    results = runner.Runner(model, make_plan(jobs, model, RunOptions(tmp_path / "out"))).run()
     status = {Path(r.source): (r.status, r.reason) for r in results}
     assert status[jobs[1].source] == (
         "failed",

@@ -129,3 +129,31 @@ def test_gpu_benchmark_on_cuda_meets_the_rule(tmp_path: Path) -> None:
     _gpu_benchmark(out, "--models", "texture-x2")
     (row,) = json.loads(out.read_text())["models"]
     assert row["auto_meets_rule"] and row["fp32_close"] and row["precision"] != "float32"
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("quality.py", ["--val"]),
+        ("bcn.py", ["--model", "none", "--data"]),
+        ("maps.py", ["--model", "texture-x4", "--data"]),
+        ("figures.py", ["--model", "texture-x4", "--data"]),
+    ],
+)
+def test_benchmarks_without_their_data_say_so_in_one_line(
+    script: str, args: list[str], tmp_path: Path
+) -> None:
+    """Without ../shared (or with a data folder that is not there) a benchmark names the folder
+    and where such data comes from in one line, exit 2, no traceback."""
+    missing = tmp_path / "shared" / "data" / "textures" / "val"
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args, str(missing)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and str(missing) in proc.stderr
+    assert "../shared/data" in proc.stderr

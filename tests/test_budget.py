@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from helpers import make_pixels
 from PIL import Image
 
-from upscaler.cli import MemorySize, _load, main
+from upscaler.arguments import MemorySize
+from upscaler.cli import _load, main
 from upscaler.engine import budget
 from upscaler.engine.pipeline import Upscaler
 from upscaler.engine.tiling import plan_tiles
@@ -72,18 +73,17 @@ def test_smaller_budget_picks_smaller_tiles() -> None:
 
     x = torch.rand(1, 3, 70, 50, generator=torch.Generator().manual_seed(1))
     roomy, tight = Upscaler(MODEL, INFO), Upscaler(MODEL, INFO, max_memory=TINY)
-    roomy.upscale(x)
-    tight.upscale(x)
-    assert roomy.tiles_run == 1 and tight.tiles_run > 1
+    assert roomy.plan(x).tiles == 1 and tight.plan(x).tiles > 1
+    assert tight.plan(x).tile < roomy.plan(x).tile
 
 
 def test_a_tile_you_set_is_kept_under_any_budget() -> None:
     x = torch.rand(1, 3, 45, 38, generator=torch.Generator().manual_seed(2))
     tight = Upscaler(MODEL, INFO, max_memory=TINY)
-    out = tight.upscale(x, tile=40)
+    plan = tight.plan(x, tile=40)
     planned = sum(len(row) for row in plan_tiles(45, 38, 40, 8, 1))
-    assert tight.tiles_run == planned == 2
-    assert out.shape == (1, 3, 90, 76)
+    assert plan.tile == 40 and plan.fixed_tile and plan.tiles == planned == 2
+    assert tight.upscale(x, tile=40).shape == (1, 3, 90, 76)
 
 
 @pytest.mark.parametrize("wrap", [(False, False), (True, True)])

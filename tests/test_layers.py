@@ -19,7 +19,12 @@ PACKAGES = ("upscaler", "training")
 ALLOWED = {
     "upscaler.formats": {"upscaler.formats", "upscaler.options", "upscaler.atomic"},
     "upscaler.texture": {"upscaler.texture", "upscaler.formats", "upscaler.options"},
-    "upscaler.models": {"upscaler.models", "upscaler.atomic", "upscaler.options"},
+    "upscaler.models": {
+        "upscaler.models",
+        "upscaler.atomic",
+        "upscaler.options",
+        "upscaler.schema",
+    },
     "upscaler.engine": {
         "upscaler.engine",
         "upscaler.models",
@@ -27,6 +32,7 @@ ALLOWED = {
         "upscaler.options",
     },
     "upscaler.options": set(),
+    "upscaler.schema": set(),  # the strict dict -> dataclass loader: stdlib only
 }
 TRAINING_ONLY = ("training", "lpips", "kornia", "torchvision", "tensorboard")
 

@@ -151,8 +151,8 @@ def test_a_closed_stderr_does_not_stop_the_batch(tmp_path: Path, tiny_x2: Path, 
 
 def test_a_reporting_callback_that_raises_is_switched_off(tmp_path: Path, tiny_x2: Path) -> None:
     from upscaler.engine.load import load_model
-    from upscaler.process import TextureOptions
-    from upscaler.runner import Runner, RunOptions
+    from upscaler.plan import RunOptions, make_plan
+    from upscaler.runner import Runner
     from upscaler.worklist import build_worklist
 
     _tree(tmp_path / "in", 3)
@@ -164,8 +164,9 @@ def test_a_reporting_callback_that_raises_is_switched_off(tmp_path: Path, tiny_x
         calls.append(result)
         raise BrokenPipeError(32, "Broken pipe")
 
-    runner = Runner(load_model(tiny_x2), TextureOptions(), RunOptions(tmp_path / "out"), broken)
-    results = runner.run(jobs)
+    model = load_model(tiny_x2)
+    runner = Runner(model, make_plan(jobs, model, RunOptions(tmp_path / "out")), broken)
+    results = runner.run()
     assert len(calls) == 1 and "BrokenPipeError" in (runner.reporting_error or "")
     assert sorted(r.status for r in results) == ["done", "done", "done", "failed"]
 
@@ -211,8 +212,8 @@ def test_time_left_weighs_files_by_pixels_not_by_count(monkeypatch: pytest.Monke
 
 def test_the_runner_plans_input_pixels_times_scale_squared(tmp_path: Path, tiny_x2: Path) -> None:
     from upscaler.engine.load import load_model
-    from upscaler.process import TextureOptions
-    from upscaler.runner import Runner, RunOptions
+    from upscaler.plan import RunOptions, make_plan
+    from upscaler.runner import Runner
     from upscaler.worklist import build_worklist
 
     _tree(tmp_path / "in", 3)  # 10x8, 11x8, 12x8
@@ -221,11 +222,11 @@ def test_the_runner_plans_input_pixels_times_scale_squared(tmp_path: Path, tiny_
     plans: list[dict[str, int]] = []
     model = load_model(tiny_x2)
     options = RunOptions(tmp_path / "out", skip_existing=True)
-    Runner(model, TextureOptions(), options, on_plan=plans.append).run(jobs)
+    Runner(model, make_plan(jobs, model, options), on_plan=plans.append).run()
     out = tmp_path / "out"
     assert plans == [{str(out / f"t{i}.png"): (10 + i) * 8 * 4 for i in range(3)}]
     Image.fromarray(make_pixels(20, 8, 3)).save(tmp_path / "in" / "t0.png")  # changed: redone
-    Runner(model, TextureOptions(), options, on_plan=plans.append).run(jobs)
+    Runner(model, make_plan(jobs, model, options), on_plan=plans.append).run()
     assert plans[1] == {str(out / "t0.png"): 20 * 8 * 4}  # the finished ones are no work
 
 

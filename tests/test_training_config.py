@@ -255,6 +255,7 @@ def test_a_run_name_must_be_a_plain_folder_name(name: str, tmp_path: Path) -> No
         ("degrade.down_weights=[0, 0, 0, 0, 0]", "degrade.down_weights must be >= 0"),
         ("data.num_workers=100000", "data.num_workers must be at most 64"),
         ("data.wrap_prob=2.0", "data.wrap_prob must be in"),
+        ("data.wrap_prob=-0.1", "data.wrap_prob must be in"),
         ("model.scale=0", "model.scale must be 1 to 16; got 0"),
         ("model.scale=-2", "model.scale must be 1 to 16"),
         ("run.threads=-5", "run.threads must be >= 0"),

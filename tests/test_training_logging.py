@@ -149,8 +149,15 @@ def test_eval_with_a_fixed_degradation_and_baselines(
     fixed = [evaluate(run, "--degrade", str(recipe)) for run in runs]
     assert fixed[0]["baselines"] == fixed[1]["baselines"]  # the same inputs for both
     assert 5 < fixed[0]["baselines"]["lanczos"]["psnr_y"] < 60
+    # On fit's own validation folder, eval repeats the figures fit logged last (same crops,
+    # same image count, same seeded inputs, the same EMA weights).
+    logged = _records(runs[0], "val")[-1]
+    assert own[0]["crop_size"] == 16 and own[0]["images"] == 2  # the tiny recipe's [val]
+    for key in ("psnr_y", "seam_error"):
+        assert own[0][key] == pytest.approx(logged[key], abs=1e-4), key
     table = CliRunner().invoke(main, ["eval", str(runs[0]), str(folders[1])])
     assert "model     bicubic     lanczos" in table.output
+    assert "low-res made with its own recipe" in table.output
     bad = CliRunner().invoke(main, ["eval", str(runs[0]), str(folders[1]), "--degrade", "nope"])
     assert bad.exit_code == 2 and "nope: no such config file or recipe" in bad.output
 

@@ -350,3 +350,22 @@ def test_sr_features_of_a_span_file_are_frozen_and_give_gradients(tmp_path: Path
     assert perceptual.sr_feature_loss(target, target, features).item() == 0
     with pytest.raises(ValueError, match="1..6"):
         perceptual.SRFeatures(path, blocks=7)
+
+
+def test_lattice_loss_sees_a_diagonal_hatch_but_not_blur() -> None:
+    """A hatch at the same phase of every 4x4 texel (lines along x + y, period 4) costs in the
+    lattice loss and multiplies the lattice energy; blur and the truth cost nothing."""
+    from training.metrics import lattice_energy
+
+    torch.manual_seed(0)
+    truth = F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic").clamp(0, 1)
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    hatch = torch.cos((y + x).float() * torch.pi / 2) * 0.02  # 1, 0, -1, 0 along the diagonal
+    assert float(losses.lattice_loss(truth, truth, 4, 16)) == 0
+    assert float(losses.lattice_loss(truth + hatch, truth, 4, 16)) > 0.005
+    blurred = F.avg_pool2d(F.pad(truth, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert float(losses.lattice_loss(blurred, truth, 4, 16)) == 0
+    energy = lattice_energy(truth + hatch, 4, 16) / lattice_energy(truth, 4, 16)
+    assert bool((energy > 10).all())
+    with pytest.raises(ValueError, match="blocks of 16"):
+        losses.lattice_loss(truth[..., :30, :30], truth[..., :30, :30], 4, 16)

@@ -24,6 +24,7 @@ from training.config import ConfigError, load_config
 from training.export import load_generator
 from training.trainer import Trainer
 from upscaler.cli import main as upscale_main
+from upscaler.models import make_config
 
 PEERS = Path(__file__).parents[2] / "shared" / "peers"
 if not PEERS.is_dir():
@@ -252,6 +253,19 @@ def test_span_trains_exports_and_loads_in_spandrel_and_upscale(
             strict=True,
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"num_features": 8.0}, "span.num_features must be int, got 8.0"),
+        ({"scale": True}, "span.scale must be int, got True"),
+        ({"norm": 1}, "span.norm must be bool, got 1"),
+    ],
+)
+def test_span_config_values_are_type_checked(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_config("span", values)
 
 
 def test_span_hyper_parameters_come_from_the_recipe(

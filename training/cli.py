@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from upscaler.formats.image import ImageReadError
-from upscaler.worklist import overwrites
+from upscaler.worklist import inside, overwrites, real_path
 
 from .checkpoint import CheckpointError
 from .config import RECIPES, Config, ConfigError, load_config, recipe_names
@@ -123,11 +123,17 @@ WEIGHTS = click.option(
     "--crop",
     "crop_size",
     type=int,
-    default=0,
-    show_default=True,
-    help="Evaluate centre crops of this size (0: whole images).",
+    default=None,
+    help="Evaluate centre crops of this size (0: whole images). Default: whole images, or on "
+    "the run's own validation folder its val.crop_size (repeating the figures fit logged).",
 )
-@click.option("--max-images", type=int, default=0, help="At most this many images (0: all).")
+@click.option(
+    "--max-images",
+    type=int,
+    default=None,
+    help="At most this many images (0: all). Default: all, or on the run's own validation "
+    "folder its val.max_images.",
+)
 @click.option(
     "--degrade",
     "degrade_from",
@@ -147,8 +153,8 @@ WEIGHTS = click.option(
 def eval_command(
     checkpoint: Path,
     data: Path,
-    crop_size: int,
-    max_images: int,
+    crop_size: int | None,
+    max_images: int | None,
     degrade_from: str | None,
     weights: str,
     fid: bool,
@@ -179,6 +185,12 @@ def eval_command(
         click.echo(json.dumps(metrics, indent=2))
         return
     reference = metrics.pop("baselines")
+    crop = metrics["crop_size"]
+    click.echo(
+        f"{metrics['images']} images ({f'{crop} px centre crops' if crop else 'whole'}), low-res "
+        f"made with {'the [degrade] mix of ' + degrade_from if degrade_from else 'its own recipe'}"
+        "; fit's validation logs the same figures on its folder with its crop and image count"
+    )
     click.echo(f"{'':>18}  {'model':>10}" + "".join(f"  {name:>10}" for name in reference))
     for key, value in metrics.items():
         row = [value] + [reference[name].get(key, "") for name in reference]
@@ -351,9 +363,9 @@ def prepare(
         workers=workers,
     )
     for folder in (out, val_folder) if val_folder is not None else (out,):
-        if folder.resolve().is_relative_to(src.resolve()):
+        if inside(real_path(folder), real_path(src)):
             _fail(f"{folder}: the output must not lie inside the source folder {src}")
-    if val_folder is not None and val_folder.resolve().is_relative_to(out.resolve()):
+    if val_folder is not None and inside(real_path(val_folder), real_path(out)):
         _fail(f"--val {val_folder}: keep it out of OUT {out}, which training may read whole")
     counts = run_prepare(
         src,

@@ -13,11 +13,11 @@ import dataclasses
 import math
 import os
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from upscaler.schema import from_dict
 
 from .contracts import GAN_TYPES, refusals
 
@@ -234,6 +234,7 @@ class LossConfig:
     step_weight: float = 0.0  # local step statistics per phase of the texel and block grid
     step_window: int = 32  # HR pixels per side of the blocks the step statistics average over
     checker_weight: float = 0.0  # local 2x2 checker energy above the truth's (screen door)
+    lattice_weight: float = 0.0  # a fine pattern locked to the output's texel lattice (hatch)
     lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
     vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
     # Features of a pretrained SPAN SR network (training/perceptual.py SRFeatures): a perceptual
@@ -256,6 +257,7 @@ class LossConfig:
             self.colour_weight,
             self.step_weight,
             self.checker_weight,
+            self.lattice_weight,
             self.lpips_weight,
             self.vgg_weight,
             self.sr_feature_weight,
@@ -373,71 +375,6 @@ class Config:
         return Path(self.run.out_dir) / self.run.name
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` (from TOML) against the type ``hint``; lists become tuples."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _convert(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is dict:
-        if not isinstance(value, dict) or not all(
-            isinstance(v, str | int | float | bool) for v in value.values()
-        ):
-            raise ConfigError(f"{key} must be a table of plain values, got {value!r}")
-        return dict(value)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], key) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
-        return tuple(_convert(v, a, key) for v, a in zip(value, args, strict=True))
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint in (str, bool) and type(value) is hint:
-        return value
-    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        where = f"[{prefix}]" if prefix else "top level"
-        raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(valid)}"
-        )
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{prefix}.{name}" if prefix else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"[{key}] must be a table")
-            kwargs[name] = _build(hint, value, key)
-        else:
-            kwargs[name] = _convert(value, hint, key)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"[{prefix}]: {exc}") from None
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.learning_rate=1e-4"`` -> (["optim", "learning_rate"], 1e-4)."""
     key, sep, raw = text.partition("=")
@@ -464,9 +401,7 @@ def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
-    config = _build(Config, merge_overrides(data, overrides or []), "")
-    assert isinstance(config, Config)
-    return config
+    return from_dict(Config, merge_overrides(data, overrides or []), error=ConfigError)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

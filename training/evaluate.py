@@ -29,8 +29,8 @@ def evaluate(
     source: str | Path,
     folder: str | Path,
     *,
-    crop_size: int = 0,
-    max_images: int = 0,
+    crop_size: int | None = None,
+    max_images: int | None = None,
     device: torch.device | None = None,
     degrade: DegradeConfig | None = None,
     weights: str = "ema",
@@ -42,13 +42,23 @@ def evaluate(
 
     Low-res inputs are made from fixed seeds with ``degrade``, or when it is None with the
     model's own recipe (``recipe_degradations``): pass one ``degrade`` to compare several models
-    on identical inputs. ``crop_size`` 0 evaluates whole images. ``fid``: also FID and KID,
+    on identical inputs. ``crop_size`` 0 evaluates whole images; on the
+    validation folder of a checkpoint's run, ``crop_size`` and ``max_images`` left None take
+    the run's ``[val]`` settings, so that ``eval`` repeats the figures ``fit`` logged; anywhere
+    else they mean whole images, all of them. ``fid``: also FID and KID,
     with Inception's ImageNet weights from the torch hub cache (or the ``inception`` given).
     """
     device = device or torch.device("cpu")
     module, info = load_generator(source, weights)
     scale = int(info["arch_config"]["scale"])
     arch = info["arch"]
+    own = config_from_dict(info["config"]).val if info.get("config") else None
+    if own and not (own.folder and Path(own.folder).resolve() == Path(folder).resolve()):
+        own = None  # another folder than the run's validation: whole images, all of them
+    if crop_size is None:
+        crop_size = own.crop_size if own else 0
+    if max_images is None:
+        max_images = own.max_images if own else 0
     config = dataclasses.replace(
         Config(),
         degrade=degrade or recipe_degradations(info),
@@ -57,7 +67,7 @@ def evaluate(
             folder=str(folder),
             max_images=max_images,
             crop_size=crop_size,
-            seam_images=max_images or 1_000_000,
+            seam_images=own.seam_images if own else max_images or 1_000_000,
         ),
     )
     images, seams = load_val_set(config)
@@ -92,6 +102,7 @@ def evaluate(
         )
     )
     metrics["images"] = len(images)
+    metrics["crop_size"] = crop_size
     metrics["seam_images"] = len(seams)
     if lpips_model is None:
         metrics["lpips"] = None  # not measured: the AlexNet weights are missing

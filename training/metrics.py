@@ -116,6 +116,31 @@ def checker_energy(x: torch.Tensor) -> torch.Tensor:
     return checker_response(x).pow(2).flatten(1).mean(dim=1)
 
 
+def lattice_pattern(x: torch.Tensor, period: int, window: int) -> torch.Tensor:
+    """The fine luma pattern locked to the output's ``period``-pixel lattice, window by window:
+    ``(B, H / window, W / window, period, period)``. The high-passed luma (minus a 3x3 box
+    blur) is averaged over every ``period`` x ``period`` cell of each window at each phase, and
+    the mean taken off. Content that does not know the lattice averages out; what a sub-pixel
+    upsampler lays at the same phase of every input texel (a checker, a diagonal hatch, a
+    texel grid) stays."""
+    y = rgb_to_y(x.float())
+    high = y - F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    b, _, h, w = high.shape
+    rows, cols, repeat = h // window, w // window, window // period
+    cells = high[:, 0, : rows * window, : cols * window].reshape(
+        b, rows, repeat, period, cols, repeat, period
+    )
+    pattern = cells.mean(dim=(2, 5)).permute(0, 1, 3, 2, 4)  # (B, rows, cols, period, period)
+    return pattern - pattern.mean(dim=(3, 4), keepdim=True)
+
+
+def lattice_energy(x: torch.Tensor, period: int, window: int = 32) -> torch.Tensor:
+    """Mean square of ``lattice_pattern`` per image: the "screen door" or hatch a model lays on
+    its output grid. Measured x4 on grass and rock (window 32): the truth and bicubic hold next
+    to none of it, a model whose output shows a hatch at 100% many times more."""
+    return lattice_pattern(x, period, window).pow(2).flatten(1).mean(dim=1)
+
+
 def grid_ratio(x: torch.Tensor, period: int) -> torch.Tensor:
     """Mean |step| of luma across every ``period``-th pixel boundary (both axes) over the mean
     |step| across the others, per image. 1 for content that does not know the grid; above 1

@@ -36,6 +36,7 @@ from .losses import (
     feature_matching_loss,
     generator_loss,
     gradient_penalty,
+    lattice_loss,
     mix_real_fake,
     pixel_loss,
     r1_penalty,
@@ -165,6 +166,9 @@ class Trainer:
             terms["step"] = loss.step_weight * step_loss(sr, gt, period, loss.step_window)
         if loss.checker_weight:
             terms["checker"] = loss.checker_weight * checker_loss(sr, gt, loss.step_window)
+        if loss.lattice_weight:
+            lattice = lattice_loss(sr, gt, scale, loss.step_window)
+            terms["lattice"] = loss.lattice_weight * lattice
         colour = ~normal.to(sr.device)  # perceptual nets know photos, not vector fields
         if self.lpips is not None and bool(colour.any()):
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -263,3 +264,12 @@ def append_regular(path: Path | str, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a regular file (a FIFO or device in its place raises, never blocks)."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import click
@@ -20,105 +19,46 @@ from upscaler.console import Console, Progress
 
 if TYPE_CHECKING:
     from upscaler.engine.pipeline import Upscaler
-    from upscaler.process import TextureOptions
+    from upscaler.plan import RunPlan
     from upscaler.review import ReviewPaths
-    from upscaler.rules import Rules
-    from upscaler.runner import FileResult, RunOptions
-    from upscaler.state import RunState
-    from upscaler.worklist import Job, WorkList
+    from upscaler.runner import FileResult
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-@dataclass(frozen=True)
-class RunFiles:
-    """What a run writes besides its outputs: the report, the review page, and where the run
-    happened (the working folder, output and inputs) for their readers."""
-
-    report: Path | None = None
-    review: ReviewPaths | None = None
-    where: dict[str, object] | None = None
-
-    def make_folders(self) -> str | None:
-        """Make the report's and the page's missing folders (their paths were checked when
-        the command line was); a reason when one cannot be made."""
-        pages = [self.review.page] if self.review is not None else []
-        for path in [*([self.report] if self.report is not None else []), *pages]:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                return f"cannot make the folder {path.parent}: {exc.strerror or exc}"
-        return None
-
-
-def dry_run(
-    console: Console,
-    jobs: list[Job],
-    upscaler: Upscaler,
-    texture: TextureOptions,
-    rules: Rules,
-    skip_existing: bool,
-    state: RunState,
-    worklist: WorkList,
-) -> None:
-    from upscaler.formats.image import ImageReadError, output_limit, probe
-    from upscaler.process import output_size
-    from upscaler.runner import made_by, producer
+def dry_run(console: Console, plan: RunPlan) -> None:
+    """List ``plan``: each file to do or skip, with its sizes and map type, or why it fails."""
     from upscaler.texture.maps import kind_from_name
 
-    made = producer(upscaler)
-    for path, reason in worklist.problems:
+    for path, reason in plan.problems:
         console.line(f"fail  {path}: {reason}", err=False)
-    for job in jobs:
-        try:
-            size = probe(job.source)
-        except ImageReadError as exc:
-            console.line(f"fail  {job.source}: {exc.reason}", err=False)
+    for item in plan.files:
+        if item.reason or item.size is None or item.output_size is None:
+            console.line(f"fail  {item.job.source}: {item.reason}", err=False)
             continue
-        options = rules.options_for(job.name, texture)
-        out = output_size(size, upscaler.scale, options)
-        too_big = output_limit(job.format, out)
-        if too_big is not None:
-            console.line(f"fail  {job.source}: {too_big}", err=False)
-            continue
-        done = False
-        if skip_existing:
-            try:
-                done = state.complete(job.target, made_by(job, options, made))
-            except OSError:
-                done = False
-        verb = "skip " if done else "do   "
-        kind = options.map if options.map != "auto" else kind_from_name(job.source) or "color"
+        (h, w), (out_h, out_w), options = item.size, item.output_size, item.options
+        verb = "skip " if item.done else "do   "
+        kind = options.map if options.map != "auto" else kind_from_name(item.job.source) or "color"
         console.line(
-            f"{verb} {job.source} -> {job.target} ({size[1]}x{size[0]} -> {out[1]}x{out[0]}) "
-            f"{kind}",
+            f"{verb} {item.job.source} -> {item.job.target} ({w}x{h} -> {out_w}x{out_h}) {kind}",
             err=False,
         )
-    console.line(f"{len(jobs)} files planned (dry run: nothing written)", err=False)
+    console.line(f"{len(plan.files)} files planned (dry run: nothing written)", err=False)
 
 
-def run_batch(
-    console: Console,
-    jobs: list[Job],
-    upscaler: Upscaler,
-    texture: TextureOptions,
-    rules: Rules,
-    options: RunOptions,
-    quiet: bool,
-    files: RunFiles,
-    worklist: WorkList,
-) -> int:
-    from upscaler.runner import FatalError, FileResult, Runner, write_report
+def run_batch(console: Console, upscaler: Upscaler, plan: RunPlan, quiet: bool) -> int:
+    """Carry out ``plan`` with ``upscaler``, write its report and review page, print the
+    summary; the exit code."""
+    from upscaler.runner import FatalError, Runner, write_report
 
+    files = plan.side
     problem = files.make_folders()
     if problem is not None:
         console.line(f"error: {problem}")
         return EXIT_FATAL
 
-    problems = worklist.problems
-    total = len(jobs) + len(problems)  # unreadable folders and odd files count as tried, failed
     started = time.perf_counter()
-    progress = Progress(console, total, quiet)
+    progress = Progress(console, plan.total, quiet)
 
     def on_result(result: FileResult) -> None:
         if result.status == "failed":
@@ -127,12 +67,10 @@ def run_batch(
         if result.status == "failed":
             progress.refresh()
 
-    runner = Runner(upscaler, texture, options, on_result, rules, on_plan=progress.plan)
-    for path, reason in problems:
-        runner._emit(FileResult(str(path), "", "failed", reason))
+    runner = Runner(upscaler, plan, on_result, on_plan=progress.plan)
     fatal, interrupted = None, False
     try:
-        runner.run(jobs)
+        runner.run()
     except FatalError as exc:
         fatal = str(exc)
     except KeyboardInterrupt:
@@ -144,14 +82,14 @@ def run_batch(
     seconds = time.perf_counter() - started
     summary = {
         **counts,
-        "total": total,
+        "total": plan.total,
         "seconds": round(seconds, 3),
         "model": upscaler.info.name,
         "scale": upscaler.scale,
         "device": str(upscaler.device),
         "fatal": fatal,
         "interrupted": interrupted,
-        "state": str(runner.state.path),
+        "state": str(plan.state.path),
         **(files.where or {}),
     }
     if files.report is not None:
@@ -160,26 +98,27 @@ def run_batch(
         except OSError as exc:
             fatal = fatal or f"cannot write the report {files.report}: {exc.strerror or exc}"
     if files.review is not None and not interrupted:  # not after fatal: the disk is full
-        fatal = fatal or _review(console, files.review, results, summary, options.workers, quiet)
+        workers = plan.options.workers
+        fatal = fatal or _review(console, files.review, results, summary, workers, quiet)
     head = "interrupted: " if interrupted else ""
     console.line(
         f"{head}{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"of {total} in {seconds:.1f} s"
+        f"of {plan.total} in {seconds:.1f} s"
     )
     failed = [r for r in results if r.status == "failed"]
     for r in failed[:50]:
         console.line(f"  {r.source}: {r.reason}")
     if len(failed) > 50:
         console.line(f"  ... and {len(failed) - 50} more (see --report)")
-    if runner.state.error:
+    if plan.state.error:
         console.line(
-            f"warning: resume state not saved ({runner.state.error}); --skip-existing will "
+            f"warning: resume state not saved ({plan.state.error}); --skip-existing will "
             "redo these files"
         )
     if interrupted:
         console.line(
             "to resume, run the same command with --skip-existing: finished outputs are kept "
-            f"(recorded in {runner.state.path})"
+            f"(recorded in {plan.state.path})"
         )
         return EXIT_INTERRUPTED
     if fatal:

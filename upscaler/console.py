@@ -35,6 +35,13 @@ def shown(text: object) -> str:
     return "".join(out)
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for reasons that come from outside our own errors."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+
+
 class Console:
     """Writes lines to stdout or stderr (looked up when written, so test runners can capture
     them) and never raises."""

@@ -29,23 +29,9 @@ from typing import Any
 from upscaler.atomic import read_regular
 from upscaler.options import FORMATS, OUTPUT_FORMATS
 from upscaler.process import TextureOptions
+from upscaler.schema import Wording, from_dict
 
-OPTIONS = (
-    "map",
-    "alpha",
-    "seamless",
-    "native",
-    "output_scale",
-    "format",
-    "palette",
-    "dds_format",
-    "dds_quality",
-)
 MAX_RULES_BYTES = 1 << 20  # a rules file is a few hundred lines; /dev/zero is refused, not read
-_TYPES: dict[str, tuple[type, ...]] = {
-    "native": (bool,),
-    "output_scale": (int, float),
-}
 
 
 class RulesError(ValueError):
@@ -132,21 +118,49 @@ def apply(base: TextureOptions, settings: dict[str, Any]) -> TextureOptions:
     return replace(base, **changes)
 
 
+@dataclass(frozen=True)
+class RuleOptions:
+    """The options one rule may set (None: left to the command line or an earlier rule)."""
+
+    map: str | None = None
+    alpha: str | None = None
+    seamless: str | None = None
+    native: bool | None = None
+    output_scale: float | None = None
+    format: str | None = None
+    palette: str | None = None
+    dds_format: str | None = None
+    dds_quality: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {self.format!r}")
+        apply(TextureOptions(), self.settings())
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+
+OPTIONS = tuple(f.name for f in fields(RuleOptions))
+
+
+class _RulesWording(Wording):
+    def unknown(self, where: str, keys: list[str], valid: list[str]) -> str:
+        return f"unknown option {', '.join(map(repr, keys))} (valid: {', '.join(valid)})"
+
+    def wrong_type(self, key: str, expected: str, value: Any) -> str:
+        return f"{key} must be a {expected}, got {value!r}"
+
+
 def _check(options: dict[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
-    for key, value in options.items():
-        if key not in OPTIONS:
-            raise RulesError(f"{where}: unknown option {key!r} (valid: {', '.join(OPTIONS)})")
-        types = _TYPES.get(key, (str,))
-        if not isinstance(value, types) or (key != "native" and isinstance(value, bool)):
-            kind = " or ".join(t.__name__ for t in types)
-            raise RulesError(f"{where}: {key} must be a {kind}, got {value!r}")
-        if key == "format" and value not in OUTPUT_FORMATS:
-            raise RulesError(f"{where}: format must be one of {OUTPUT_FORMATS}, got {value!r}")
+    """The options of one rule, in the file's order, once ``RuleOptions`` has checked them."""
     try:
-        apply(TextureOptions(), options)
+        checked = from_dict(RuleOptions, options, wording=_RulesWording())
     except ValueError as exc:
         raise RulesError(f"{where}: {exc}") from None
-    return tuple(options.items())
+    return tuple((key, getattr(checked, key)) for key in options)
 
 
 _OPTIONAL = ("star", "any", "dirs")

@@ -1,4 +1,4 @@
-"""The batch runner: decode, upscale and encode a work list, overlapping I/O with compute.
+"""The batch runner: carry out a run plan (``plan``), overlapping I/O with compute.
 
 Files are grouped by their header (size, mode) in work-list order, so batches do not depend on which
 outputs already exist: a run resumed with ``skip_existing`` computes every image exactly as an
@@ -21,28 +21,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from upscaler.atomic import is_disk_full, remove_stale_temps, temp_path_for
+from upscaler.console import one_line
 from upscaler.engine.pipeline import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
 from upscaler.formats.image import (
     ImageFile,
     ImageReadError,
     ImageWriteError,
-    output_limit,
-    probe,
     read_image,
     write_image,
 )
-from upscaler.process import (
-    TextureOptions,
-    batch_key,
-    for_output,
-    output_size,
-    plan_texture,
-    upscale_images,
-)
-from upscaler.rules import Rules
-from upscaler.state import LEGACY_MANIFEST, RunState, file_sha256, recipe
+from upscaler.plan import PlannedFile, RunPlan
+from upscaler.process import batch_key, for_output, plan_texture, upscale_images
+from upscaler.state import LEGACY_MANIFEST
 from upscaler.texture.maps import MapInfo
-from upscaler.worklist import Job
+from upscaler.worklist import inside
 
 MAX_BATCH_OUTPUT_PIXELS = 64 << 20
 _T = TypeVar("_T")
@@ -50,13 +42,6 @@ _T = TypeVar("_T")
 
 class FatalError(Exception):
     """The run cannot go on (exit code 3): disk full, output folder unwritable."""
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for reasons that come from outside our own errors."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
 @dataclass
@@ -78,54 +63,19 @@ class FileResult:
         return self.input_size[0] * self.input_size[1] if self.input_size else 0
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    output_root: Path
-    skip_existing: bool = False
-    png_level: int | None = None  # None: fast run-length PNG (formats.image._png)
-    max_batch: int = 16
-    workers: int = 2
+def _key(item: PlannedFile) -> tuple[object, ...]:
+    """Files with equal keys (header and options) may share a group."""
+    return (item.size, item.job.source.suffix.lower(), item.options)
 
 
-@dataclass
-class _Item:
-    job: Job
-    size: tuple[int, int]  # input (height, width) from the header
-    key: tuple[object, ...]
-    options: TextureOptions  # the run's, refined by the rules file for this file
-    done: bool = False  # output already complete
-    recipe: str = ""  # what the output is made from (see ``state``)
-
-
-def producer(upscaler: Upscaler) -> dict[str, object]:
-    """What, besides each file's options and format, decides an output's pixels: the model file's
-    SHA-256 (its name when it was built in memory), scale and precision."""
-    source = Path(upscaler.info.source) if upscaler.info.source else None
-    try:
-        model = file_sha256(source) if source is not None else f"name:{upscaler.info.name}"
-    except OSError:
-        model = f"name:{upscaler.info.name}"
-    return {"model": model, "scale": upscaler.scale, "dtype": str(upscaler.dtype)}
-
-
-def made_by(job: Job, options: TextureOptions, producer: Mapping[str, object]) -> str:
-    """The recipe of ``job``'s output (see ``state``); raises OSError if its source is gone."""
-    return recipe(job.source, {**producer, "options": asdict(options), "format": job.format})
-
-
-def _header(job: Job) -> tuple[tuple[int, int], tuple[object, ...]]:
-    h, w = probe(job.source)
-    return (h, w), (h, w, job.source.suffix.lower())
-
-
-def _groups(items: list[_Item], max_batch: int, scale: int) -> list[list[_Item]]:
+def _groups(items: list[PlannedFile], max_batch: int, scale: int) -> list[list[PlannedFile]]:
     """Chunks of same-header items in work-list order; sizes fixed by the list alone."""
-    by_key: dict[tuple[object, ...], list[_Item]] = {}
+    by_key: dict[tuple[object, ...], list[PlannedFile]] = {}
     for item in items:
-        by_key.setdefault(item.key, []).append(item)
+        by_key.setdefault(_key(item), []).append(item)
     groups = []
     for members in by_key.values():
-        h, w = members[0].size
+        h, w = members[0].size or (0, 0)
         fit = max(1, MAX_BATCH_OUTPUT_PIXELS // max(1, h * w * scale * scale))
         step = max(1, min(max_batch, fit))
         groups += [members[i : i + step] for i in range(0, len(members), step)]
@@ -134,87 +84,48 @@ def _groups(items: list[_Item], max_batch: int, scale: int) -> list[list[_Item]]
 
 
 class Runner:
+    """Carries out a ``RunPlan`` with ``upscaler`` (the model it was planned for); each file's
+    result goes to ``on_result`` as it comes, the work to do to ``on_plan`` once."""
+
     def __init__(
         self,
         upscaler: Upscaler,
-        texture: TextureOptions,
-        options: RunOptions,
+        plan: RunPlan,
         on_result: Callable[[FileResult], None] | None = None,
-        rules: Rules | None = None,
         on_plan: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
-        self.upscaler, self.texture, self.options = upscaler, texture, options
-        self.rules = rules or Rules()
+        self.upscaler, self.plan, self.options = upscaler, plan, plan.options
         self.on_result = on_result or (lambda result: None)
         self.on_plan = on_plan or (lambda work: None)  # called once, as on_result is
-        self.root = options.output_root.resolve()
-        self.state = RunState(self.root)
-        self.producer = producer(upscaler)
+        self.root = self.options.output_root.resolve()
+        self.state = plan.state
         self.results: list[FileResult] = []
         self.reporting_error: str | None = None  # why reporting was switched off, if it was
 
-    # -- planning -------------------------------------------------------------------------------
-
-    def plan(self, jobs: list[Job], pool: ThreadPoolExecutor) -> list[_Item]:
-        """Probe every header (bad files fail here, fast) and mark complete outputs."""
-        items = []
-        for job, probed in zip(jobs, pool.map(self._probe, jobs), strict=True):
-            if isinstance(probed, FileResult):
-                self._emit(probed)
-                continue
-            size, key = probed
-            texture = self.rules.options_for(job.name, self.texture)
-            item = _Item(job, size, (*key, texture), texture)
-            too_big = output_limit(job.format, output_size(size, self.upscaler.scale, texture))
-            if too_big is not None:
-                self._emit(self._result(item, "failed", too_big))
-                continue
-            try:
-                item.recipe = made_by(job, texture, self.producer)
-            except OSError as exc:
-                self._emit(self._result(item, "failed", f"cannot read: {exc.strerror or exc}"))
-                continue
-            if self.options.skip_existing:
-                item.done = self.state.complete(job.target, item.recipe)
-            items.append(item)
-        return items
-
-    def work(self, items: list[_Item]) -> dict[str, int]:
-        """The work each file still to upscale takes, by target: input pixels x scale², which
-        is what the model's time grows with (a 1024² texture is 64 times a 128² one)."""
-        area = self.upscaler.scale**2
-        return {str(i.job.target): i.size[0] * i.size[1] * area for i in items if not i.done}
-
-    def _probe(self, job: Job) -> tuple[tuple[int, int], tuple[object, ...]] | FileResult:
-        try:
-            return _header(job)
-        except ImageReadError as exc:
-            reason = exc.reason
-        except Exception as exc:  # a decoder bug fails this file, never the batch
-            reason = f"unexpected error reading the header: {one_line(exc)}"
-        return FileResult(str(job.source), str(job.target), "failed", reason)
-
-    # -- running --------------------------------------------------------------------------------
-
-    def run(self, jobs: list[Job]) -> list[FileResult]:
-        """Run ``jobs``; results also land in ``results`` as they come, so that after a
+    def run(self) -> list[FileResult]:
+        """Run the plan; results also land in ``results`` as they come, so that after a
         ``FatalError`` or ``KeyboardInterrupt`` they say what was done so far. On either, work not
         yet started is dropped; decodes and writes under way finish (nothing half-written)."""
+        for path, reason in self.plan.problems:
+            self._emit(FileResult(str(path), "", "failed", reason))
         self._check_output_root()
+        for item in self.plan.files:
+            if item.reason:
+                self._emit(self._result(item, "failed", item.reason))
+        items = [item for item in self.plan.files if not item.reason]
+        self._report(self.on_plan, self.plan.work(self.upscaler.scale))
+        for item in items:
+            if item.done:
+                self._emit(self._result(item, "skipped", "output exists and is complete"))
+        groups = [
+            g
+            for g in _groups(items, self.options.max_batch, self.upscaler.scale)
+            if not all(i.done for i in g)
+        ]
         readers = ThreadPoolExecutor(self.options.workers, "decode")
         writers = ThreadPoolExecutor(self.options.workers, "encode")
         self._writes: list[Future[FileResult]] = []  # submitted, result not yet emitted
         try:
-            items = self.plan(jobs, readers)
-            self._report(self.on_plan, self.work(items))
-            for item in items:
-                if item.done:
-                    self._emit(self._result(item, "skipped", "output exists and is complete"))
-            groups = [
-                g
-                for g in _groups(items, self.options.max_batch, self.upscaler.scale)
-                if not all(i.done for i in g)
-            ]
             for group, decoded in self._decoded(groups, readers):
                 self._compute(group, decoded, writers)
                 self._collect(block=False)
@@ -230,8 +141,8 @@ class Runner:
         return self.results
 
     def _decoded(
-        self, groups: list[list[_Item]], pool: ThreadPoolExecutor
-    ) -> Iterator[tuple[list[_Item], list[ImageFile | FileResult]]]:
+        self, groups: list[list[PlannedFile]], pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[list[PlannedFile], list[ImageFile | FileResult]]]:
         """Decode groups in a thread pool, one group ahead of the one being computed."""
         ahead: list[list[Future[ImageFile | FileResult]]] = []
         for index in range(len(groups) + 1):
@@ -240,7 +151,7 @@ class Runner:
             if index >= 1:
                 yield groups[index - 1], [f.result() for f in ahead.pop(0)]
 
-    def _read(self, item: _Item) -> ImageFile | FileResult:
+    def _read(self, item: PlannedFile) -> ImageFile | FileResult:
         try:
             image = read_image(item.job.source)
         except ImageReadError as exc:
@@ -254,9 +165,12 @@ class Runner:
         return image
 
     def _compute(
-        self, group: list[_Item], decoded: list[ImageFile | FileResult], writers: ThreadPoolExecutor
+        self,
+        group: list[PlannedFile],
+        decoded: list[ImageFile | FileResult],
+        writers: ThreadPoolExecutor,
     ) -> None:
-        batches: dict[tuple[object, ...], list[tuple[_Item, ImageFile, MapInfo]]] = {}
+        batches: dict[tuple[object, ...], list[tuple[PlannedFile, ImageFile, MapInfo]]] = {}
         for item, image in zip(group, decoded, strict=True):
             if isinstance(image, FileResult):
                 self._emit(image)
@@ -272,7 +186,7 @@ class Runner:
             self._upscale(members, writers)
 
     def _upscale(
-        self, members: list[tuple[_Item, ImageFile, MapInfo]], writers: ThreadPoolExecutor
+        self, members: list[tuple[PlannedFile, ImageFile, MapInfo]], writers: ThreadPoolExecutor
     ) -> None:
         start = time.perf_counter()
         try:
@@ -298,7 +212,9 @@ class Runner:
                 continue  # recomputed only to keep its batch-mates bit-identical
             self._writes.append(writers.submit(self._write, item, output, seconds, info))
 
-    def _write(self, item: _Item, image: ImageFile, seconds: float, info: MapInfo) -> FileResult:
+    def _write(
+        self, item: PlannedFile, image: ImageFile, seconds: float, info: MapInfo
+    ) -> FileResult:
         target = item.job.target
         result = self._result(item, "done", seconds=seconds, output=image.size, info=info)
         try:
@@ -334,7 +250,7 @@ class Runner:
         """Whether ``folder`` (existing or not) resolves inside the output root. Checked before
         any folder is made, so a link inside the output tree cannot lead writes elsewhere."""
         try:
-            return folder.resolve().is_relative_to(self.root)
+            return inside(folder.resolve(), self.root)
         except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
             return False
 
@@ -355,7 +271,7 @@ class Runner:
 
     def _result(
         self,
-        item: _Item,
+        item: PlannedFile,
         status: str,
         reason: str = "",
         *,
@@ -363,9 +279,14 @@ class Runner:
         output: tuple[int, int] | None = None,
         info: MapInfo | None = None,
     ) -> FileResult:
-        out = output or output_size(item.size, self.upscaler.scale, item.options)
+        out = output or item.output_size or ()
         result = FileResult(
-            str(item.job.source), str(item.job.target), status, reason, seconds, list(item.size)
+            str(item.job.source),
+            str(item.job.target),
+            status,
+            reason,
+            seconds,
+            list(item.size or ()),
         )
         result.output_size = list(out)
         if info is not None:

@@ -31,7 +31,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from upscaler.atomic import append_regular, open_regular, read_regular
+from upscaler.atomic import append_regular, file_sha256, read_regular
+from upscaler.worklist import inside, real_path
 
 STATE_ENV = "UPSCALE_STATE_DIR"
 LEGACY_MANIFEST = ".upscale-done.jsonl"  # where older versions kept it: inside the output tree
@@ -59,15 +60,6 @@ def state_path(output_root: Path) -> Path:
     return state_dir() / f"{label}-{digest}.jsonl"
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a regular file (a FIFO or device in its place raises, never blocks)."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def recipe(source: Path, producer: Mapping[str, object]) -> str:
     """A short hash of what makes an output what it is: the producer (model hash, scale,
     precision, options that change pixels, output format) and the input's size and content.
@@ -88,7 +80,7 @@ class RunState:
         the mod, and the run would walk or overwrite it)."""
         self.root = output_root
         self.path = path or state_path(output_root)
-        if _real(self.path).is_relative_to(_real(output_root)):
+        if inside(real_path(self.path), real_path(output_root)):
             raise StateError(
                 f"the resume state {self.path} would lie inside the output folder {output_root}; "
                 f"set {STATE_ENV} to a folder outside it"
@@ -115,7 +107,7 @@ class RunState:
     def _name(self, target: Path) -> str | None:
         """``target``'s name relative to the output folder, or None outside it."""
         try:
-            return _real(target).relative_to(_real(self.root)).as_posix()
+            return real_path(target).relative_to(real_path(self.root)).as_posix()
         except ValueError:
             return None
 
@@ -177,7 +169,3 @@ def _parse(entry: dict[str, object]) -> tuple[str, dict[str, object]]:
     if not isinstance(digest, str) or len(digest) != 64 or not _HEX.issuperset(digest):
         raise ValueError("sha256 must be a lowercase SHA-256")
     return target, {"bytes": size, "sha256": digest, "recipe": made_by}
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))  # never raises: a symlink loop stays as written

@@ -166,8 +166,8 @@ def unreadable(work: Path, model: Path) -> dict[str, Any]:
 def changed_mid_run(work: Path, model: Path) -> dict[str, Any]:
     """In process: the first finished file triggers deleting one input and resizing another."""
     from upscaler.engine.load import load_model
-    from upscaler.process import TextureOptions
-    from upscaler.runner import Runner, RunOptions
+    from upscaler.plan import RunOptions, make_plan
+    from upscaler.runner import Runner
     from upscaler.worklist import build_worklist
 
     tree = work / "in"
@@ -185,8 +185,9 @@ def changed_mid_run(work: Path, model: Path) -> dict[str, Any]:
             deleted.unlink()
             replaced.write_bytes(buffer.getvalue())
 
-    runner = Runner(load_model(model), TextureOptions(), RunOptions(work / "out"), on_result)
-    results = {Path(r.source): r for r in runner.run(jobs)}
+    upscaler = load_model(model)
+    plan = make_plan(jobs, upscaler, RunOptions(work / "out"))
+    results = {Path(r.source): r for r in Runner(upscaler, plan, on_result).run()}
     gone, changed = results[deleted], results[replaced]
     ok = gone.status == "failed" and "No such file" in gone.reason
     ok = ok and changed.status == "failed" and "changed while" in changed.reason

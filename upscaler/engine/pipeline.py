@@ -3,8 +3,9 @@
 ``Upscaler`` takes ``(B, C, H, W)`` images (float in ``[0, 1]``, or uint8/uint16 integers) with
 C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) and returns ``(B, C, H*s, W*s)`` float32. Alpha
 and gray images ride in the same model pass as the colour (as extra batch items), never a second
-pass. Large images are tiled with blended overlaps; output rows are released band by band, so the
-full-size float output need not exist at once (``upscale_bands``).
+pass. Each call is planned first (``plan``: a frozen ``UpscalePlan``, see ``engine.plan``), then
+carried out (``run_plan``): large images are tiled with blended overlaps and output rows are
+released band by band, so the full-size float output need not exist at once (``upscale_bands``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 
-from upscaler.engine import budget as budget_
-from upscaler.engine.budget import MIN_TILE, Costs, Shape, is_out_of_memory, memory_budget
-from upscaler.engine.tiling import BandMerger, Tile, plan_tiles, split_tile, tile_weights
+from upscaler.engine.budget import MIN_TILE, is_out_of_memory, memory_budget
+from upscaler.engine.plan import Group, PlanOptions, UpscalePlan, plan_upscale, wrap_width
+from upscaler.engine.tiling import BandMerger, Tile, split_tile, tile_weights
 from upscaler.models.descriptor import ModelInfo
 from upscaler.models.input_layer import keep_input_layer
 from upscaler.models.padding import wrap_pad
@@ -34,14 +35,6 @@ __all__ = [
     "memory_budget",
 ]
 
-DEFAULT_BLEND = 4  # input pixels of cross-fade beyond the receptive field at tile seams
-MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest core
-# What circular padding costs over a plain forward (a padded copy of every activation): small
-# beside fp32 convolutions, a third to a half beside bf16 ones on a CPU with AMX (measured on a
-# 64 x 16 compact at 96 px); wrap padding costs the extra pixels. The cheaper one is used.
-CIRCULAR_COST = {True: 1.05, False: 1.5}  # keyed by "runs in fp32"
-MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see models.measurement)
-
 
 class NotEnoughMemoryError(RuntimeError):
     """The image could not be processed within memory, even at the smallest tile allowed."""
@@ -52,26 +45,11 @@ class NonFiniteOutputError(RuntimeError):
     input, so the run stops rather than write black or white images."""
 
 
-@dataclass(frozen=True)
-class _Group:
-    """Image channels fed to the model together; ``replicate`` feeds one channel as all inputs."""
-
-    channels: tuple[int, ...]
-    replicate: bool
-
-
-def _channel_groups(image_channels: int, model_channels: int) -> list[_Group]:
-    if image_channels == model_channels:
-        return [_Group(tuple(range(image_channels)), False)]
-    if model_channels == 3 and image_channels == 4:
-        return [_Group((0, 1, 2), False), _Group((3,), True)]
-    if model_channels == 4 and image_channels == 3:
-        return [_Group((0, 1, 2), False)]  # padded with opaque alpha in _to_model
-    return [_Group((c,), True) for c in range(image_channels)]
-
-
 class Upscaler:
-    """A generator ready for inference on one device and precision. Call it like a function."""
+    """A generator ready for inference on one device and precision. Call it like a function.
+
+    It holds no state of a call: each call plans, then runs the plan.
+    """
 
     def __init__(
         self,
@@ -97,7 +75,6 @@ class Upscaler:
             t.numel() * t.element_size()
             for t in (*self.module.parameters(), *self.module.buffers())
         )
-        self.tiles_run = 0  # for reports and tests
 
     @property
     def scale(self) -> int:
@@ -124,12 +101,10 @@ class Upscaler:
         ``context``: the outer texels on each side of ``x`` are surroundings the caller gave (a
         cube face's neighbours, see ``wrap_width``): seen by the model, cropped from the output.
         """
-        b, c, h, w = _check_image(x)
-        _check_context(context, wrap, h, w)
-        s, h, w = self.scale, h - 2 * context, w - 2 * context
-        out = torch.empty(b, c, h * s, w * s, device=x.device)
-        bands = self.upscale_bands(x, tile=tile, overlap=overlap, wrap=wrap, context=context)
-        for y, band in bands:
+        plan = self.plan(x, tile=tile, overlap=overlap, wrap=wrap, context=context)
+        _, height, _, width = plan.window
+        out = torch.empty(x.shape[0], x.shape[1], height, width, device=x.device)
+        for y, band in self.run_plan(x, plan):
             out[:, :, y : y + band.shape[2]] = band.to(x.device)
         return out
 
@@ -149,146 +124,87 @@ class Upscaler:
         than one row of tiles; otherwise the whole output comes as one. ``context``: as in
         ``upscale`` (``W`` is then the width inside it).
         """
-        b, c, h, w = _check_image(x)
-        _check_context(context, wrap, h, w)
-        info, s, m = self.info, self.scale, self.info.size_multiple
-        rf = info.receptive_field
-        overlap = min(rf + DEFAULT_BLEND, MAX_OVERLAP) if overlap is None else overlap
-        overlap = -(-overlap // m) * m
-        user_tile = tile is not None
-
-        # Wrap padding covers the effective receptive field (at most the image itself). A texture
-        # that wraps both ways and takes one forward pass runs with circular padding in every
-        # convolution instead when that costs less: exactly the middle of an endless tiling, no
-        # extra pixels. Size padding meets the model's multiple and minimum; all padding is
-        # cropped from the output.
-        groups = _channel_groups(c, info.in_channels)
-        costs = self._costs()
-        pad_y = self.wrap_width(h) if wrap[0] else 0
-        pad_x = self.wrap_width(w) if wrap[1] else 0
-        padded = (h + 2 * pad_y) * (w + 2 * pad_x) / (h * w)
-        circular = False
-        if wrap == (True, True) and info.circular and h % m == 0 and w % m == 0:
-            one = Shape(h, w, len(groups) * b, overlap)
-            fits = (
-                tile >= max(h, w)
-                if tile is not None
-                else (budget_.auto_tile(one, costs, self.budget) >= max(h, w))
-            )
-            cheaper = CIRCULAR_COST[self.dtype == torch.float32] < padded
-            circular = fits and cheaper and min(h, w) >= info.min_size
-        if circular:
-            pad_y = pad_x = 0
-        source = _ModelInput(x, groups, info.in_channels, (pad_y, pad_x), m, info.min_size)
-        hp, wp = source.size
-        shape = Shape(hp, wp, source.items, overlap)
-        if tile is None:
-            tile = budget_.auto_tile(shape, costs, self.budget)
-        tile = max(m, tile // m * m)
-        # Pixels within ``margin`` of a tile's cut edge are discarded; past it they are exact when
-        # margin >= receptive field, and the rest of the overlap is cross-faded.
-        margin = max(min(rf, overlap), overlap - min(MAX_BLEND, tile // 4))
-        rows = plan_tiles(hp, wp, tile, overlap, m)
-        # At most one tile's items per pass, as before: convolutions on one item and on several
-        # round differently, so larger passes would change output bits for little gain on CPU.
-        self._max_items = budget_.items_per_pass(tile, shape, costs, self.budget, source.items)
-
-        merger = BandMerger(source.items, info.out_channels, wp * s, s, self.device)
-        row_bytes = source.items * info.out_channels * wp * s * 4
-        chunk = max(1, budget_.chunk_bytes(self.budget) // row_bytes)
-        if len(rows) == 1:
-            # One tile row: the band is the whole output and is already paid for; handing it on
-            # whole keeps resampling it (--native) the same to the bit as on a whole image.
-            chunk = hp * s
-        edge = context * s
-        emit = _Cropper(
-            (pad_y * s + edge, h * s - 2 * edge, pad_x * s + edge, w * s - 2 * edge),
-            lambda t: self._from_model(t, groups, b, c),
-            chunk,
+        yield from self.run_plan(
+            x, self.plan(x, tile=tile, overlap=overlap, wrap=wrap, context=context)
         )
-        if len(rows) == 1 and len(rows[0]) == 1 and self._max_items >= source.items:
+
+    def plan(self, x: torch.Tensor, **options: Unpack[PlanOptions]) -> UpscalePlan:
+        """How ``upscale(x, **options)`` runs: padding, tiles, items per pass (no model runs)."""
+        return plan_upscale(
+            _check_image(x),
+            self.info,
+            dtype=self.dtype,
+            budget=self.budget,
+            weight_bytes=self.weight_bytes,
+            **options,
+        )
+
+    def run_plan(self, x: torch.Tensor, plan: UpscalePlan) -> Iterator[tuple[int, torch.Tensor]]:
+        """Carry out ``plan`` (made for ``x``'s shape): yield rows as ``upscale_bands`` does."""
+        if _check_image(x) != plan.image:
+            raise ValueError(f"a plan for {plan.image} cannot run on {tuple(x.shape)}")
+        b, c = plan.image[:2]
+        source = _ModelInput(x, plan, self.info.in_channels)
+        s, out_channels = self.scale, self.info.out_channels
+        merger = BandMerger(plan.items, out_channels, plan.size[1] * s, s, self.device)
+        emit = _Cropper(plan.window, lambda t: _from_model(t, plan.groups, b, c), plan.chunk)
+        if plan.one_pass:
             # One tile, one pass: its output is the whole image; no band to merge it into.
             try:
-                whole = self._forward(source.crop(rows[0][0], 0, source.items), circular)
+                whole = self._forward(source.crop(plan.rows[0][0], 0, plan.items), plan.circular)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
             else:
-                self.tiles_run += 1
                 yield from emit(0, whole)
                 return
-        for row in rows:
+        per_pass = plan.items_per_pass
+        for row in plan.rows:
             finished = merger.release(row[0].in_y0)
             if finished is not None:
                 yield from emit(*finished)
                 del finished  # the band's rows are reused by ``reserve``
             merger.reserve(row[0].in_y1)
             for shape_tiles in _by_shape(row):
-                self._run_tiles(source, shape_tiles, merger, (overlap, margin), user_tile, circular)
+                per_pass = self._run_tiles(source, shape_tiles, merger, plan, per_pass)
         finished = merger.finish()
         if finished is not None:
             yield from emit(*finished)
 
     def wrap_width(self, size: int) -> int:
-        """Texels of surroundings a side of ``size`` texels is padded with when it wraps: the
-        model's effective receptive field in whole size multiples, at most the side itself
-        (rounded up). Cube faces get their neighbours' edges this wide."""
-        m = self.info.size_multiple
-        return min(
-            -(-(self.info.wrap_field or self.info.receptive_field) // m) * m, -(-size // m) * m
-        )
+        """Texels of surroundings a side of ``size`` texels is padded with when it wraps (see
+        ``engine.plan.wrap_width``). Cube faces get their neighbours' edges this wide."""
+        return wrap_width(self.info, size)
 
     # -- internals --------------------------------------------------------------------------------
-
-    def _costs(self) -> Costs:
-        """Planned bytes per input pixel: one item in a forward pass (activations plus the float
-        output, kept up to three times), one item's merged band; weights and chunks."""
-        activations = self.info.activation_bytes(self.dtype)
-        out = 4 * self.info.out_channels * self.scale**2
-        chunks = budget_.CHUNK_PARTS * budget_.chunk_bytes(self.budget)
-        return Costs(activations + 3 * out, out, self.weight_bytes + chunks)
-
-    def _from_model(self, y: torch.Tensor, groups: list[_Group], b: int, c: int) -> torch.Tensor:
-        if len(groups) == 1 and not groups[0].replicate and groups[0].channels == tuple(range(c)):
-            return y[:, :c].clamp(0, 1)  # one group, channels in order: no index_put (28 ms)
-        out = torch.empty(b, c, y.shape[2], y.shape[3], device=y.device)
-        for i, g in enumerate(groups):
-            part = y[i * b : (i + 1) * b]
-            if g.replicate:
-                out[:, g.channels[0]] = part.mean(dim=1)
-            else:
-                out[:, list(g.channels)] = part[:, : len(g.channels)]
-        return out.clamp_(0, 1)
 
     def _run_tiles(
         self,
         source: _ModelInput,
-        tiles: list[Tile],
+        tiles: tuple[Tile, ...],
         merger: BandMerger,
-        seams: tuple[int, int],
-        user_tile: bool,
-        circular: bool,
-    ) -> None:
-        """Run same-shaped tiles, as many items per forward pass as memory allows, merging each
-        pass as it finishes. Out of memory halves the pass, then splits the tile (not a circular
-        pass: it needs the whole image). ``seams``: (overlap, margin) of ``tile_weights``."""
-        hp, wp = source.size
-        overlap, margin = seams
-        queue = deque((t, 0, source.items) for t in tiles)  # (tile, first item, end item)
+        plan: UpscalePlan,
+        per_pass: int,
+    ) -> int:
+        """Run same-shaped tiles, at most ``per_pass`` items per forward pass, merging each pass
+        as it finishes; return the items per pass that still fit. Out of memory halves the pass,
+        then splits the tile (not a circular pass: it needs the whole image)."""
+        hp, wp = plan.size
+        queue = deque((t, 0, plan.items) for t in tiles)  # (tile, first item, end item)
         while queue:
             units, count = [], 0
-            while queue and count < self._max_items:
+            while queue and count < per_pass:
                 t, first, end = queue.popleft()
-                take = min(end - first, self._max_items - count)
+                take = min(end - first, per_pass - count)
                 units.append((t, first, first + take))
                 if first + take < end:
                     queue.appendleft((t, first + take, end))
                 count += take
             try:
                 batch = torch.cat([source.crop(t, a, z) for t, a, z in units])
-                result = self._forward(batch, circular)
+                result = self._forward(batch, plan.circular)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -296,34 +212,37 @@ class Upscaler:
                     torch.cuda.empty_cache()
                 queue.extendleft(reversed(units))
                 if count > 1:
-                    self._max_items = max(1, count // 2)
+                    per_pass = max(1, count // 2)
                     continue
                 t, first, end = queue.popleft()
-                if circular:
+                if plan.circular:
                     raise NotEnoughMemoryError(
                         f"out of memory on the whole {hp}x{wp} texture in one wrapped pass; "
                         "set --tile to tile it"
                     ) from None
-                for sub in reversed(self._split(t, hp, wp, overlap, user_tile)):
+                for sub in reversed(self._split(t, plan)):
                     queue.appendleft((sub, first, end))
                 continue
             offset = 0
             with torch.inference_mode():
                 for t, first, end in units:
-                    weights = tile_weights(t, hp, wp, overlap, margin, self.scale, self.device)
+                    weights = tile_weights(
+                        t, hp, wp, plan.overlap, plan.margin, self.scale, self.device
+                    )
                     merger.add(t, result[offset : offset + end - first], weights, first)
                     offset += end - first
-                    self.tiles_run += 1
             del result
+        return per_pass
 
-    def _split(self, t: Tile, hp: int, wp: int, overlap: int, user_tile: bool) -> list[Tile]:
+    def _split(self, t: Tile, plan: UpscalePlan) -> list[Tile]:
         th, tw = t.y1 - t.y0, t.x1 - t.x0
-        if user_tile:
+        if plan.fixed_tile:
             raise NotEnoughMemoryError(
                 f"out of memory at the tile size you set ({th}x{tw} px); "
                 "try a smaller --tile or leave it unset"
             ) from None
-        subs = split_tile(t, hp, wp, overlap, self.info.size_multiple, MIN_TILE)
+        hp, wp = plan.size
+        subs = split_tile(t, hp, wp, plan.overlap, self.info.size_multiple, MIN_TILE)
         if len(subs) == 1:
             raise NotEnoughMemoryError(
                 f"out of memory even at {th}x{tw} px tiles (the smallest allowed)"
@@ -417,27 +336,14 @@ def circular_padding(module: nn.Module, on: bool = True) -> Iterator[None]:
 
 
 class _ModelInput:
-    """The image as the model sees it, cut into tiles on demand: channel groups as batch items,
-    wrap padding, then size padding. The padded, model-layout copy of the whole image never
-    exists: each tile is gathered from the input directly."""
+    """The image as the model sees it (``plan``'s channel groups as batch items, wrap padding,
+    then size padding), cut into tiles on demand. The padded, model-layout copy of the whole
+    image never exists: each tile is gathered from the input directly."""
 
-    def __init__(
-        self,
-        x: torch.Tensor,
-        groups: list[_Group],
-        model_channels: int,
-        pad: tuple[int, int],
-        multiple: int,
-        minimum: int,
-    ) -> None:
-        self.x, self.groups, self.model_channels = x, groups, model_channels
-        self.rows = _source_index(x.shape[2], pad[0], multiple, minimum, x.device)
-        self.cols = _source_index(x.shape[3], pad[1], multiple, minimum, x.device)
-        self.items = len(groups) * x.shape[0]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return len(self.rows), len(self.cols)
+    def __init__(self, x: torch.Tensor, plan: UpscalePlan, model_channels: int) -> None:
+        self.x, self.groups, self.model_channels = x, plan.groups, model_channels
+        self.rows = _source_index(x.shape[2], plan.pad[0], plan.size[0], x.device)
+        self.cols = _source_index(x.shape[3], plan.pad[1], plan.size[1], x.device)
 
     def crop(self, t: Tile, first: int, end: int) -> torch.Tensor:
         """Items ``first..end`` of tile ``t`` (its context included), in the input's dtype."""
@@ -451,7 +357,7 @@ class _ModelInput:
                 pieces.append(self._to_model(part[lo - i * b : hi - i * b], g))
         return torch.cat(pieces, dim=0)
 
-    def _to_model(self, part: torch.Tensor, g: _Group) -> torch.Tensor:
+    def _to_model(self, part: torch.Tensor, g: Group) -> torch.Tensor:
         """Image channels of group ``g`` as ``(n, Cm, h, w)`` model input (dtype kept)."""
         cm = self.model_channels
         chosen = part[:, list(g.channels)]
@@ -463,17 +369,28 @@ class _ModelInput:
         return chosen
 
 
-def _source_index(
-    size: int, pad: int, multiple: int, minimum: int, device: torch.device
-) -> torch.Tensor:
+def _source_index(size: int, pad: int, length: int, device: torch.device) -> torch.Tensor:
     """Source positions along one axis: wrap-padded by ``pad``, then replicate-padded at the end
-    to a multiple of ``multiple`` and at least ``minimum``."""
+    to ``length`` (see ``plan.padded_length``)."""
     index = wrap_index(size, pad, device) if pad else torch.arange(size, device=device)
     n = len(index)
-    target = max(-(-n // multiple) * multiple, -(-minimum // multiple) * multiple)
-    if target != n:
-        index = index[torch.arange(target, device=device).clamp_(max=n - 1)]
+    if length != n:
+        index = index[torch.arange(length, device=device).clamp_(max=n - 1)]
     return index
+
+
+def _from_model(y: torch.Tensor, groups: tuple[Group, ...], b: int, c: int) -> torch.Tensor:
+    """Model items ``(len(groups) * b, Cm, h, w)`` back as ``(b, c, h, w)`` image channels."""
+    if len(groups) == 1 and not groups[0].replicate and groups[0].channels == tuple(range(c)):
+        return y[:, :c].clamp(0, 1)  # one group, channels in order: no index_put (28 ms)
+    out = torch.empty(b, c, y.shape[2], y.shape[3], device=y.device)
+    for i, g in enumerate(groups):
+        part = y[i * b : (i + 1) * b]
+        if g.replicate:
+            out[:, g.channels[0]] = part.mean(dim=1)
+        else:
+            out[:, list(g.channels)] = part[:, : len(g.channels)]
+    return out.clamp_(0, 1)
 
 
 def _take(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
@@ -506,22 +423,17 @@ class _Cropper:
             yield start - self.y0, self.convert(rows)
 
 
-def _by_shape(tiles: list[Tile]) -> list[list[Tile]]:
+def _by_shape(tiles: tuple[Tile, ...]) -> list[tuple[Tile, ...]]:
     groups: dict[tuple[int, int], list[Tile]] = {}
     for t in tiles:
         groups.setdefault(t.shape, []).append(t)
-    return list(groups.values())
+    return [tuple(g) for g in groups.values()]
 
 
 def _max_value(x: torch.Tensor) -> float:
     if x.is_floating_point():
         return 1.0
     return 255.0 if x.dtype == torch.uint8 else 65535.0
-
-
-def _check_context(context: int, wrap: tuple[bool, bool], h: int, w: int) -> None:
-    if context < 0 or (context and (any(wrap) or 2 * context >= min(h, w))):
-        raise ValueError(f"a context of {context} px does not fit a {w}x{h} image with {wrap=}")
 
 
 def _check_image(x: torch.Tensor) -> tuple[int, int, int, int]:

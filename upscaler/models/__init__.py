@@ -7,8 +7,6 @@ weights alone; see ``upscaler.models.loader``.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +17,7 @@ from torch import nn
 from upscaler.models.compact import Compact, CompactConfig, infer_compact_config
 from upscaler.models.rrdb import RRDBConfig, RRDBNet, infer_rrdb_config
 from upscaler.models.span import SpanConfig, build_span, span_config
+from upscaler.schema import Wording, from_dict
 
 
 class ArchConfig(Protocol):
@@ -98,24 +97,24 @@ def find_architecture(name: str) -> Architecture | None:
     )
 
 
+class ArchWording(Wording):
+    """Architecture configs name the architecture: ``unknown compact config keys [...]``."""
+
+    def unknown(self, where: str, keys: list[str], valid: list[str]) -> str:
+        return f"unknown {where} config keys {keys}; valid keys: {valid}"
+
+
+def build_config(arch: str, config_type: type, values: dict[str, Any]) -> Any:
+    """``config_type`` (``arch``'s) from ``values``, which may be untrusted file metadata:
+    unknown keys are refused by name, types checked (8.0 blocks is not a network)."""
+    return from_dict(config_type, values, arch, wording=ArchWording())
+
+
 def make_config(arch: str, values: dict[str, Any]) -> Any:
     """Build ``arch``'s config dataclass from ``values``, rejecting unknown keys by name."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    config_type = ARCHITECTURES[arch].config
-    valid = {f.name for f in dataclasses.fields(config_type)}
-    unknown = set(values) - valid
-    if unknown:
-        raise ValueError(
-            f"unknown {arch} config keys {sorted(unknown)}; valid keys: {sorted(valid)}"
-        )
-    hints = typing.get_type_hints(config_type)
-    for key, value in values.items():  # metadata is untrusted: 8.0 blocks is not a network
-        wanted = hints[key]
-        fits = isinstance(value, wanted) and not (wanted is not bool and isinstance(value, bool))
-        if not fits and not (wanted is float and type(value) is int):
-            raise ValueError(f"{arch} config {key} must be {wanted.__name__}, got {value!r}")
-    return config_type(**values)
+    return build_config(arch, ARCHITECTURES[arch].config, values)
 
 
 def build_generator(arch: str, config: Any) -> nn.Module:

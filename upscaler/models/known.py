@@ -32,7 +32,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from upscaler.atomic import atomic_write, is_disk_full, read_regular, remove_stale_temps
+from upscaler.atomic import (
+    atomic_write,
+    file_sha256,
+    is_disk_full,
+    read_regular,
+    remove_stale_temps,
+)
 from upscaler.models.checkpoint import ModelFileError
 
 NO_DOWNLOAD_ENV = "UPSCALE_NO_DOWNLOAD"
@@ -171,14 +177,6 @@ def find(name: str) -> KnownModel | None:
         if key in (n.casefold() for n in (model.name, *model.aliases)):
             return model
     return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def presence(model: KnownModel, cache: Path | None = None) -> Presence:
