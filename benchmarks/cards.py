@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import COLUMNS  # noqa: E402
 from upscaler.models.loader import read_model  # noqa: E402
-from upscaler.models.zoo import SHIPPED  # noqa: E402
+from upscaler.models.sources import SHIPPED  # noqa: E402
 
 WEIGHTS = ROOT / "upscaler" / "models" / "weights"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,7 +76,7 @@ V3 = (
 X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
 X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
 # name -> ([(run folder, recipe, what the stage did)], weights shipped, licence notice); purpose
-# and scale are the zoo's (``upscaler.models.zoo.SHIPPED``)
+# and scale are the shipped list's (``upscaler.models.sources.SHIPPED``)
 MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
     "texture-x4": ([V3], "ema", SPAN_NOTICE),
     "texture-x4-fidelity": ([X4], "ema", REALESRGAN_NOTICE),

@@ -69,7 +69,7 @@ def peak_tflops(name: str) -> float | None:
 
 
 def default_models() -> list[str]:
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.sources import SHIPPED
 
     shipped = [m.name for m in SHIPPED.values() if m.installed]
     return shipped + [str(PEERS / f) for f in PEER_FILES if (PEERS / f).is_file()]
@@ -192,7 +192,7 @@ def speed(model: str, device: str, side: int, limit: int, repeats: int) -> dict[
 def check_model(
     model: str, inputs: Path, work: Path, args: argparse.Namespace
 ) -> dict[str, object]:
-    from upscaler.models.contract import Fidelity
+    from upscaler.models.descriptor import Fidelity
 
     tag = Path(model).stem
     row: dict[str, object] = {"model": tag}

@@ -93,10 +93,10 @@ def make_weights(folder: Path, model: str) -> tuple[str, Path]:
     import torch
 
     from upscaler.models.checkpoint import read_weights
-    from upscaler.models.zoo import resolve
+    from upscaler.models.sources import resolve
 
     source = MODELS[model]
-    path = resolve(model) if source is None else source
+    path = resolve(model).file() if source is None else source
     state, _ = read_weights(path)
     peer = folder / f"{model}.pth"
     torch.save({"params_ema": {k: v.float() for k, v in state.items()}}, peer)

@@ -6,7 +6,7 @@
 For each model and format, on this CPU: the PSNR (dB) of the 8-bit output of the five bundled
 probe samples against fp32's and the largest level difference, measured whole (the contract
 stops at the first sample that breaks the rule), and whether it meets the rule that
-``--precision auto`` applies on every device (``contract.Fidelity.meets_rule``). Writes
+``--precision auto`` applies on every device (``descriptor.Fidelity.meets_rule``). Writes
 ``benchmarks/results/precision.json`` with the CPU it ran on.
 """
 
@@ -34,8 +34,10 @@ PEER_FILES = (
 def measure(model: str, formats: list[str]) -> dict[str, object]:
     import torch
 
-    from upscaler.models.contract import MAX_LEVELS, MIN_PSNR, fidelity, reduced_copy
+    from upscaler.models.descriptor import MAX_LEVELS, MIN_PSNR
+    from upscaler.models.input_layer import reduced_copy
     from upscaler.models.loader import read_model
+    from upscaler.models.measurement import fidelity
 
     module, info = read_model(model)
     module = module.eval()  # SPAN runs its training branches in training mode
@@ -60,7 +62,7 @@ def main() -> None:
     parser.add_argument("--formats", default="bf16,fp16")
     parser.add_argument("--out", default="benchmarks/results/precision.json")
     args = parser.parse_args()
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.sources import SHIPPED
 
     models = [m.name for m in SHIPPED.values() if m.installed]
     models += [str(PEERS / f) for f in PEER_FILES if (PEERS / f).is_file()]

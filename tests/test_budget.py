@@ -17,7 +17,8 @@ from upscaler.engine import budget
 from upscaler.engine.pipeline import Upscaler
 from upscaler.engine.tiling import plan_tiles
 from upscaler.models import Compact, CompactConfig
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
+from upscaler.models.sources import resolve
 from upscaler.texture.resample import RowResampler, resize_axis
 
 torch.manual_seed(0)
@@ -54,8 +55,9 @@ def test_bad_max_memory_is_a_one_line_usage_error(tmp_path: Path, tiny_x2: Path,
 
 
 def test_max_memory_reaches_the_upscaler(tiny_x2: Path) -> None:
-    assert _load(str(tiny_x2), "cpu", "fp32", 5 << 20).budget == 5 << 20
-    assert _load(str(tiny_x2), "cpu", "fp32", None).budget == budget.memory_budget(
+    cpu = torch.device("cpu")
+    assert _load(resolve(tiny_x2), cpu, "fp32", 5 << 20).budget == 5 << 20
+    assert _load(resolve(tiny_x2), cpu, "fp32", None).budget == budget.memory_budget(
         torch.device("cpu")
     )
 

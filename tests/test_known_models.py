@@ -27,7 +27,7 @@ from PIL import Image
 
 from upscaler import load_model
 from upscaler.cli import main
-from upscaler.models import RRDBConfig, RRDBNet, known, zoo
+from upscaler.models import RRDBConfig, RRDBNet, known, sources
 from upscaler.models.known import KnownModel, ModelUnavailableError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,9 +358,9 @@ def test_peer_conversions_in_the_cache_are_recognised(hub: Path, tmp_path: Path)
     hub.mkdir(parents=True)
     for name in ("realesr-animevideov3-x4.safetensors", "RealESRGAN_x4plus.safetensors"):
         shutil.copy(PEERS / name, hub)
-    path = zoo.resolve("realesr-animevideov3", download=False)
+    path = sources.resolve("realesr-animevideov3").path
     assert path == hub / "realesr-animevideov3-x4.safetensors"
-    assert zoo.resolve("realesrgan-x4plus", download=False) == hub / "RealESRGAN_x4plus.safetensors"
+    assert sources.resolve("realesrgan-x4plus").path == hub / "RealESRGAN_x4plus.safetensors"
     Image.fromarray(make_pixels(13, 9)).save(tmp_path / "in.png")
     result = CliRunner().invoke(
         main,
@@ -385,7 +385,7 @@ def test_peer_conversions_in_the_cache_are_recognised(hub: Path, tmp_path: Path)
     copy = hub / "realesr-animevideov3-x4.safetensors"
     copy.write_bytes(copy.read_bytes()[:-1] + b"\1")
     with pytest.raises(ModelUnavailableError, match="downloads are off"):
-        zoo.resolve("realesr-animevideov3", download=False)
+        sources.resolve("realesr-animevideov3").fetch(download=False)
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ def test_cli_checks_the_scale_before_downloading(
 
 def test_a_missing_file_named_like_a_known_model_points_to_the_name(hub: Path) -> None:
     with pytest.raises(known.ModelFileError, match="--model realesrgan-x4plus"):
-        zoo.resolve("weights/RealESRGAN_x4plus.pth")
+        sources.resolve("weights/RealESRGAN_x4plus.pth").file()
 
 
 def test_a_mistyped_model_name_gets_the_closest_names(hub: Path, tmp_path: Path) -> None:

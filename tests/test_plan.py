@@ -10,7 +10,7 @@ import torch
 
 from upscaler.engine import budget
 from upscaler.engine.plan import UpscalePlan, plan_costs, plan_upscale
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 
 INFO = ModelInfo(name="tiny", arch="compact", scale=2, receptive_field=4)
 ROOMY = 1 << 30

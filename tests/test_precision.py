@@ -14,10 +14,11 @@ from torch import nn
 from upscaler.engine import load
 from upscaler.engine.load import pick_dtype
 from upscaler.engine.pipeline import Upscaler
-from upscaler.models import contract
+from upscaler.models import measurement
 from upscaler.models.compact import Compact, CompactConfig
-from upscaler.models.contract import MAX_LEVELS, MIN_PSNR, Fidelity, ModelInfo, fidelity
+from upscaler.models.descriptor import MAX_LEVELS, MIN_PSNR, Fidelity, ModelInfo
 from upscaler.models.loader import read_model
+from upscaler.models.measurement import fidelity
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"
 ANIME = "realesr-animevideov3-x4.safetensors"
@@ -210,7 +211,7 @@ class _Net(nn.Module):
 def test_a_community_model_keeps_the_layer_that_sees_the_image_in_float32():
     torch.manual_seed(0)
     net = _Net().eval()
-    measured = contract.measure(net, in_channels=3, scale=1)
+    measured = measurement.measure(net, in_channels=3, scale=1)
     assert measured.input_layer == "head"
     bf16 = Fidelity(measured.bf16_psnr, measured.bf16_max_levels)
     info = replace(_info(bf16), scale=1, input_layer="head")
@@ -236,7 +237,7 @@ def test_a_community_model_keeps_the_layer_that_sees_the_image_in_float32():
 
 def test_a_network_that_reads_the_image_twice_keeps_plain_casting():
     net = _Net(image_skip=True).eval()
-    measured = contract.measure(net, in_channels=3, scale=1)
+    measured = measurement.measure(net, in_channels=3, scale=1)
     assert measured.input_layer == ""  # float32 input would reach the bf16 skip layer
     assert measured.bf16_psnr > 0 and measured.fp16_psnr > 0
 

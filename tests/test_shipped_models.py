@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from training.metrics import psnr_y
 from upscaler import load_model
-from upscaler.models.zoo import SHIPPED, default_model
+from upscaler.models.sources import SHIPPED, default_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "textures"

@@ -273,7 +273,8 @@ def test_a_bad_contract_cache_entry_is_a_miss(
 ) -> None:
     """Wrong types, negative or out-of-range fields, a FIFO: measured again, never a traceback,
     a hang or a model refused on the cache's word."""
-    from upscaler.models import contract
+    from upscaler.models import measurement_cache
+    from upscaler.models.measurement import Measured
 
     monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path))
     key = "k" * 40
@@ -281,22 +282,24 @@ def test_a_bad_contract_cache_entry_is_a_miss(
     if stored == "fifo":
         os.mkfifo(path)
     else:
-        record = {"version": contract.CACHE_VERSION, "key": key, "measured": stored}
+        record = {"version": measurement_cache.CACHE_VERSION, "key": key, "measured": stored}
         path.write_text(json.dumps(record))
-    fresh = contract.Measured(**_measured())  # type: ignore[arg-type]
-    got = within(10, lambda: contract.cached(key, lambda: fresh), path)
+    fresh = Measured(**_measured())  # type: ignore[arg-type]
+    got = within(10, lambda: measurement_cache.cached(key, lambda: fresh), path)
     assert got == fresh
-    assert contract.cached(key, lambda: pytest.fail("measured twice")) == fresh  # stored again
+    again = measurement_cache.cached(key, lambda: pytest.fail("measured twice"))
+    assert again == fresh  # stored again
 
 
 def test_a_good_contract_cache_entry_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from upscaler.models import contract
+    from upscaler.models import measurement_cache
+    from upscaler.models.measurement import Measured
 
     monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path))
     key = "g" * 40
-    record = {"version": contract.CACHE_VERSION, "key": key, "measured": _measured()}
+    record = {"version": measurement_cache.CACHE_VERSION, "key": key, "measured": _measured()}
     (tmp_path / f"contract-{key[:32]}.json").write_text(json.dumps(record))
-    got = contract.cached(key, lambda: pytest.fail("a valid entry was measured again"))
-    assert got == contract.Measured(**_measured())  # type: ignore[arg-type]
+    got = measurement_cache.cached(key, lambda: pytest.fail("a valid entry was measured again"))
+    assert got == Measured(**_measured())  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler, circular_padding
 from upscaler.engine.tiling import plan_tiles, split_tile, tile_weights
 from upscaler.models import Compact, CompactConfig, RRDBConfig, RRDBNet
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 from upscaler.models.rrdb import ResidualDenseBlock
 
 torch.manual_seed(0)

@@ -254,13 +254,14 @@ def test_blend_interpolates_two_span_files_of_either_normalisation(tmp_path: Pat
     import spandrel
     from safetensors.torch import save_file
 
-    from training.archs import SpanConfig, build_module, settle
+    from training.archs import settle
+    from upscaler.models import SpanConfig, build_generator
     from upscaler.models.loader import read_model
 
     torch.manual_seed(0)
     paths = []
     for name, norm in (("faithful", True), ("sharp", False)):
-        module = settle(build_module("span", SpanConfig(norm=norm)))
+        module = settle(build_generator("span", SpanConfig(norm=norm)))
         paths.append(tmp_path / f"{name}.safetensors")
         save_file(module.state_dict(), str(paths[-1]))
     x = torch.rand(1, 3, 48, 48)

@@ -333,11 +333,12 @@ def test_sr_features_of_a_span_file_are_frozen_and_give_gradients(tmp_path: Path
     eval mode when the trainer calls ``train()``, and passes gradients to the prediction."""
     from safetensors.torch import save_file
 
-    from training.archs import SpanConfig, build_module, settle
+    from training.archs import settle
+    from upscaler.models import SpanConfig, build_generator
 
     path = tmp_path / "span.safetensors"
     torch.manual_seed(0)
-    save_file(settle(build_module("span", SpanConfig())).state_dict(), str(path))
+    save_file(settle(build_generator("span", SpanConfig())).state_dict(), str(path))
     features = perceptual.SRFeatures(path, blocks=2)
     features.train()
     assert not features.training and not any(p.requires_grad for p in features.parameters())

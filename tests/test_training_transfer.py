@@ -19,12 +19,12 @@ from torch import nn
 from training_helpers import tiny_overrides, write_texture_tree
 
 from training import checkpoint as ckpt
-from training.archs import arch_config
 from training.cli import main
 from training.config import ConfigError, load_config
 from training.export import load_generator
 from training.trainer import Trainer
 from upscaler.cli import main as upscale_main
+from upscaler.models import make_config
 
 PEERS = Path(__file__).parents[2] / "shared" / "peers"
 if not PEERS.is_dir():
@@ -265,7 +265,7 @@ def test_span_trains_exports_and_loads_in_spandrel_and_upscale(
 )
 def test_span_config_values_are_type_checked(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        arch_config("span", values)
+        make_config("span", values)
 
 
 def test_span_hyper_parameters_come_from_the_recipe(
@@ -311,14 +311,15 @@ def test_a_span_without_input_normalisation_computes_the_same_map() -> None:
     """span_without_norm moves SPAN's (x - mean) * 255 into conv_1 and keeps its weights at the
     usual size (4xSPANkendata's folded first conv is 24x smaller and breaks under Adam): the same
     output away from the border, in eval mode (fused convs) and in training mode (branches)."""
-    from training.archs import SpanConfig, build_module, settle, span_without_norm
+    from training.archs import settle, span_without_norm
+    from upscaler.models import SpanConfig, build_generator
 
     torch.manual_seed(0)
-    source = settle(build_module("span", SpanConfig()))
+    source = settle(build_generator("span", SpanConfig()))
     with torch.no_grad():  # a folded first conv: tiny weights, as in 4xSPANkendata's file
         source.conv_1.conv[1].weight.mul_(1 / 255)
     settle(source)
-    target = build_module("span", SpanConfig(norm=False))
+    target = build_generator("span", SpanConfig(norm=False))
     target.load_state_dict(span_without_norm(source.state_dict()), strict=True)
     assert (
         target.conv_1.conv[1].weight.abs().mean() > 100 * source.conv_1.conv[1].weight.abs().mean()
@@ -334,15 +335,16 @@ def test_a_span_without_input_normalisation_computes_the_same_map() -> None:
 
 
 def test_span_branches_rebuilt_from_the_fused_convs_compute_the_same_map() -> None:
-    from training.archs import SpanConfig, build_module, settle, span_from_fused
+    from training.archs import settle, span_from_fused
+    from upscaler.models import SpanConfig, build_generator
 
     torch.manual_seed(0)
-    source = settle(build_module("span", SpanConfig()))
+    source = settle(build_generator("span", SpanConfig()))
     with torch.no_grad():
         for parameter in source.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
     settle(source)
-    rebuilt = build_module("span", SpanConfig())
+    rebuilt = build_generator("span", SpanConfig())
     rebuilt.load_state_dict(span_from_fused(source.state_dict()), strict=True)
     x = torch.rand(1, 3, 20, 20)
     for train in (False, True):  # eval: the fused convs; training: the rebuilt branches

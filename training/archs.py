@@ -1,62 +1,19 @@
-"""The generator architectures a recipe can name: ours (``upscaler.models``) and spandrel's.
+"""What training does to generator weights beyond building them: SPAN's weight surgery, the
+config of a model spandrel built from a file, and settling re-parameterised weights.
 
-spandrel ships the architecture code of the community's models as plain ``nn.Module`` classes.
-The ones we train are listed in ``SPANDREL`` (an explicit table, no scanning): each maps our
-hyper-parameter names (``scale``, ``in_channels``, ``num_features``) onto the class's own and
-back from the hyper-parameters spandrel records when it builds a model from a file. A trained
-spandrel model is exported as a plain safetensors state dict with spandrel's key names, which
-spandrel (and so ``upscale --model``) detects and loads by itself.
+The architectures a recipe can name, and their traits, are ``upscaler.models.ARCHITECTURES``:
+one registry for inference and training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from upscaler.models import ARCHITECTURES, build_config, build_generator
-
-
-@dataclass(frozen=True)
-class SpanConfig:
-    """SPAN (Wan et al., NTIRE 2024 efficient SR winner): six fixed SPAB blocks."""
-
-    scale: int = 4
-    in_channels: int = 3
-    num_features: int = 48  # the paper's and spandrel's default
-    num_blocks: int = 6  # fixed by the design (spandrel's class has exactly six)
-    norm: bool = True  # subtract the DIV2K mean and scale to 0..255 first, as released models do
-
-    def __post_init__(self) -> None:
-        if self.num_blocks != 6:
-            raise ValueError(f"SPAN has 6 blocks by design; got num_blocks={self.num_blocks}")
-        if not 1 <= self.scale <= 8 or self.num_features < 1 or self.in_channels not in (1, 3):
-            raise ValueError(f"invalid span config: {self}")
-
-
-def _build_span(config: SpanConfig) -> nn.Module:
-    from spandrel.architectures.SPAN import SPAN
-
-    module = SPAN(
-        num_in_ch=config.in_channels,
-        num_out_ch=config.in_channels,
-        feature_channels=config.num_features,
-        upscale=config.scale,
-        norm=config.norm,
-    )
-    # The 3x3 "eval_conv" of every Conv3XC is the re-parameterised sum of its training branches,
-    # recomputed on each forward in eval mode: it is state, not something to learn.
-    for child in module.modules():
-        if hasattr(child, "eval_conv"):
-            child.eval_conv.requires_grad_(False)
-    # In LR pixels: conv_1, 6 blocks x 3 convs, conv_2 and the upsampler conv, 3x3 each.
-    module.receptive_field = 21
-    return module
-
+from upscaler.models import ARCHITECTURES
 
 SPAN_MEAN = (0.4488, 0.4371, 0.4040)  # spandrel's SPAN: (x - mean) * 255 before conv_1
 SPAN_RANGE = 255.0
@@ -121,56 +78,11 @@ def span_from_fused(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def _span_from_spandrel(hyper: dict[str, Any]) -> SpanConfig:
-    return SpanConfig(
-        scale=int(hyper["upscale"]),
-        in_channels=int(hyper["num_in_ch"]),
-        num_features=int(hyper["feature_channels"]),
-        norm=bool(hyper.get("norm", True)),
-    )
-
-
-@dataclass(frozen=True)
-class SpandrelArch:
-    name: str  # what a recipe says: model.arch
-    spandrel_id: str  # spandrel's ``architecture.id``
-    config: type
-    build: Callable[[Any], nn.Module]
-    from_spandrel: Callable[[dict[str, Any]], Any]  # spandrel's recorded hyper-parameters
-
-
-SPANDREL: dict[str, SpandrelArch] = {
-    "span": SpandrelArch("span", "SPAN", SpanConfig, _build_span, _span_from_spandrel),
-}
-NAMES = (*ARCHITECTURES, *SPANDREL)
-
-
-def is_spandrel(arch: str) -> bool:
-    return arch in SPANDREL
-
-
-def arch_config(arch: str, values: dict[str, Any]) -> Any:
-    """``arch``'s config dataclass from ``values``; unknown keys are refused by name."""
-    entry = ARCHITECTURES.get(arch) or SPANDREL.get(arch)
-    if entry is None:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(NAMES)}")
-    return build_config(arch, entry.config, values)
-
-
-def build_module(arch: str, config: Any) -> nn.Module:
-    """Instantiate ``arch`` from its config (dataclass or dict), on CPU in fp32."""
-    if isinstance(config, dict):
-        config = arch_config(arch, config)
-    if arch in ARCHITECTURES:
-        return build_generator(arch, config)
-    return SPANDREL[arch].build(config)
-
-
 def from_spandrel(spandrel_id: str, module: nn.Module) -> tuple[str, dict[str, Any]]:
     """Our ``(arch, arch_config)`` for a model spandrel built from a file; architectures we do
     not train keep spandrel's name (``spandrel:ESRGAN``) and no config."""
-    for entry in SPANDREL.values():
-        if entry.spandrel_id == spandrel_id:
+    for entry in ARCHITECTURES.values():
+        if entry.from_spandrel is not None and entry.spandrel_id == spandrel_id:
             hyper = dict(getattr(module, "hyperparameters", {}) or {})
             return entry.name, dataclasses.asdict(entry.from_spandrel(hyper))
     return f"spandrel:{spandrel_id}", {}

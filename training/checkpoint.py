@@ -170,6 +170,7 @@ def _model_file_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     import dataclasses
     import json
 
+    from upscaler.models import ARCHITECTURES
     from upscaler.models.loader import read_model
 
     from .archs import from_spandrel
@@ -182,7 +183,8 @@ def _model_file_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if path.suffix.lower() == ".safetensors":  # spandrel-built models do not carry it along
         metadata = read_safetensors_header(path)[1]
     config = getattr(module, "config", None)
-    if model.arch in ("compact", "rrdb") and dataclasses.is_dataclass(config):
+    native = model.arch in ARCHITECTURES and ARCHITECTURES[model.arch].native
+    if native and dataclasses.is_dataclass(config):
         arch, arch_config = model.arch, dataclasses.asdict(config)  # type: ignore[arg-type]
     else:
         arch, arch_config = from_spandrel(model.arch, module)

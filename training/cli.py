@@ -31,7 +31,7 @@ def _load_config(name: str, overrides: list[str] | None = None) -> Config:
     except ConfigError as exc:
         if Path(name).is_file() or (RECIPES / f"{name}.toml").is_file():
             raise
-        from upscaler.models.zoo import did_you_mean
+        from upscaler.models.sources import did_you_mean
 
         hint = did_you_mean(name, {n: n for n in recipe_names()})
         raise ConfigError(f"{exc}{hint}") from None

@@ -21,7 +21,6 @@ from upscaler.schema import from_dict
 
 from .contracts import GAN_TYPES, refusals
 
-GENERATORS = ("compact", "rrdb", "span")  # training.archs.NAMES (kept here: no torch import)
 PIXEL_LOSSES = ("l1", "charbonnier")
 DISCRIMINATORS = ("patchgan", "unet")
 SCHEDULES = ("constant", "multistep", "cosine")
@@ -116,7 +115,9 @@ class ModelConfig:
     init_strict: bool = True
 
     def __post_init__(self) -> None:
-        _choice("model.arch", self.arch, GENERATORS)
+        from upscaler.models import ARCHITECTURES  # torch: once a recipe is read, not for --help
+
+        _choice("model.arch", self.arch, tuple(ARCHITECTURES))
         if not 1 <= self.scale <= MAX_SCALE:
             raise ConfigError(f"model.scale must be 1 to {MAX_SCALE}; got {self.scale}")
         if self.interp_init and self.arch != "compact":

@@ -1,7 +1,7 @@
 """Turn a training checkpoint into a model file ``upscale --model`` loads (and optionally ONNX).
 
-Our architectures are written in our safetensors format (``upscaler.models.checkpoint``).
-spandrel's (``training.archs.SPANDREL``) are written as a plain safetensors state dict with
+Native architectures (``upscaler.models.ARCHITECTURES``) are written in our safetensors format
+(``upscaler.models.checkpoint``); the others (SPAN) as a plain safetensors state dict with
 spandrel's own key names, which spandrel - and through it ``upscale --model``, chaiNNer and
 ComfyUI - detect by themselves; the export checks that spandrel rebuilds the same network.
 """
@@ -16,17 +16,11 @@ import torch
 from torch import nn
 
 from upscaler.atomic import write_bytes_atomic
+from upscaler.models import ARCHITECTURES, build_generator, make_config
 from upscaler.models.checkpoint import FORMAT_VERSION, save_weights
 from upscaler.worklist import overwrites
 
-from .archs import (
-    arch_config,
-    build_module,
-    is_spandrel,
-    settle,
-    span_from_fused,
-    span_without_norm,
-)
+from .archs import settle, span_from_fused, span_without_norm
 from .checkpoint import CheckpointError, generator_weights
 
 
@@ -39,8 +33,8 @@ def load_generator(source: str | Path, weights: str = "ema") -> tuple[nn.Module,
         from upscaler.models.loader import read_model
 
         return read_model(info["path"])[0].eval(), info
-    config = arch_config(info["arch"], info["arch_config"])
-    module = build_module(info["arch"], config)
+    config = make_config(info["arch"], info["arch_config"])
+    module = build_generator(info["arch"], config)
     module.load_state_dict({k: v.float() for k, v in state.items()})
     info["arch_config_obj"] = config
     return settle(module.eval()), info
@@ -77,7 +71,7 @@ def export_model(
 def _write(out: Path, module: nn.Module, info: dict[str, Any], dtype: torch.dtype | None) -> None:
     """``module`` as a model file: ours in this project's format, spandrel's as a plain state
     dict that spandrel is checked to rebuild."""
-    if not is_spandrel(info["arch"]):
+    if ARCHITECTURES[info["arch"]].native:
         save_weights(
             out,
             module,
@@ -123,7 +117,7 @@ def blend_models(
         else value
         for key, value in states[0].items()
     }
-    module = build_module(a_info["arch"], arch_config(a_info["arch"], configs[0]))
+    module = build_generator(a_info["arch"], make_config(a_info["arch"], configs[0]))
     if a_info["arch"] == "span":  # blend the fused convs inference runs, not the branches
         module.load_state_dict(span_from_fused(mixed))
     else:
@@ -132,7 +126,7 @@ def blend_models(
     info = {
         **a_info,
         "arch_config": configs[0],
-        "arch_config_obj": arch_config(a_info["arch"], configs[0]),
+        "arch_config_obj": make_config(a_info["arch"], configs[0]),
         "blend": {"first": str(first), "second": str(second), "alpha": alpha},
     }
     _write(Path(out), module, info, None)

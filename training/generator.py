@@ -11,18 +11,18 @@ import copy
 import torch
 from torch import nn
 
+from upscaler.models import build_generator, make_config
 from upscaler.texture.resample import KERNELS
 
-from .archs import arch_config, build_module
 from .config import ModelConfig
 
 
 def build(model: ModelConfig, seed: int) -> tuple[nn.Module, object]:
     """``(module, arch_config)`` on CPU in fp32, initialised from ``seed`` (global RNG kept)."""
-    config = arch_config(model.arch, model.arch_config())
+    config = make_config(model.arch, model.arch_config())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_module(model.arch, config)
+        module = build_generator(model.arch, config)
         if model.arch == "compact":
             kaiming_chain_(module)
         if model.icnr:

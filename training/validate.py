@@ -17,8 +17,8 @@ from torch import nn
 
 from upscaler.engine.pipeline import Upscaler
 from upscaler.formats.image import ImageFile, ImageReadError, write_image
-from upscaler.models import loader
-from upscaler.models.contract import ModelInfo
+from upscaler.models import ARCHITECTURES, loader
+from upscaler.models.descriptor import ModelInfo
 from upscaler.texture.resample import resize
 from upscaler.texture.seamless import detect_wrap, seam_error
 
@@ -82,22 +82,18 @@ _CONTRACTS: dict[tuple[str, int, int], ModelInfo] = {}
 
 
 def _info(module: nn.Module, arch: str, scale: int) -> ModelInfo:
-    """The contract ``upscale`` would use for this generator (``upscaler.models.loader.describe``),
-    measured once per architecture and size in a run: validation tiles as ``upscale`` does."""
-    config = getattr(module, "config", None)
-    channels = (getattr(config, "in_channels", 3), getattr(config, "out_channels", 3))
+    """The descriptor ``upscale`` would use for this generator, measured once per architecture
+    and size in a run: validation tiles as ``upscale`` does. ``arch``: a name of the registry,
+    whose modules carry their config, or ``spandrel:<id>`` for one that spandrel built."""
     key = (arch, scale, sum(p.numel() for p in module.parameters()))
     if key not in _CONTRACTS:
-        _CONTRACTS[key] = loader.describe(
-            module,
-            name="validation",
-            arch=arch,
-            scale=scale,
-            channels=channels,
-            size=(int(getattr(module, "size_multiple", 1)), 1),
-            theoretical_field=int(getattr(module, "receptive_field", 0)) or None,
-            float_input=arch == "compact",
-        )
+        if arch in ARCHITECTURES:
+            entry, config = ARCHITECTURES[arch], module.config
+            _CONTRACTS[key] = loader.describe_built(module, entry, config, name="validation")
+        else:
+            _CONTRACTS[key] = loader.describe(
+                module, name="validation", arch=arch, scale=scale, channels=(3, 3)
+            )
     return _CONTRACTS[key]
 
 

@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     from upscaler.engine.load import load_model
     from upscaler.engine.pipeline import NotEnoughMemoryError, Upscaler
     from upscaler.models.checkpoint import ModelFileError, read_weights, save_weights
-    from upscaler.models.contract import ModelInfo
+    from upscaler.models.descriptor import ModelInfo
     from upscaler.models.loader import read_model
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
     "ModelFileError": "upscaler.models.checkpoint",
-    "ModelInfo": "upscaler.models.contract",
+    "ModelInfo": "upscaler.models.descriptor",
     "NotEnoughMemoryError": "upscaler.engine.pipeline",
     "Upscaler": "upscaler.engine.pipeline",
     "load_model": "upscaler.engine.load",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from upscaler.engine.pipeline import Upscaler
+    from upscaler.models.sources import ModelSource
     from upscaler.plan import RunFiles
     from upscaler.process import TextureOptions
     from upscaler.rules import Rules
@@ -103,7 +104,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     if not value or ctx.resilient_parsing:
         return
     from upscaler.models import known
-    from upscaler.models.zoo import SHIPPED
+    from upscaler.models.sources import SHIPPED
 
     click.echo("shipped (inside the package):")
     for model in SHIPPED.values():
@@ -212,7 +213,7 @@ def _stop_signals() -> Iterator[list[int]]:
 
 
 def _command(console: Console, args: Arguments) -> int:
-    from upscaler.models import known
+    from upscaler.models import known, sources
     from upscaler.plan import RunOptions, make_plan
 
     texture = _texture(args)
@@ -226,8 +227,9 @@ def _command(console: Console, args: Arguments) -> int:
     device = _pick_device(args.device)
     state = _state(args.output)
     worklist, jobs = _worklist(args, rules, state, shard_spec)
-    side = _side_files(args, name, shard_spec, worklist)
-    source = _fetch_known(name, args.scale, args.no_download, args.quiet)
+    source = sources.resolve(name)
+    side = _side_files(args, source.path, shard_spec, worklist)
+    source = _fetch_known(source, args.scale, args.no_download, args.quiet)
     upscaler = _load(source, device, args.precision, args.max_memory)
     if args.scale is not None and upscaler.scale != args.scale:
         raise click.UsageError(f"--scale {args.scale} but model {name} is x{upscaler.scale}")
@@ -271,11 +273,11 @@ def _rules(path: Path | None) -> Rules:
 
 
 def _default_model(scale: int | None) -> str:
-    from upscaler.models import zoo
+    from upscaler.models import sources
     from upscaler.models.checkpoint import ModelFileError
 
     try:
-        return zoo.default_model(scale or 4)
+        return sources.default_model(scale or 4)
     except ModelFileError as exc:
         raise click.BadParameter(exc.reason, param_hint="--scale") from None
 
@@ -319,14 +321,14 @@ def _print_notes(console: Console, args: Arguments, upscaler: Upscaler, worklist
 
 
 def _side_files(
-    args: Arguments, name: str, shard_spec: tuple[int, int] | None, worklist: WorkList
+    args: Arguments, model_file: Path | None, shard_spec: tuple[int, int] | None, worklist: WorkList
 ) -> RunFiles:
     """Where the report and the review page go (this shard's names), each checked against the
-    files the run reads and writes; a usage error where one would replace any of them."""
+    files the run reads and writes (``model_file``: None for a known model not fetched yet); a
+    usage error where one would replace any of them."""
     from upscaler.plan import RunFiles
     from upscaler.worklist import PlanError
 
-    model_file = _model_file(name)
     others = [f for f in (model_file, args.rules) if f is not None]  # inputs too
     report = _shard_name(args.report, shard_spec) if args.report is not None else None
     try:
@@ -362,7 +364,7 @@ def _precision_note(upscaler: Upscaler) -> str | None:
     import torch
 
     from upscaler.engine.load import fast_dtypes
-    from upscaler.models.contract import RULE
+    from upscaler.models.descriptor import RULE
 
     if upscaler.dtype != torch.float32:
         return None
@@ -388,13 +390,16 @@ def _shard_name(path: Path, shard_spec: tuple[int, int] | None) -> Path:
     return path.with_name(f"{path.stem}-shard{shard_spec[0] + 1}of{shard_spec[1]}{path.suffix}")
 
 
-def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -> str:
-    """A known model's cached file (downloading it, with a progress bar), or ``name`` as is."""
+def _fetch_known(
+    source: ModelSource, scale: int | None, no_download: bool, quiet: bool
+) -> ModelSource:
+    """A known model's source with its cached file (downloading it, with a progress bar); any
+    other source as is."""
     from upscaler.models import known
 
-    model = known.find(name)
-    if model is None or Path(name).exists():
-        return name
+    model = source.known_model
+    if model is None:
+        return source
     if scale is not None and model.scale != scale:
         raise click.UsageError(f"--scale {scale} but model {model.name} is x{model.scale}")
     bar = None
@@ -412,8 +417,8 @@ def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -
         bar.update(done - bar.pos)
 
     try:
-        path = known.fetch(
-            model, download=False if no_download else None, progress=None if quiet else progress
+        fetched = source.fetch(
+            download=False if no_download else None, progress=None if quiet else progress
         )
     except known.ModelUnavailableError as exc:
         raise FatalCommandError(str(exc)) from None
@@ -421,8 +426,8 @@ def _fetch_known(name: str, scale: int | None, no_download: bool, quiet: bool) -
         if bar is not None:
             bar.__exit__(None, None, None)
     if bar is not None:
-        click.echo(f"saved {path}", err=True)
-    return str(path)
+        click.echo(f"saved {fetched.path}", err=True)
+    return fetched
 
 
 def _pick_device(value: str) -> torch.device:
@@ -435,32 +440,17 @@ def _pick_device(value: str) -> torch.device:
         raise click.BadParameter(str(exc), param_hint="--device") from None
 
 
-def _model_file(name: str) -> Path | None:
-    from upscaler.models import zoo
+def _load(
+    source: ModelSource, device: torch.device, precision: str, max_memory: int | None
+) -> Upscaler:
+    from upscaler.engine.load import load_model
     from upscaler.models.checkpoint import ModelFileError
 
     try:
-        return zoo.resolve(name, download=False)  # a known model is fetched later, if at all
-    except ModelFileError:
-        return None  # not here yet, or refused when it is loaded, with the reason
-
-
-def _load(name: str, device: torch.device, precision: str, max_memory: int | None) -> Upscaler:
-    from upscaler.engine.load import pick_dtype
-    from upscaler.engine.pipeline import Upscaler
-    from upscaler.models.checkpoint import ModelFileError
-    from upscaler.models.loader import read_model
-
-    try:
-        module, info = read_model(name)
-        return Upscaler(
-            module,
-            info,
-            device=device,
-            dtype=pick_dtype(precision, device, info),
-            max_memory=max_memory,
-        )
+        return load_model(source, device=device, dtype=precision, max_memory=max_memory)
     except (ModelFileError, ValueError, RuntimeError) as exc:
         raise FatalCommandError(f"model refused: {exc}") from None
     except Exception as exc:  # a loader bug on a hostile file: still one line, still refused
-        raise FatalCommandError(f"model refused: {name}: {type(exc).__name__}: {exc}") from None
+        raise FatalCommandError(
+            f"model refused: {source.name}: {type(exc).__name__}: {exc}"
+        ) from None

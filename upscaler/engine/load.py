@@ -1,4 +1,4 @@
-"""A model file to an ``Upscaler`` ready on a device, at a precision chosen for that device."""
+"""A model to an ``Upscaler`` ready on a device, at a precision chosen for that device."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from upscaler.engine.pipeline import Upscaler
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 from upscaler.models.loader import read_model
+from upscaler.models.sources import ModelSource
 from upscaler.options import PRECISIONS
 
 
@@ -80,15 +81,24 @@ def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.d
 
 
 def load_model(
-    name_or_path: str | Path,
+    model: str | Path | ModelSource,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    max_memory: int | None = None,
 ) -> Upscaler:
-    """Load a shipped model by name (``texture-x4``), our ``.safetensors`` or a community model.
+    """Load a shipped model by name (``texture-x4``), a known model by name, our ``.safetensors``
+    or a community model file (or a ``ModelSource`` already resolved).
 
     Returns an ``Upscaler``: ``.scale``, and ``upscaler(x)`` maps ``(B, C, H, W)`` in ``[0, 1]`` to
-    ``(B, C, H*scale, W*scale)``. Loads on CPU in float32 unless ``device``/``dtype`` say otherwise.
+    ``(B, C, H*scale, W*scale)``. Loads on CPU in float32 unless ``device``/``dtype`` say
+    otherwise; ``dtype`` may also name a precision (``auto``, ``fp32``, ``bf16``, ``fp16``: see
+    ``pick_dtype``). ``max_memory``: the memory budget in bytes (None: from the device).
     """
-    module, info = read_model(name_or_path)
-    return Upscaler(module, info, device=pick_device(device or "cpu"), dtype=dtype or torch.float32)
+    module, info = read_model(model)
+    device = pick_device(device or "cpu")
+    if isinstance(dtype, str):
+        dtype = pick_dtype(dtype, device, info)
+    return Upscaler(
+        module, info, device=device, dtype=dtype or torch.float32, max_memory=max_memory
+    )

@@ -21,7 +21,8 @@ from torch import nn
 from upscaler.engine.budget import MIN_TILE, is_out_of_memory, memory_budget
 from upscaler.engine.plan import Group, PlanOptions, UpscalePlan, plan_upscale, wrap_width
 from upscaler.engine.tiling import BandMerger, Tile, split_tile, tile_weights
-from upscaler.models.contract import ModelInfo, keep_input_layer
+from upscaler.models.descriptor import ModelInfo
+from upscaler.models.input_layer import keep_input_layer
 from upscaler.models.padding import wrap_pad
 from upscaler.texture.seamless import wrap_index
 

@@ -17,7 +17,7 @@ import torch
 from upscaler.engine import budget as budget_
 from upscaler.engine.budget import MIN_TILE, Costs, Shape
 from upscaler.engine.tiling import Tile, plan_tiles
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
 
 DEFAULT_BLEND = 4  # input pixels of cross-fade beyond the receptive field at tile seams
 MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest core
@@ -25,7 +25,7 @@ MAX_BLEND = MIN_TILE // 4  # the blend band must fit in half of the thinnest cor
 # beside fp32 convolutions, a third to a half beside bf16 ones on a CPU with AMX (measured on a
 # 64 x 16 compact at 96 px); wrap padding costs the extra pixels. The cheaper one is used.
 CIRCULAR_COST = {True: 1.05, False: 1.5}  # keyed by "runs in fp32"
-MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see models.contract)
+MAX_OVERLAP = 64  # input pixels; measured receptive fields stay below (see models.measurement)
 
 
 class PlanOptions(TypedDict, total=False):

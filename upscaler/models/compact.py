@@ -33,6 +33,15 @@ class CompactConfig:
         if self.scale < 1 or self.num_blocks < 0 or self.num_features < 1:
             raise ValueError(f"invalid compact config: {self}")
 
+    @property
+    def size_multiple(self) -> int:
+        return 1
+
+    @property
+    def receptive_field(self) -> int:
+        """Radius in input pixels beyond which a pixel cannot influence an output pixel."""
+        return self.num_blocks + 2
+
 
 def _activation(name: str, num_features: int) -> nn.Module:
     if name == "prelu":
@@ -59,11 +68,6 @@ class Compact(nn.Module):
         layers.append(nn.Conv2d(nf, config.out_channels * s * s, 3, 1, 1))
         self.body = nn.ModuleList(layers)
         self.upsampler = nn.PixelShuffle(s)
-
-    @property
-    def receptive_field(self) -> int:
-        """Radius in input pixels beyond which a pixel cannot influence an output pixel."""
-        return self.config.num_blocks + 2
 
     def _apply(self, fn: Any, recurse: bool = True) -> Compact:
         """Casts keep the input layer in float32: bf16 rounds 8-bit input levels above 0.5 by up

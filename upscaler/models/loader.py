@@ -1,18 +1,35 @@
-"""``load_model``: a shipped name, our checkpoint or a community model file -> ``Upscaler``."""
+"""One loader: a model source (``upscaler.models.sources``) -> the module on CPU in fp32 and its
+descriptor (``ModelInfo``), for our architectures and spandrel's alike.
+
+Our files are built from their metadata or recognised by their key names
+(``upscaler.models.ARCHITECTURES``), after checking that the weights fill the network the config
+describes; anything else goes to spandrel, whose guess is first built on the meta device. The
+file itself is read by ``upscaler.models.checkpoint`` (no code from it is ever run).
+"""
 
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from upscaler.models import ARCHITECTURES, build_generator, contract, make_config, recognise, zoo
+from upscaler.models import (
+    ARCHITECTURES,
+    ArchConfig,
+    Architecture,
+    build_generator,
+    find_architecture,
+    make_config,
+    recognise,
+)
 from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
-from upscaler.models.contract import ModelInfo
+from upscaler.models.descriptor import ModelInfo
+from upscaler.models.measurement import Measured, measure
+from upscaler.models.measurement_cache import cache_key, cached
+from upscaler.models.sources import ModelSource, resolve
 
 MAX_SCALE = 16
 
@@ -23,7 +40,7 @@ def _native(
     """Build one of our architectures from our metadata, or by recognising its keys."""
     if "upscaler.arch" in metadata:
         arch = metadata["upscaler.arch"]
-        if arch not in ARCHITECTURES:
+        if arch not in ARCHITECTURES or not ARCHITECTURES[arch].native:
             raise ModelFileError(path, f"unknown architecture {arch!r} in metadata")
         try:
             config = make_config(arch, json.loads(metadata.get("upscaler.config", "{}")))
@@ -52,25 +69,18 @@ def _native(
         raise ModelFileError(
             path, f"weights do not fit the {arch} architecture: {detail}"
         ) from None
-    info = describe(
-        module,
-        name=path.stem,
-        arch=arch,
-        scale=config.scale,
-        channels=(config.in_channels, config.out_channels),
-        size=(int(getattr(module, "size_multiple", 1)), 1),
-        theoretical_field=int(getattr(module, "receptive_field", 0)) or None,
-        float_input=arch == "compact",
-        source=path,
-        metadata=metadata,
+    info = describe_built(
+        module, ARCHITECTURES[arch], config, name=path.stem, source=path, metadata=metadata
     )
     return module, info
 
 
-def _check_fits(path: Path, arch: str, config: Any, state_dict: dict[str, torch.Tensor]) -> None:
+def _check_fits(
+    path: Path, arch: str, config: ArchConfig, state_dict: dict[str, torch.Tensor]
+) -> None:
     """Refuse a config (from metadata, or inferred from key names) that the weights do not fill,
     before the network is built: a small file must not make us allocate a huge network."""
-    blocks = int(getattr(config, "num_blocks", 0))
+    blocks = config.num_blocks
     if blocks > len(state_dict):
         raise ModelFileError(
             path, f"{arch} with {blocks:,} blocks, but the file holds {len(state_dict)} tensors"
@@ -144,6 +154,7 @@ def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Modu
     if not 1 <= descriptor.scale <= MAX_SCALE:
         raise ModelFileError(path, f"implausible scale x{descriptor.scale}")
     req = descriptor.size_requirements
+    ours = find_architecture(str(descriptor.architecture.id))
     info = describe(
         descriptor.model,
         name=path.stem,
@@ -152,6 +163,7 @@ def _community(path: Path, state_dict: dict[str, torch.Tensor]) -> tuple[nn.Modu
         channels=(descriptor.input_channels, descriptor.output_channels),
         size=(max(1, req.multiple_of), max(1, req.minimum)),
         precisions=(bool(descriptor.supports_bfloat16), bool(descriptor.supports_half)),
+        conv_only=ours is not None and ours.conv_only,
         source=path,
     )
     return descriptor.model, info
@@ -168,20 +180,22 @@ def describe(
     precisions: tuple[bool, bool] = (True, True),
     theoretical_field: int | None = None,
     float_input: bool = False,
+    conv_only: bool = False,
     source: Path | None = None,
     metadata: dict[str, str] | None = None,
 ) -> ModelInfo:
     """The one place a ``ModelInfo`` is made, for our architectures and spandrel's alike: the
     static part from the architecture (``size``: multiple and minimum; ``precisions``: bf16 and
-    fp16 support), the measured part (``contract.measure``) cached by the model file's hash, or
-    measured afresh for a module with no file (training's validation)."""
+    fp16 support; ``float_input`` and ``conv_only``: its traits, see ``Architecture``), the
+    measured part (``measurement.measure``) cached by the model file's hash, or measured afresh
+    for a module with no file (training's validation)."""
 
     # fp16 is only ever chosen on a GPU (CPUs emulate it, slower than fp32; x4plus's five probe
     # passes took longer than fp32's): it is measured (on CPU, once per file) where one is.
     fp16 = precisions[1] and torch.cuda.is_available()
 
-    def run() -> contract.Measured:
-        return contract.measure(
+    def run() -> Measured:
+        return measure(
             module,
             in_channels=channels[0],
             scale=scale,
@@ -192,8 +206,7 @@ def describe(
             float_input=float_input,
         )
 
-    key = f"{contract.contract_key(source)}{'-fp16' if fp16 else ''}" if source else ""
-    measured = contract.cached(key, run) if source else run()
+    measured = cached(cache_key(source, fp16), run) if source else run()
     return ModelInfo(
         name=name,
         arch=arch,
@@ -212,16 +225,43 @@ def describe(
         fp16_fidelity=measured.fidelity(torch.float16),
         float_input=float_input,
         input_layer=measured.input_layer,
-        circular=arch in contract.CONV_ONLY,
+        circular=conv_only,
         num_params=sum(p.numel() for p in module.parameters()),
         source=str(source or ""),
         metadata=tuple(sorted((metadata or {}).items())),
     )
 
 
-def read_model(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
-    """Resolve and build a model on CPU in fp32. Raises ``ModelFileError`` when refused."""
-    path = zoo.resolve(name_or_path)
+def describe_built(
+    module: nn.Module,
+    arch: Architecture,
+    config: ArchConfig,
+    *,
+    name: str,
+    source: Path | None = None,
+    metadata: dict[str, str] | None = None,
+) -> ModelInfo:
+    """The descriptor of ``module``, built as ``arch`` from ``config``."""
+    return describe(
+        module,
+        name=name,
+        arch=arch.name,
+        scale=config.scale,
+        channels=(config.in_channels, config.out_channels),
+        size=(config.size_multiple, 1),
+        theoretical_field=config.receptive_field or None,
+        float_input=arch.float_input,
+        conv_only=arch.conv_only,
+        source=source,
+        metadata=metadata,
+    )
+
+
+def read_model(model: str | Path | ModelSource) -> tuple[nn.Module, ModelInfo]:
+    """A model by name, by path or already resolved, built on CPU in fp32 with its descriptor (a
+    known model not in the cache is downloaded if allowed). Raises ``ModelFileError`` when
+    refused."""
+    path = (model if isinstance(model, ModelSource) else resolve(model)).file()
     state_dict, metadata = read_weights(path)
     built = _native(path, state_dict, metadata) or _community(path, state_dict)
     module, info = built

@@ -29,6 +29,17 @@ class RRDBConfig:
         if self.scale not in (1, 2, 4):
             raise ValueError(f"RRDB supports scale 1, 2 or 4, got {self.scale}")
 
+    @property
+    def size_multiple(self) -> int:
+        """The trunk runs at a quarter of the output: x2 and x1 pixel-unshuffle their input."""
+        return {4: 1, 2: 2, 1: 4}[self.scale]
+
+    @property
+    def receptive_field(self) -> int:
+        """Theoretical radius in input pixels (every 3x3 conv of the trunk adds one trunk pixel)."""
+        trunk = 1 + self.num_blocks * 15 + 1
+        return trunk * self.size_multiple + 2
+
 
 class ResidualDenseBlock(nn.Module):
     # Circular padding (``engine.pipeline.circular_padding``) wraps this block as a whole: the
@@ -93,14 +104,14 @@ class RRDB(nn.Module):
 class RRDBNet(nn.Module):
     """Maps ``(B, in_channels, H, W)`` in ``[0, 1]`` to ``(B, out_channels, H*scale, W*scale)``.
 
-    For scale 2 (1), H and W must be multiples of 2 (4): see ``size_multiple``.
+    For scale 2 (1), H and W must be multiples of 2 (4): see ``RRDBConfig.size_multiple``.
     """
 
     def __init__(self, config: RRDBConfig) -> None:
         super().__init__()
         self.config = config
         nf, gc = config.num_features, config.growth_channels
-        unshuffle = {4: 1, 2: 2, 1: 4}[config.scale]
+        unshuffle = config.size_multiple
         self.conv_first = nn.Conv2d(config.in_channels * unshuffle * unshuffle, nf, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(nf, gc) for _ in range(config.num_blocks)))
         self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
@@ -110,19 +121,9 @@ class RRDBNet(nn.Module):
         self.conv_last = nn.Conv2d(nf, config.out_channels, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
-    @property
-    def size_multiple(self) -> int:
-        return {4: 1, 2: 2, 1: 4}[self.config.scale]
-
-    @property
-    def receptive_field(self) -> int:
-        """Theoretical radius in input pixels (every 3x3 conv of the trunk adds one trunk pixel)."""
-        trunk = 1 + self.config.num_blocks * 15 + 1
-        return trunk * self.size_multiple + 2
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size_multiple > 1:
-            x = F.pixel_unshuffle(x, self.size_multiple)
+        if self.config.size_multiple > 1:
+            x = F.pixel_unshuffle(x, self.config.size_multiple)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))

@@ -1,20 +1,29 @@
-"""Models by name: the ones shipped inside the package, then the known community models
-(``upscaler.models.known``, fetched into the torch hub cache)."""
+"""Where a model comes from: a name or path resolves once, here, to a ``ModelSource``.
+
+Names are looked up in order: the models shipped inside the package, then the known community
+models (``upscaler.models.known``, fetched into the torch hub cache when not there yet), then the
+name is taken as a path to a model file.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from upscaler.models import known
 from upscaler.models.checkpoint import ModelFileError
+from upscaler.models.known import KnownModel, Progress
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 @dataclass(frozen=True)
 class ShippedModel:
+    """A model inside the package: its weights and card in ``weights/``."""
+
     name: str
     scale: int
     summary: str
@@ -57,38 +66,73 @@ def default_model(scale: int) -> str:
     )
 
 
-def resolve(name_or_path: str | Path, *, download: bool | None = None) -> Path:
-    """A shipped model's file, a known model's cached file (downloaded if needed and allowed,
-    see ``known.fetch``), or the path itself."""
-    from upscaler.models import known
+@dataclass(frozen=True)
+class ModelSource:
+    """A model named by the user, resolved: a shipped model, a known community model or a file.
 
+    ``path`` is the model's file when it is here: a shipped model's, a known model's verified copy
+    in the cache, or the path given (which may not exist: reading it says so). It is None for a
+    known model not in the cache yet (``fetch`` gets it) and for a name that names no model, for
+    which ``problem`` says why, as ``file`` reports it."""
+
+    name: str  # as given
+    path: Path | None
+    known_model: KnownModel | None = None
+    problem: str = ""
+
+    def fetch(
+        self, *, download: bool | None = None, progress: Progress | None = None
+    ) -> ModelSource:
+        """This source with its file here: a known model not in the cache is downloaded, if
+        allowed (``known.fetch``: ``download=None`` follows ``$UPSCALE_NO_DOWNLOAD``)."""
+        if self.path is not None or self.known_model is None:
+            return self
+        path = known.fetch(self.known_model, download=download, progress=progress)
+        return dataclasses.replace(self, path=path)
+
+    def file(self) -> Path:
+        """The model's file, fetched first if needed and allowed; ``ModelFileError`` when there is
+        none (``known.ModelUnavailableError``: one that cannot be fetched)."""
+        path = self.fetch().path
+        if path is None:
+            raise ModelFileError(self.name, self.problem)
+        return path
+
+
+def resolve(name_or_path: str | Path) -> ModelSource:
+    """What ``name_or_path`` names: a shipped model, a known model (present in the cache or not),
+    or a file. Reads nothing but the known models' registry and, for a known model, the hashes of
+    the cache's candidate files; never downloads."""
     key = str(name_or_path)
     if key in SHIPPED:
         model = SHIPPED[key]
         if not model.installed:
-            raise ModelFileError(key, "this shipped model is not installed in this package")
-        return model.path
+            return ModelSource(
+                key, None, problem="this shipped model is not installed in this package"
+            )
+        return ModelSource(key, model.path)
     path = Path(name_or_path).expanduser()
     community = known.find(key)
     if community is not None and not path.exists():
-        return known.fetch(community, download=download)
+        return ModelSource(key, known.presence(community).path, community)
     if not path.exists():
         named = known.find(path.stem)
         if named is not None:
-            raise ModelFileError(
-                key, f"no such file; to fetch the known model: --model {named.name}"
+            return ModelSource(
+                key, None, problem=f"no such file; to fetch the known model: --model {named.name}"
             )
         if path.suffix == "":
             names = ", ".join(m.name for m in SHIPPED.values() if m.installed) or "none installed"
             every = {n: n for n in SHIPPED}  # a known model by any of its names, suggested by one
             for other in known.known_models().values():
                 every.update((n, other.name) for n in (other.name, *other.aliases))
-            raise ModelFileError(
+            return ModelSource(
                 key,
-                f"no such model file, shipped model (shipped: {names}) or known model "
+                None,
+                problem=f"no such model file, shipped model (shipped: {names}) or known model "
                 f"(upscale --list-models){did_you_mean(key, every)}",
             )
-    return path
+    return ModelSource(key, path)
 
 
 def did_you_mean(name: str, names: Mapping[str, str]) -> str:

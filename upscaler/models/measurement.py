@@ -1,9 +1,6 @@
-"""What a generator promises the engine, for our architectures and community ones alike.
-
-A ``ModelInfo`` is spandrel's descriptor reduced to what tiling, padding, memory planning and the
-choice of precision need: scale, channels, size multiple and minimum, the supported precisions,
-the receptive field and the activation memory per pixel. The last two are *measured*, not
-guessed, once per model file (``measure``) and cached by the file's SHA-256:
+"""The measured part of a model's descriptor (``upscaler.models.descriptor.ModelInfo``): what is
+*measured*, not guessed, once per model file (``measure``; cached by the file's SHA-256 in
+``upscaler.models.measurement_cache``), on the probe image (the bundled samples, ``probe.png``):
 
 * **effective receptive field**: the radius, in input pixels, beyond which changing one input
   pixel moves no output value by 1/255 or more (probed on a real texture). It sets the wrap
@@ -14,29 +11,20 @@ guessed, once per model file (``measure``) and cached by the file's SHA-256:
   forward pass, tracked op by op at two sizes (the slope, so weights and fixed buffers drop out).
 * **fidelity in bf16 and fp16**: how far the 8-bit output of a bf16 (and an fp16) forward is
   from fp32's on the bundled probe textures, every channel: its PSNR and its largest difference
-  in levels. One rule, the same for both formats and every device, decides whether
-  ``--precision auto`` may use a format (``Fidelity.meets_rule``): PSNR >= ``MIN_PSNR`` (50 dB:
-  an RMS error of 0.8 level) and no value more than ``MAX_LEVELS`` (12) levels off: the largest
-  difference of a model that passes by PSNR was 8 (RealESRGAN_x4plus in bf16), a limit at that
-  would flip on one rounding, and a broken format moves values by far more (SPAN: 255). The
-  formats are measured on CPU once per file (fp16 only where a GPU is present: only a GPU runs
-  it fast); the convolutions of both CPU (oneDNN) and GPU (cuDNN) accumulate bf16 and fp16
-  products in float32, so the rounding measured is the format's.
+  in levels, which the precision rule judges (``Fidelity.meets_rule``). The formats are
+  measured on CPU once per file (fp16 only where a GPU is present: only a GPU runs it fast);
+  the convolutions of both CPU (oneDNN) and GPU (cuDNN) accumulate bf16 and fp16 products in
+  float32, so the rounding measured is the format's.
 * **input layer**: the convolution a forward pass runs first, the one that sees the image. In
-  bf16 or fp16 it stays float32 (``keep_input_layer``): bf16 rounds 8-bit levels above 0.5 by
-  up to half a level, and every layer after it amplifies that (RealESRGAN_x4plus: 95.1% of
-  pixels within one level of fp32 with the input rounded, 98.7% without, and no slower).
+  bf16 or fp16 it stays float32 (``upscaler.models.input_layer``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import weakref
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,87 +34,18 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from upscaler.atomic import read_regular, write_bytes_atomic
-from upscaler.models.known import file_sha256
+from upscaler.models.descriptor import PSNR_CAP, Fidelity
+from upscaler.models.input_layer import keep_input_layer, reduced_copy
 
-# Architectures (ours, and spandrel's ids) in which only convolutions look at neighbouring
-# pixels (no attention windows, no image-wide statistics), so circular padding wraps them.
-CONV_ONLY = frozenset({"compact", "rrdb", "Compact", "ESRGAN", "SPAN"})
+PROBE_FILE = Path(__file__).parent / "probe.png"
 EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit-exact tiles)
 PROBE_RADIUS = 48  # input pixels probed around the changed pixel (deeper influence is capped)
 MEMORY_SIDES = (24, 40)  # input sides of the two memory-tracking passes
-MIN_PSNR = 50.0  # dB against fp32's 8-bit output, for auto to choose bf16 or fp16
-MAX_LEVELS = 12  # ... and no 8-bit value further than this from fp32's (see the README)
-PSNR_CAP = 99.0  # identical outputs (no error at all) are recorded as this
-CACHE_VERSION = 7  # bump whenever what is measured, or how, changes
-MAX_CACHE_BYTES = 1 << 16  # a cached measurement is a few hundred bytes
-PROBE_FILE = Path(__file__).parent / "probe.png"
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How far a model's 8-bit output at a reduced precision is from fp32's on the probe."""
-
-    psnr: float = 0.0  # dB, capped at PSNR_CAP (0: not measured, or NaN/Inf output)
-    max_levels: int = 255  # the largest difference of one 8-bit value (255: not measured)
-
-    def meets_rule(self) -> bool:
-        """The precision rule: close enough to fp32 for ``--precision auto`` to use it."""
-        return self.psnr >= MIN_PSNR and self.max_levels <= MAX_LEVELS
-
-    def __str__(self) -> str:
-        return f"{self.psnr:.1f} dB from fp32, values up to {self.max_levels} levels off"
-
-
-RULE = f"PSNR >= {MIN_PSNR:.0f} dB and no value more than {MAX_LEVELS} levels off"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the pipeline needs to know about a generator (spandrel's descriptor, reduced)."""
-
-    name: str
-    arch: str
-    scale: int
-    in_channels: int = 3
-    out_channels: int = 3
-    receptive_field: int = 16  # tile overlap radius in input pixels (see the module docstring)
-    wrap_field: int = 0  # effective radius: the wrap padding of a tileable texture (0: as above)
-    size_multiple: int = 1
-    min_size: int = 1
-    supports_bf16: bool = True
-    supports_fp16: bool = True
-    bytes_per_pixel: int = 2048  # fp32 activation bytes per input pixel per item
-    bf16_bytes_per_pixel: int = 0  # the same in bf16 (0: half the fp32 figure)
-    bf16_fidelity: Fidelity = Fidelity()  # bf16 output against fp32's (default: unknown)
-    fp16_fidelity: Fidelity = Fidelity()  # the same in fp16
-    float_input: bool = False  # takes float32 input at any weight dtype (keeps the base exact)
-    input_layer: str = ""  # community models: the conv kept float32 under bf16/fp16 (see above)
-    circular: bool = False  # only convolutions see neighbours: circular padding wraps it exactly
-    num_params: int = 0
-    source: str = ""
-    metadata: tuple[tuple[str, str], ...] = ()
-
-    def activation_bytes(self, dtype: torch.dtype) -> float:
-        """Activation bytes per input pixel per item at ``dtype``."""
-        if dtype == torch.float32:
-            return float(self.bytes_per_pixel)
-        return float(self.bf16_bytes_per_pixel or self.bytes_per_pixel / 2)
-
-    def fidelity(self, dtype: torch.dtype) -> Fidelity:
-        """Its output at ``dtype`` against fp32's (fp32 itself: identical)."""
-        if dtype == torch.float32:
-            return Fidelity(PSNR_CAP, 0)
-        if dtype == torch.bfloat16:
-            return self.bf16_fidelity
-        if dtype == torch.float16:
-            return self.fp16_fidelity
-        return Fidelity()
 
 
 @dataclass(frozen=True)
 class Measured:
-    """The measured part of a contract, as cached per model file."""
+    """The measured part of a descriptor, as cached per model file."""
 
     receptive_field: int
     wrap_field: int
@@ -138,32 +57,6 @@ class Measured:
     fp16_max_levels: int
     probed_field: bool = field(default=False)  # True: the radius was probed, not derived
     input_layer: str = ""  # "": none found, or the network does not run with it in float32
-
-    @classmethod
-    def from_record(cls, record: object) -> Measured:
-        """The measurement a cache file holds; ``ValueError`` unless every field is there with
-        its type and range (counts >= 0, PSNR in [0, PSNR_CAP], levels in [0, 255]): a cache is
-        untrusted input."""
-        if not isinstance(record, dict) or set(record) != {f.name for f in fields(cls)}:
-            raise ValueError("not a measurement")
-        counts = ("receptive_field", "wrap_field", "bytes_per_pixel", "bf16_bytes_per_pixel")
-        for name in (*counts, "bf16_max_levels", "fp16_max_levels"):
-            value = record[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a count, not {value!r}")
-            if name.endswith("_levels") and value > 255:
-                raise ValueError(f"{name} must be at most 255, not {value}")
-        for name in ("bf16_psnr", "fp16_psnr"):
-            value = record[name]
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number")
-            if not 0 <= value <= PSNR_CAP:  # also refuses NaN
-                raise ValueError(f"{name} must be in [0, {PSNR_CAP}]")
-        if not isinstance(record["probed_field"], bool):
-            raise ValueError("probed_field must be true or false")
-        if not isinstance(record["input_layer"], str):
-            raise ValueError("input_layer must be a string")
-        return cls(**record)
 
     def fidelity(self, dtype: torch.dtype) -> Fidelity:
         if dtype == torch.bfloat16:
@@ -217,14 +110,6 @@ def measure(
     )
 
 
-def reduced_copy(module: nn.Module, dtype: torch.dtype, layer: str = "") -> nn.Module:
-    """A copy of ``module`` cast to ``dtype``, its convolution ``layer`` (if any) kept float32."""
-    copied = copy.deepcopy(module).to(dtype)
-    if layer:
-        keep_input_layer(copied, layer)
-    return copied
-
-
 def input_layer(module: nn.Module, in_channels: int, multiple: int = 1) -> str:
     """The name of the convolution that a forward pass of ``module`` runs first, "" if none."""
     names = {m: n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
@@ -238,27 +123,6 @@ def input_layer(module: nn.Module, in_channels: int, multiple: int = 1) -> str:
         for hook in hooks:
             hook.remove()
     return seen[0] if seen else ""
-
-
-def keep_input_layer(module: nn.Module, name: str) -> None:
-    """Keep convolution ``name`` of ``module`` (cast to bf16 or fp16) in float32. Hooks give it
-    its input at its own weights' dtype and the network its output at the dtype of the rest, both
-    read at call time, so the module stays consistent under later casts."""
-    conv = module.get_submodule(name)
-    conv.float()
-    if getattr(conv, "_upscaler_keeps_float32", False):
-        return
-    rest = next((n for n, _ in module.named_parameters() if not n.startswith(f"{name}.")), "")
-
-    def cast_in(c: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (args[0].to(c.weight.dtype), *args[1:])
-
-    def cast_out(_c: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
-        return out.to(module.get_parameter(rest).dtype) if rest else out
-
-    conv.register_forward_pre_hook(cast_in)
-    conv.register_forward_hook(cast_out)
-    conv._upscaler_keeps_float32 = True  # type: ignore[assignment]
 
 
 def _runs_with_input_layer(half: nn.Module, layer: str, in_channels: int, multiple: int) -> bool:
@@ -443,41 +307,3 @@ def _psnr(squared: float, count: int) -> float:
     if squared == 0:
         return PSNR_CAP
     return min(PSNR_CAP, 10 * math.log10(255**2 * count / squared))
-
-
-# -- the cache ------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where measured contracts are kept: ``$UPSCALE_CACHE_DIR``, else the user's cache dir."""
-    explicit = os.environ.get("UPSCALE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "texture-upscaler"
-
-
-def cached(key: str, compute: Callable[[], Measured]) -> Measured:
-    """The measurement stored under ``key`` (a file hash and the torch version), or ``compute``
-    it and store it. An unreadable or unwritable cache only costs the measurement; so does one
-    that is not a regular file (a FIFO is never opened) or whose fields are not as ``measure``
-    writes them (``Measured.from_record``)."""
-    path = cache_dir() / f"contract-{key[:32]}.json"
-    try:
-        stored = json.loads(read_regular(path, MAX_CACHE_BYTES))
-        if stored.get("version") == CACHE_VERSION and stored.get("key") == key:
-            return Measured.from_record(stored["measured"])
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        pass
-    measured = compute()
-    record = {"version": CACHE_VERSION, "key": key, "measured": asdict(measured)}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, json.dumps(record).encode(), fsync=False)
-    except OSError:
-        pass
-    return measured
-
-
-def contract_key(path: Path) -> str:
-    return f"{file_sha256(path)}-torch{torch.__version__}"
