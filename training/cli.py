@@ -207,15 +207,6 @@ def _cell(value: object) -> str:
     return f"{value!s:>10}"
 
 
-WEIGHTS = click.option(
-    "--weights",
-    type=click.Choice(["ema", "live"]),
-    default="ema",
-    show_default=True,
-    help="A checkpoint's EMA (averaged) or live (last trained) generator weights.",
-)
-
-
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))

@@ -137,7 +137,7 @@ class Runner:
             writers.shutdown(wait=True, cancel_futures=True)
             for future in self._writes:  # writes that were under way when the run stopped
                 if not future.cancelled() and future.exception() is None:
-                    self._emit(future.result())
+                    self._emit_once(future.result())
         return self.results
 
     def _decoded(
@@ -241,8 +241,10 @@ class Runner:
         """Emit the results of finished writes (of all, waiting for them, with ``block``)."""
         for future in list(self._writes):
             if block or future.done():
+                # Emitted before it leaves the list: an interrupt (SIGTERM arrives as a
+                # KeyboardInterrupt anywhere) between the two must not lose a written file
+                self._emit_once(future.result())  # re-raises FatalError from the writer
                 self._writes.remove(future)
-                self._emit(future.result())  # re-raises FatalError from the writer
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -293,6 +295,10 @@ class Runner:
             result.wrap, result.map, result.alpha = list(info.wrap), info.kind, info.alpha
             result.notes = list(info.notes)
         return result
+
+    def _emit_once(self, result: FileResult) -> None:
+        if not any(seen is result for seen in self.results):
+            self._emit(result)
 
     def _emit(self, result: FileResult) -> None:
         self.results.append(result)
