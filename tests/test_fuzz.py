@@ -294,3 +294,106 @@ def test_the_command_on_generated_trees(fuzz_model: Path) -> None:
 @pytest.mark.slow
 def test_the_command_on_generated_trees_long(fuzz_model: Path) -> None:
     _fuzz_command(fuzz_model, 120, slow=True)
+
+
+# -- the side files a run reads: rules files and upscale-review's reports ------------------------
+
+SIDE_SECONDS = 30  # one dry run on three small files, or one review page: far above honest time
+
+
+def _one_line_outcome(result: object) -> None:
+    """Exit 0, or exit 2 with one error line: never a traceback (CliRunner keeps it in
+    ``exc_info`` when the command raised)."""
+    from click.testing import Result
+
+    assert isinstance(result, Result), result
+    assert result.exit_code in (0, 2), (result.exit_code, result.output[-2000:], result.exc_info)
+    assert "Traceback" not in result.output, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == (result.exit_code == 2), result.output[-2000:]
+
+
+@pytest.fixture(scope="module")
+def rules_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import make_pixels
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("rules-tree")
+    for name in ("a.png", "ui/x_mask.png", "a/a/a/a/a/a/a/" + "a" * 60 + "b.png"):
+        (root / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(make_pixels(5, 3, 3, seed=len(name))).save(root / "in" / name)
+    return root
+
+
+def _warm(model: Path, root: Path) -> None:
+    """One dry run outside the time bound: the first one imports torch and loads the model,
+    which on a machine shared with training can take longer than any rules file should."""
+    from click.testing import CliRunner
+
+    from upscaler.cli import main
+
+    args = [str(root / "in"), "-o", str(root / "out"), "-m", str(model), "--dry-run", "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def _fuzz_rules(model: Path, root: Path, examples: int, slow: bool) -> None:
+    from click.testing import CliRunner
+    from fuzz_side_files import any_rules
+
+    from upscaler.cli import main
+
+    _warm(model, root)
+
+    @_settings(examples, slow=slow)
+    @given(text=any_rules)
+    def run(text: str) -> None:
+        rules = root / "rules.toml"
+        rules.write_text(text, encoding="utf-8", errors="surrogatepass")
+        args = [str(root / "in"), "-o", str(root / "out"), "-m", str(model), "--dry-run", "-q"]
+        result = _bounded(
+            lambda: CliRunner().invoke(main, [*args, "--rules", str(rules)]), SIDE_SECONDS
+        )
+        _one_line_outcome(result)
+        assert not (root / "out").exists(), "a dry run wrote"
+
+    run()
+
+
+def test_generated_rules_files(fuzz_model: Path, rules_tree: Path) -> None:
+    _fuzz_rules(fuzz_model, rules_tree, 15, slow=False)
+
+
+@pytest.mark.slow
+def test_generated_rules_files_long(fuzz_model: Path, rules_tree: Path) -> None:
+    _fuzz_rules(fuzz_model, rules_tree, 600, slow=True)
+
+
+def _fuzz_reports(examples: int, slow: bool) -> None:
+    from click.testing import CliRunner
+    from fuzz_side_files import reports
+
+    from upscaler.review.command import main
+
+    root = Path(tempfile.mkdtemp(prefix="fuzz-reports-"))
+
+    @_settings(examples, slow=slow)
+    @given(text=reports())
+    def run(text: str) -> None:
+        report = root / "report.json"
+        report.write_text(text, encoding="utf-8", errors="surrogatepass")
+        page = root / "review.html"
+        args = [str(report), "-o", str(page), "-q"]
+        result = _bounded(lambda: CliRunner().invoke(main, args), SIDE_SECONDS)
+        _one_line_outcome(result)
+        assert report.read_text(encoding="utf-8", errors="surrogatepass") == text
+
+    run()
+
+
+def test_generated_reports_for_upscale_review() -> None:
+    _fuzz_reports(20, slow=False)
+
+
+@pytest.mark.slow
+def test_generated_reports_for_upscale_review_long() -> None:
+    _fuzz_reports(1000, slow=True)

@@ -303,3 +303,58 @@ def test_a_good_contract_cache_entry_is_used(
     (tmp_path / f"contract-{key[:32]}.json").write_text(json.dumps(record))
     got = measurement_cache.cached(key, lambda: pytest.fail("a valid entry was measured again"))
     assert got == Measured(**_measured())  # type: ignore[arg-type]
+
+
+def _records(out: Path) -> dict[str, dict[str, object]]:
+    lines = state_path(out.resolve()).read_text().splitlines()
+    return {r["target"]: r for r in map(json.loads, lines)}
+
+
+def test_a_forged_record_with_real_hashes_skips_and_overwrites_nothing_outside(
+    tmp_path: Path, tiny_x2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records carrying the real recipe of this run's inputs (their true SHA-256 inside) and
+    the true bytes of files outside the output folder, claimed by a path that leaves it (``..``,
+    absolute, a link to a file or a folder outside) or for an input not in this run: with
+    ``--skip-existing`` every file is upscaled, every output lands inside the output folder and
+    no file outside changes."""
+    monkeypatch.setenv("UPSCALE_STATE_DIR", str(tmp_path / "state"))
+    _png(tmp_path / "in" / "a.png", seed=1)
+    _png(tmp_path / "in" / "sub" / "b.png", seed=2)
+    _png(tmp_path / "other" / "c.png", seed=3)  # an input of another run
+    first = _invoke(tmp_path / "in", tmp_path / "other", "-o", tmp_path / "first", "-m", tiny_x2)
+    assert first.exit_code == 0, first.output
+    real = _records(tmp_path / "first")  # the true recipes: model, options, input SHA-256
+    victim = _png(tmp_path / "victim" / "a.png", seed=4)
+    victims = tmp_path / "victim"
+    _png(victims / "b.png", seed=5)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").symlink_to(victim)  # an output name that is a link to a file outside
+    (out / "sub").symlink_to(victims, target_is_directory=True)  # a folder outside
+    user = _png(out / "d.png", seed=6)  # a file in the output folder no input maps to
+
+    def forged(target: str, made_from: str, claims: Path) -> str:
+        facts = {"bytes": claims.stat().st_size, "sha256": file_sha256(claims)}
+        return json.dumps({**real[made_from], **facts, "target": target})
+
+    lines = [
+        forged("../victim/a.png", "a.png", victim),
+        forged(str(victim), "a.png", victim),
+        forged("a.png", "a.png", victim),
+        forged("sub/b.png", "sub/b.png", victims / "b.png"),
+        forged("d.png", "c.png", user),  # c.png's real recipe: an input not in this run
+    ]
+    state = state_path(out.resolve())
+    state.write_text("\n".join(lines) + "\n")
+    before, mine = file_hashes(victims), file_sha256(user)
+    result = _invoke(tmp_path / "in", "-o", out, "-m", tiny_x2, "--skip-existing")
+    assert file_hashes(victims) == before and file_sha256(user) == mine
+    assert "0 skipped" in result.output, result.output
+    # a.png: the link replaced by the output itself; sub/b.png: its folder leads outside, failed
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "b.png: output folder resolves outside the output root" in result.output
+    assert not (out / "a.png").is_symlink()
+    assert file_sha256(out / "a.png") == file_sha256(tmp_path / "first" / "a.png")
+    loaded = RunState(out.resolve())  # the run's own record of a.png now wins over the forged
+    assert loaded.written_by_us(out / "a.png") and not loaded.written_by_us(victim)

@@ -19,7 +19,9 @@ run goes on; only ``--skip-existing`` loses its memory of those files.
 The state file is untrusted input: it is read and appended to only as a regular file (a FIFO, a
 device or a symbolic link in its place is neither read nor written through: the run goes on without
 resume state, and says so), and a record counts only if it is well formed and names a file under
-the output folder it belongs to. A state folder inside the output tree is refused (``StateError``).
+the output folder it belongs to. A state folder inside the output tree, or one that cannot be a
+folder (``$UPSCALE_STATE_DIR`` naming a file, such as the model or an input), is refused
+(``StateError``): the run would otherwise go on without its state, or be tempted to write there.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from upscaler.atomic import append_regular, file_sha256, read_regular
+from upscaler.atomic import append_regular, file_sha256, folder_problem, read_regular
 from upscaler.worklist import inside, real_path
 
 STATE_ENV = "UPSCALE_STATE_DIR"
@@ -77,7 +79,7 @@ class RunState:
 
     def __init__(self, output_root: Path, path: Path | None = None) -> None:
         """``StateError`` if the state file would lie inside ``output_root`` (it would ship with
-        the mod, and the run would walk or overwrite it)."""
+        the mod, and the run would walk or overwrite it), or its folder cannot be a folder."""
         self.root = output_root
         self.path = path or state_path(output_root)
         if inside(real_path(self.path), real_path(output_root)):
@@ -85,9 +87,18 @@ class RunState:
                 f"the resume state {self.path} would lie inside the output folder {output_root}; "
                 f"set {STATE_ENV} to a folder outside it"
             )
+        problem = folder_problem(self.path.parent)
+        if problem is not None:
+            raise StateError(
+                f"the resume state folder {self.path.parent} cannot be made: {problem}; "
+                f"set {STATE_ENV} to a folder"
+            )
         self.records: dict[str, dict[str, object]] = {}
-        self.error: str | None = None  # why the state could not be written, if it could not
         self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
+        # why the state could not be read or written, if it could not
+        self.error: str | None = _hard_linked(self.path)
+        if self.error is not None:
+            return
         try:
             data = read_regular(self.path, MAX_STATE_BYTES, follow_symlinks=False)
         except FileNotFoundError:
@@ -149,10 +160,24 @@ class RunState:
             if self._cut_short:
                 line, self._cut_short = "\n" + line, False
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            linked = _hard_linked(self.path)  # checked again: it may have been linked since
+            if linked is not None:
+                self.error = self.error or linked
+                return
             # one short O_APPEND write: atomic even with several shards; never through a link
             append_regular(self.path, line.encode("utf-8"))
         except OSError as exc:
             self.error = self.error or f"{self.path}: {exc.strerror or exc}"
+
+
+def _hard_linked(path: Path) -> str | None:
+    """Why the state file at ``path`` is not ours to read or append to: it has other names (a
+    hard link to a model, an input or a rules file would be appended to). None otherwise."""
+    try:
+        links = os.lstat(path).st_nlink
+    except OSError:
+        return None  # missing, or refused by the regular-file checks that follow
+    return None if links <= 1 else f"{path}: has {links} hard links; not used or written"
 
 
 def _parse(entry: dict[str, object]) -> tuple[str, dict[str, object]]:

@@ -242,7 +242,8 @@ def build_worklist(
     written_by_us: Callable[[Path], bool] | None = None,
     case_folding: bool | None = None,
 ) -> WorkList:
-    """Plan every job. Raises ``PlanError`` for collisions or outputs that would hit inputs.
+    """Plan every job. Raises ``PlanError`` for collisions, outputs that would hit inputs or an
+    output folder that is a file.
 
     ``fmt``: convert every output to this format; ``format_for(relative path)``: a per-file
     format (from a rules file) that wins over ``fmt``; ``written_by_us(target)``: whether an
@@ -250,6 +251,8 @@ def build_worklist(
     ``case_folding``: whether the output's disk folds case (default: ``folds_case`` asks it).
     """
     output_real = _resolve(output)
+    if output.exists() and not output.is_dir():  # a file the run may read: never replaced
+        raise PlanError(f"output folder {output} is a file, not a folder")
     found = WorkList(folds_case=folds_case(output) if case_folding is None else case_folding)
     pairs: list[tuple[Path, Path]] = []
     output_in_input: Path | None = None

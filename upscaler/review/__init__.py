@@ -248,6 +248,45 @@ def _remove_stale(folder: Path, keep: set[str]) -> None:
 # -- reports of earlier runs -----------------------------------------------------------------------
 
 
+_SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "cwd": (str,),
+    "output": (str,),
+    "inputs": (list,),
+    "model": (str,),
+    **dict.fromkeys(("done", "skipped", "failed", "total", "seconds"), (int, float)),
+}
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "source": (str,),
+    "target": (str,),
+    "wrap": (list,),
+    "notes": (list,),
+    "seconds": (int, float),
+    "input_size": (list,),
+    "output_size": (list,),
+}
+
+
+def _check_types(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
+    """``TypeError`` where a field the page reads has a type no report holds (a path that is
+    a number, a size that is a string): a hand-edited or hostile report is one line, not a
+    traceback."""
+
+    def check(entry: Mapping[str, Any], types: Mapping[str, tuple[type, ...]]) -> None:
+        for key, allowed in types.items():
+            value = entry.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+                raise TypeError(key)
+
+    check(summary, _SUMMARY_TYPES)
+    if not all(isinstance(p, str) for p in summary.get("inputs") or []):
+        raise TypeError("inputs")
+    for record in records:
+        check(record, _RECORD_TYPES)
+        for key in ("input_size", "output_size"):
+            if not all(type(v) is int for v in record.get(key) or []):
+                raise TypeError(key)
+
+
 def load_reports(reports: Sequence[Path], outputs: Path | None = None) -> tuple[list, dict]:
     """(files, summary) of one or more ``--report`` files (shards merge), paths made absolute:
     relative ones against the folder the run was started in. ``outputs``: the run's output
@@ -262,9 +301,10 @@ def load_reports(reports: Sequence[Path], outputs: Path | None = None) -> tuple[
                 raise TypeError
             if not all(isinstance(r, dict) for r in records):
                 raise TypeError
+            _check_types(part, records)
         except OSError as exc:
             raise ReviewError(f"{report}: cannot read: {exc.strerror or exc}") from None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # deep nesting: not ours
             raise ReviewError(f"{report}: not a report written by upscale --report") from None
         base = Path(part.get("cwd") or Path(report).resolve().parent)
         old_root = Path(part["output"]) if part.get("output") else None
