@@ -107,20 +107,9 @@ def _one_error_line(output: str, path: Path) -> None:
     assert str(path) in errors[0], output
 
 
-# Pairs refused today only by a check that cli.py would have to make (RunState is built from
-# the output folder alone, before the inputs are known): left to the model-path refactor's merge.
-STATE_IN_INPUT = (
-    "the resume state folder inside an input folder is not refused: RunState does not know the "
-    "inputs (cli._state builds it from the output folder alone); the check belongs in cli.py"
-)
-XFAIL = {("state folder", "input folder"): STATE_IN_INPUT}
-
-
 @pytest.mark.parametrize("read", READS)
 @pytest.mark.parametrize("written", WRITES)
 def test_a_written_path_on_a_read_path_is_refused(run: Run, written: str, read: str) -> None:
-    if (written, read) in XFAIL:
-        pytest.xfail(XFAIL[written, read])
     onto = run.read(read)
     before = run.snapshot()
     args, env = _command(run, written, onto)

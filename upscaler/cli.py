@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -225,7 +225,7 @@ def _command(console: Console, args: Arguments) -> int:
         raise click.UsageError(shown(exc)) from None
     name = args.model or _default_model(args.scale)
     device = _pick_device(args.device)
-    state = _state(args.output)
+    state = _state(args.output, args.inputs)
     worklist, jobs = _worklist(args, rules, state, shard_spec)
     source = sources.resolve(name)
     side = _side_files(args, source.path, shard_spec, worklist)
@@ -282,11 +282,11 @@ def _default_model(scale: int | None) -> str:
         raise click.BadParameter(exc.reason, param_hint="--scale") from None
 
 
-def _state(output: Path) -> RunState:
+def _state(output: Path, inputs: Sequence[Path]) -> RunState:
     from upscaler.state import RunState, StateError
 
     try:
-        return RunState(output.resolve())
+        return RunState(output.resolve(), inputs=[Path(p) for p in inputs])
     except StateError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from upscaler.atomic import append_regular, file_sha256, folder_problem, read_regular
@@ -77,16 +77,21 @@ def recipe(source: Path, producer: Mapping[str, object]) -> str:
 class RunState:
     """The records of one output folder, loaded once; ``record`` appends one line per output."""
 
-    def __init__(self, output_root: Path, path: Path | None = None) -> None:
+    def __init__(
+        self, output_root: Path, path: Path | None = None, inputs: Sequence[Path] = ()
+    ) -> None:
         """``StateError`` if the state file would lie inside ``output_root`` (it would ship with
-        the mod, and the run would walk or overwrite it), or its folder cannot be a folder."""
+        the mod, and the run would walk or overwrite it) or inside one of the input folders
+        ``inputs`` (the next run would walk it as a texture), or its folder cannot be a folder."""
         self.root = output_root
         self.path = path or state_path(output_root)
-        if inside(real_path(self.path), real_path(output_root)):
-            raise StateError(
-                f"the resume state {self.path} would lie inside the output folder {output_root}; "
-                f"set {STATE_ENV} to a folder outside it"
-            )
+        folders = [("output", output_root)] + [("input", p) for p in inputs if p.is_dir()]
+        for kind, folder in folders:
+            if inside(real_path(self.path), real_path(folder)):
+                raise StateError(
+                    f"the resume state {self.path} would lie inside the {kind} folder {folder}; "
+                    f"set {STATE_ENV} to a folder outside it"
+                )
         problem = folder_problem(self.path.parent)
         if problem is not None:
             raise StateError(
