@@ -82,7 +82,7 @@ class RunState:
     ) -> None:
         """``StateError`` if the state file would lie inside ``output_root`` (it would ship with
         the mod, and the run would walk or overwrite it) or inside one of the input folders
-        ``inputs`` (the next run would walk it as a texture), or its folder cannot be a folder."""
+        ``inputs`` (the next run would walk it as a texture), or its folder is a file."""
         self.root = output_root
         self.path = path or state_path(output_root)
         folders = [("output", output_root)] + [("input", p) for p in inputs if p.is_dir()]
@@ -92,16 +92,20 @@ class RunState:
                     f"the resume state {self.path} would lie inside the {kind} folder {folder}; "
                     f"set {STATE_ENV} to a folder outside it"
                 )
-        problem = folder_problem(self.path.parent)
-        if problem is not None:
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            # a file named as the state folder: most likely one the run reads (the model, an
+            # input, the rules), so the run stops before anything is written
             raise StateError(
-                f"the resume state folder {self.path.parent} cannot be made: {problem}; "
+                f"the resume state folder {self.path.parent} is a file, not a folder; "
                 f"set {STATE_ENV} to a folder"
             )
         self.records: dict[str, dict[str, object]] = {}
         self._cut_short = False  # the last line was cut by a kill: start ours on a fresh line
-        # why the state could not be read or written, if it could not
-        self.error: str | None = _hard_linked(self.path)
+        # why the state could not be read or written, if it could not: a folder that cannot be
+        # made (below a file, unreadable) costs only the resume
+        problem = folder_problem(self.path.parent)
+        self.error: str | None = problem and f"{self.path.parent}: {problem}"
+        self.error = self.error or _hard_linked(self.path)
         if self.error is not None:
             return
         try:
