@@ -100,6 +100,7 @@ class Runner:
         self.root = self.options.output_root.resolve()
         self.state = plan.state
         self.results: list[FileResult] = []
+        self._emitted: set[int] = set()  # ids of the results in ``results``
         self.reporting_error: str | None = None  # why reporting was switched off, if it was
 
     def run(self) -> list[FileResult]:
@@ -125,6 +126,10 @@ class Runner:
         readers = ThreadPoolExecutor(self.options.workers, "decode")
         writers = ThreadPoolExecutor(self.options.workers, "encode")
         self._writes: list[Future[FileResult]] = []  # submitted, result not yet emitted
+        # results the writer threads finished, appended by them: a write done when the run is
+        # interrupted (SIGTERM arrives as a KeyboardInterrupt anywhere in the main thread, even
+        # between a submit and its bookkeeping) is still counted
+        self._written: list[FileResult] = []
         try:
             for group, decoded in self._decoded(groups, readers):
                 self._compute(group, decoded, writers)
@@ -135,9 +140,8 @@ class Runner:
                 future.cancel()
             readers.shutdown(wait=True, cancel_futures=True)
             writers.shutdown(wait=True, cancel_futures=True)
-            for future in self._writes:  # writes that were under way when the run stopped
-                if not future.cancelled() and future.exception() is None:
-                    self._emit_once(future.result())
+            for result in list(self._written):  # writes that finished as the run stopped
+                self._emit_once(result)
         return self.results
 
     def _decoded(
@@ -235,6 +239,7 @@ class Runner:
             result.status, result.reason = "failed", f"cannot write: {exc.strerror or exc}"
         except Exception as exc:  # an encoder bug fails this file, never the batch
             result.status, result.reason = "failed", f"cannot encode: {one_line(exc)}"
+        self._written.append(result)
         return result
 
     def _collect(self, block: bool) -> None:
@@ -297,11 +302,12 @@ class Runner:
         return result
 
     def _emit_once(self, result: FileResult) -> None:
-        if not any(seen is result for seen in self.results):
+        if id(result) not in self._emitted:
             self._emit(result)
 
     def _emit(self, result: FileResult) -> None:
         self.results.append(result)
+        self._emitted.add(id(result))
         self._report(self.on_result, result)
 
     def _report(self, callback: Callable[[_T], None], value: _T) -> None:
