@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from training.metrics import psnr_y
 from upscaler import load_model
+from upscaler.engine.pipeline import Upscaler
 from upscaler.models.sources import SHIPPED, default_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,14 +74,20 @@ def _tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)[None]
 
 
+def _shrunk_and_upscaled(model: Upscaler, hr: Image.Image) -> tuple[Image.Image, torch.Tensor]:
+    """``hr`` shrunk by the model's scale (bicubic), and the model's 8-bit output from it."""
+    s = model.scale
+    lr = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
+    with torch.no_grad():
+        return lr, (model.upscale(_tensor(lr)).clamp(0, 1) * 255).round() / 255
+
+
 def _gain_over_bicubic(name: str, pictures: list[Image.Image]) -> float:
     model = load_model(name, device="cpu")
     s = model.scale
     ours, bicubic = [], []
     for hr in pictures:
-        lr = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
-        with torch.no_grad():
-            sr = (model.upscale(_tensor(lr)).clamp(0, 1) * 255).round() / 255
+        lr, sr = _shrunk_and_upscaled(model, hr)
         up = _tensor(lr.resize(hr.size, Image.Resampling.BICUBIC))
         ours.append(float(psnr_y(sr, _tensor(hr), s)[0]))
         bicubic.append(float(psnr_y(up, _tensor(hr), s)[0]))
@@ -172,11 +179,8 @@ def test_the_default_x4_model_lays_no_screen_door_or_hatch(stem: str) -> None:
     0.01-0.14x and 0.01-0.70x on these samples)."""
     from training.metrics import checker_energy, lattice_energy
 
-    model = load_model("texture-x4", device="cpu")
     hr = Image.open(SAMPLES / f"{stem}.png").convert("RGB")
-    lr = hr.resize((hr.width // 4, hr.height // 4), Image.Resampling.BICUBIC)
-    with torch.no_grad():
-        sr = (model.upscale(_tensor(lr)).clamp(0, 1) * 255).round() / 255
+    _, sr = _shrunk_and_upscaled(load_model("texture-x4", device="cpu"), hr)
     truth = _tensor(hr)
     assert float(lattice_energy(sr, 4)[0] / lattice_energy(truth, 4)[0]) < 1.0
     assert float(checker_energy(sr)[0] / checker_energy(truth)[0]) < 1.0
