@@ -179,10 +179,11 @@ def load_lowres(folder: Path, limit: int) -> list[tuple[str, torch.Tensor]]:
     return images
 
 
-def lowres_checker(
+def lowres_patterns(
     method: Method, scale: int, images: list[tuple[str, torch.Tensor]]
 ) -> dict[str, float]:
-    """Checker energy of ``method``'s output over a bicubic upscale's, per real low-res texture."""
+    """Per real low-res texture: the checker energy of ``method``'s output over a bicubic
+    upscale's, and its lattice pattern's RMS in 8-bit levels; medians (and the checker's p90)."""
     ratios, lattices = [], []
     for _, lq in images:
         size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
@@ -354,7 +355,7 @@ def main() -> None:
         if lowres:
             results = report["results"]
             assert isinstance(results, dict)
-            results.update(lowres_checker(run, s, lowres))
+            results.update(lowres_patterns(run, s, lowres))
         reports.append(report)
         r = report["results"]
         assert isinstance(r, dict)
