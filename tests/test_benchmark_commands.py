@@ -157,3 +157,58 @@ def test_benchmarks_without_their_data_say_so_in_one_line(
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and str(missing) in proc.stderr
     assert "../shared/data" in proc.stderr
+
+
+def test_speed_benchmark_interleaves_models_and_writes_its_json(
+    tiny_x4: Path, tmp_path: Path
+) -> None:
+    """Two tiny models on tiny crops of the samples, one round, under ``--isa AVX2`` (the script
+    runs itself again with the limit set): a row per model and precision with its s/Mpx and its
+    ratio to the baseline, and the JSON says what oneDNN and ATen ran."""
+    from helpers import write_compact
+
+    wide = write_compact(tmp_path / "wide-x4.safetensors", num_features=16, seed=1)
+    out = tmp_path / "speed.json"
+    models = f"{tiny_x4},{wide}"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/speed.py", "--models", models, "--baseline", str(wide)]
+        + ["--size", "12", "--repeats", "1", "--warmup", "0", "--isa", "avx2", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["cpu"]["model"] and report["cpu"]["isa"] and report["cpu"]["flags"] is not None
+    assert (report["threads"], report["size"], report["repeats"]) == (1, 12, 1)
+    assert len(report["crops"]) == len(list((ROOT / "samples" / "textures").glob("*.png")))
+    rows = {(r["model"], r["asked"]): r for r in report["rows"]}
+    assert set(rows) == {(m, a) for m in (str(tiny_x4), str(wide)) for a in ("auto", "fp32")}
+    for (model, asked), row in rows.items():
+        assert row["precision"] in (("fp32",) if asked == "fp32" else ("fp32", "bf16"))
+        for clock in ("", "cpu_"):  # wall and CPU time
+            assert row[f"{clock}s_per_mpx"] > 0 and len(row[f"{clock}rounds"]) == 1
+            base = rows[(str(wide), asked)][f"{clock}rounds"][0]
+            same_round = row[f"{clock}rounds"][0] / base
+            assert row[f"{clock}ratio"] == pytest.approx(1.0 if model == str(wide) else same_round)
+    isa = report["isa"]
+    assert isa["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2" and isa["aten"] != "AVX512"
+    assert not any("512" in str(v) or "AMX" in str(v) for v in isa["onednn"].values())
+    assert str(wide) in proc.stdout and "s/Mpx" in proc.stdout
+
+
+def test_speed_benchmark_reads_what_onednn_ran() -> None:
+    from benchmarks.speed import isa_env, parse_onednn_log
+
+    log = (
+        "probe float32\n"
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX2\n"
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32\n"
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training\n"
+        "probe bfloat16\n"
+    )
+    assert parse_onednn_log(log) == {"isa": "Intel AVX2", "fp32": "brg_conv_fwd:avx2", "bf16": None}
+    assert isa_env("AVX2")["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert isa_env("AVX512_CORE") == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
