@@ -369,3 +369,49 @@ def test_lattice_loss_sees_a_diagonal_hatch_but_not_blur() -> None:
     assert bool((energy > 10).all())
     with pytest.raises(ValueError, match="blocks of 16"):
         losses.lattice_loss(truth[..., :30, :30], truth[..., :30, :30], 4, 16)
+
+
+def test_low_pass_loss_sees_colour_not_detail_that_averages_out() -> None:
+    """Detail that averages to zero over each input texel costs nothing at the input's
+    resolution; a colour shift does."""
+    torch.manual_seed(1)
+    truth = torch.rand(2, 3, 20, 28)
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(10, 14) * 0.1
+    assert losses.low_pass_loss(truth + checker, truth, 4).item() < 1e-6
+    assert losses.low_pass_loss(truth + 0.05, truth, 4).item() == pytest.approx(0.05, abs=1e-5)
+    assert losses.l1_loss(truth + checker, truth).item() == pytest.approx(0.1, abs=1e-5)
+    with pytest.raises(ValueError, match="cells of 4"):
+        losses.low_pass_loss(truth[..., :18, :], truth[..., :18, :], 4)
+
+
+def test_detail_loss_copies_a_teachers_detail_not_its_colours() -> None:
+    torch.manual_seed(2)
+    base = torch.rand(1, 3, 16, 24)
+    detail = 0.1 * torch.randn(1, 3, 16, 24)
+    teacher = base + detail
+    assert losses.detail_loss(base + detail + 0.2, teacher, 4).item() < 1e-6  # colour not taught
+    assert losses.detail_loss(base, teacher, 4).item() > 0.03
+
+
+def test_a_teacher_model_is_frozen_checked_for_scale_and_teaches(tmp_path: Path) -> None:
+    """A SPAN file as the teacher of ``loss.detail_weight``: frozen, in eval mode when the trainer
+    calls ``train()``, refused at another scale; its detail loss passes gradients."""
+    from safetensors.torch import save_file
+
+    from training.archs import settle
+    from upscaler.models import SpanConfig, build_generator
+
+    path = tmp_path / "teacher.safetensors"
+    torch.manual_seed(0)
+    save_file(settle(build_generator("span", SpanConfig(scale=2))).state_dict(), str(path))
+    teacher = perceptual.Teacher(path, 2)
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    lq = torch.rand(2, 3, 12, 12)
+    taught = teacher(lq)
+    assert taught.shape == (2, 3, 24, 24) and not taught.requires_grad
+    pred = torch.rand(2, 3, 24, 24, requires_grad=True)
+    losses.detail_loss(pred, taught, 2).backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+    with pytest.raises(ValueError, match="x2, the run x4"):
+        perceptual.Teacher(path, 4)

@@ -255,6 +255,38 @@ def test_span_trains_exports_and_loads_in_spandrel_and_upscale(
     )
 
 
+def test_a_frozen_first_conv_stays_as_loaded_while_a_teacher_trains_the_rest(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    """``model.frozen`` keeps ``conv_1`` bit for bit through a real fit that uses the teacher's
+    detail and the low-pass fidelity term (the teacher: a SPAN file); the rest moves. A prefix
+    that names no parameter is refused."""
+    assert _fit("span-x4-psnr", tmp_path / "a", folders, *SPAN_TINY).exit_code == 0
+    start = tmp_path / "start.safetensors"
+    run = tmp_path / "a" / "runs" / "span-x4-psnr"
+    assert CliRunner().invoke(main, ["export", str(run), str(start)]).exit_code == 0
+    extra = [
+        *SPAN_TINY,
+        f"model.init_from={str(start)!r}",
+        'model.frozen=["conv_1."]',
+        "loss.low_pass_weight=1.0",
+        "loss.detail_weight=1.0",
+        f"loss.detail_teacher={str(start)!r}",
+        "run.name='frozen'",
+    ]
+    result = _fit("span-x4-psnr", tmp_path / "b", folders, *extra)
+    assert result.exit_code == 0, result.output
+    before = load_generator(run)[0].state_dict()
+    after = load_generator(tmp_path / "b" / "runs" / "frozen")[0].state_dict()
+    first = [k for k in before if k.startswith("conv_1.")]
+    assert first and all(torch.equal(before[k], after[k]) for k in first)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k not in first)
+    with pytest.raises(ConfigError, match="no parameter starts with 'conv_9.'"):
+        Trainer(
+            _config("span-x4-psnr", tmp_path / "c", folders, *SPAN_TINY, 'model.frozen=["conv_9."]')
+        )
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

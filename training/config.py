@@ -113,6 +113,10 @@ class ModelConfig:
     # false: load what fits by name and shape, and report what is missing or left over.
     init_from: str = ""
     init_strict: bool = True
+    # Parameters kept as loaded, by name prefix (e.g. "conv_1."): a first conv whose weights hold
+    # a folded colour normalisation is far smaller than the rest, and Adam, which moves every
+    # weight by about the learning rate, would wreck it.
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from upscaler.models import ARCHITECTURES  # torch: once a recipe is read, not for --help
@@ -242,6 +246,13 @@ class LossConfig:
     sr_feature_weight: float = 0.0
     sr_feature_model: str = "../shared/peers/spanx4_ch48.safetensors"
     sr_feature_blocks: int = 2
+    # Fidelity at the input's resolution only (losses.low_pass_loss): holds colours and shading
+    # to the truth without pulling invented detail towards the blurred average.
+    low_pass_weight: float = 0.0
+    # The fine detail of a frozen teacher model's output (losses.detail_loss; perceptual.Teacher).
+    # Its licence carries over to the model trained.
+    detail_weight: float = 0.0
+    detail_teacher: str = ""
     gan_type: str = "nonsaturating"
     gan_weight: float = 0.0  # 0 with feature_match_weight 0: the PSNR stage (no discriminator)
     feature_match_weight: float = 0.0
@@ -261,10 +272,14 @@ class LossConfig:
             self.lpips_weight,
             self.vgg_weight,
             self.sr_feature_weight,
+            self.low_pass_weight,
+            self.detail_weight,
         )
         others = (self.gan_weight, self.feature_match_weight, self.clip_value, self.r1_weight)
         if min(*weights, *others, self.gp_weight) < 0:
             raise ConfigError("loss weights and loss.clip_value must be >= 0")
+        if self.detail_weight > 0 and not self.detail_teacher:
+            raise ConfigError("loss.detail_weight needs loss.detail_teacher (a model file)")
 
     @property
     def adversarial(self) -> bool:

@@ -219,3 +219,32 @@ def sr_feature_loss(pred: torch.Tensor, target: torch.Tensor, features: SRFeatur
         for a, b in zip(ours, theirs, strict=True)
     ]
     return torch.stack(terms).mean()
+
+
+class Teacher(nn.Module):
+    """A pretrained super-resolution model run frozen on the training inputs, for ``detail_loss``.
+
+    Any single-image model file ``spandrel`` loads (safetensors or a weights-only ``.pth``: no code
+    is run from it) with the run's scale. Its licence carries over to what it teaches: a model
+    distilled from 4xSPANkendata is CC-BY-SA-4.0, and a non-commercial peer must not be used.
+    """
+
+    def __init__(self, path: str | Path, scale: int) -> None:
+        super().__init__()
+        from spandrel import ModelLoader
+
+        from .archs import settle
+
+        descriptor = ModelLoader().load_from_file(str(path))
+        if descriptor.scale != scale:
+            raise ValueError(f"{path}: the teacher is x{descriptor.scale}, the run x{scale}")
+        self.model = descriptor.model
+        settle(self.model)
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> Teacher:
+        return super().train(False)  # fused SPAN branches re-fuse in training mode: never
+
+    @torch.no_grad()
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.model(lq).clamp(0, 1)

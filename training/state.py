@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError
-from .config import Config, to_dict
+from .config import Config, ConfigError, to_dict
 from .discriminator import build_discriminator
 from .generator import ModelEMA, build
 
@@ -51,6 +51,18 @@ class Counters:
         return True
 
 
+def freeze(module: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Keep the parameters of ``module`` whose names start with one of ``prefixes`` as they are
+    (no gradient, so no optimiser step); a prefix that names no parameter is an error."""
+    names = [name for name, _ in module.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ConfigError(f"model.frozen: no parameter starts with {prefix!r}")
+    for name, parameter in module.named_parameters():
+        if name.startswith(prefixes):
+            parameter.requires_grad_(False)
+
+
 class TrainState:
     """The models, optimisers, grad scaler, EMA, RNG and counters of one run (on ``device``)."""
 
@@ -64,6 +76,7 @@ class TrainState:
             else torch.preserve_format
         )
         self.g, self.arch_config = build(config.model, run.seed)
+        freeze(self.g, config.model.frozen)
         self.g.to(device, memory_format=self.memory_format)
         self.d: nn.Module | None = None
         if config.loss.adversarial:

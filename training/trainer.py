@@ -32,11 +32,13 @@ from .losses import (
     checker_loss,
     clip_weights_,
     colour_consistency_loss,
+    detail_loss,
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
     gradient_penalty,
     lattice_loss,
+    low_pass_loss,
     mix_real_fake,
     pixel_loss,
     r1_penalty,
@@ -47,6 +49,7 @@ from .monitor import Health, IntervalMeans, MetricsLog, Progress, shown
 from .perceptual import (
     ALEXNET_FILE,
     SRFeatures,
+    Teacher,
     VGGFeatures,
     build_lpips,
     lpips_loss,
@@ -130,6 +133,11 @@ class Trainer:
             if loss.sr_feature_weight > 0
             else None
         )
+        self.teacher = (
+            Teacher(loss.detail_teacher, config.model.scale).to(device)
+            if loss.detail_weight > 0
+            else None
+        )
         self.val_lpips = self.lpips
         if self.val_lpips is None and weights_available(ALEXNET_FILE) and config.val.folder:
             self.val_lpips = build_lpips().to(device)
@@ -169,6 +177,12 @@ class Trainer:
         if loss.lattice_weight:
             lattice = lattice_loss(sr, gt, scale, loss.step_window)
             terms["lattice"] = loss.lattice_weight * lattice
+        if loss.low_pass_weight:
+            terms["low_pass"] = loss.low_pass_weight * low_pass_loss(sr, gt, scale)
+        if self.teacher is not None:
+            with self._autocast():
+                taught = self.teacher(lq).float()
+            terms["detail"] = loss.detail_weight * detail_loss(sr, taught, scale)
         colour = ~normal.to(sr.device)  # perceptual nets know photos, not vector fields
         if self.lpips is not None and bool(colour.any()):
             terms["lpips"] = loss.lpips_weight * lpips_loss(sr[colour], gt[colour], self.lpips)
