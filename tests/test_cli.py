@@ -189,6 +189,21 @@ def test_scale_selects_and_checks_the_model(tmp_path: Path, tiny_x2: Path) -> No
     assert result.exit_code == 2 and "x2" in result.output
 
 
+def test_sharp_picks_the_shipped_gan_model_and_says_what_is_missing(tmp_path: Path) -> None:
+    """``--sharp`` uses texture-x4-sharp; there is no x2 sharp model, and it cannot go with
+    ``--model`` (one line each, nothing written)."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(make_pixels(8, 12, 3, seed=5)).save(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    result = _invoke(tmp_path / "in", "-o", out, "--sharp", "--dry-run")
+    assert result.exit_code == 0 and "texture-x4-sharp" in result.output, result.output
+    result = _invoke(tmp_path / "in", "-o", out, "--sharp", "--scale", "2")
+    assert result.exit_code == 2 and "no shipped sharp x2 model (sharp models: x4)" in result.output
+    result = _invoke(tmp_path / "in", "-o", out, "--sharp", "--model", "texture-x4")
+    assert result.exit_code == 2 and "cannot go with --model" in result.output
+    assert not out.exists()
+
+
 def test_list_models() -> None:
     result = _invoke("--list-models")
     assert result.exit_code == 0 and "texture-x4" in result.output

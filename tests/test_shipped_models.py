@@ -29,26 +29,40 @@ PEERS = ROOT.parent / "shared" / "peers"
 # textures already Lanczos-downscaled 4-8x to 128 px (dense detail), shrunk 4x again here: the
 # v2 models (measured when shipped: texture-x4 -0.83, texture-x4-fidelity -0.66) lose there,
 # while on such dense whole textures of the validation set they gain 1.05 dB on average (39 of
-# 69 above bicubic; README). A broken model loses many dB.
-SAMPLE_MARGIN = -1.2
+# 69 above bicubic; README). A broken model loses many dB. The GAN model invents detail, which
+# costs PSNR: texture-x4-sharp measured -1.67 (4xSPANkendata -2.54).
+SAMPLE_MARGIN = {"texture-x4-sharp": -2.0}
 # dB over bicubic on the first 16 validation textures at their own resolution (128 px centre
 # crops), the use the models are made for. Measured when shipped: texture-x4 (v3, SPAN) +2.06,
-# texture-x4-fidelity +0.94, texture-x2 +0.04, texture-x2-fidelity +0.28.
+# texture-x4-fidelity +0.94, texture-x2 (v3, SPAN) +2.47, texture-x2-fidelity +0.28,
+# texture-x4-sharp (a GAN: invented detail costs PSNR) -0.57.
+VAL_MARGIN = {
+    "texture-x4": 1.7,
+    "texture-x4-fidelity": 0.3,
+    "texture-x4-sharp": -0.9,
+    "texture-x2": 2.0,
+    "texture-x2-fidelity": 0.1,
+}
 # (ours - peer) dB over bicubic on the same 16 validation crops. Measured for texture-x4 v3:
-# +2.06 against the official SPAN x4's +3.04 and 4xSPANkendata's -2.15 (v2 was +0.54); the
-# fidelity bar issue 22 sets (at least SPAN's) is not met yet: README, Shipped models. A
-# regression of a few tenths fails; a model that reaches SPAN raises the bar.
+# +2.06 against the official SPAN x4's +3.04 and 4xSPANkendata's -2.15 (v2 was +0.54); for
+# texture-x2 v3 +2.47 against the official SPAN x2's +2.90 (v2 +0.04); for texture-x4-sharp
+# -0.57 against 4xSPANkendata's -2.15 (issue 22 asks 0.5 dB above it). The fidelity bar
+# issue 22 sets (at least SPAN's) is not met yet: README, Shipped models. A regression of a few
+# tenths fails; a model that reaches SPAN raises the bar.
 PEER_BARS = {
     ("texture-x4", "spanx4_ch48.safetensors"): -1.3,
     ("texture-x4", "4xSPANkendata.safetensors"): 3.9,
     ("texture-x4-fidelity", "spanx4_ch48.safetensors"): -2.4,
+    ("texture-x4-sharp", "4xSPANkendata.safetensors"): 1.2,
+    ("texture-x2", "spanx2_ch48.safetensors"): -0.8,
 }
-VAL_MARGIN = {
-    "texture-x4": 1.7,
-    "texture-x4-fidelity": 0.3,
-    "texture-x2": -0.15,
-    "texture-x2-fidelity": 0.1,
-}
+# No fine pattern locked to the texel lattice, and no 2x2 checker, above these multiples of the
+# truth's on the bundled samples (texture-x4 v2 laid 16-26x the truth's lattice energy on rock,
+# duct and a normal map, and texture-x2 v2 13-61x on rock, duct and the normal map). Measured
+# when shipped, lattice / checker: texture-x4 0.01-0.14x / 0.01-0.70x, texture-x2 0.01-0.07x /
+# 0.05-0.22x. texture-x4-sharp keeps part of its start's pattern on rock and duct: 0.09-3.14x /
+# 0.02-1.43x (4xSPANkendata 0.13-4.39x / 0.03-1.74x; README, Shipped models).
+PATTERN_BARS = {"texture-x4": 1.0, "texture-x2": 1.0, "texture-x4-sharp": 3.5}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -67,6 +81,7 @@ def test_shipped_model_loads_and_has_a_card(name: str) -> None:
 
 def test_default_models_follow_the_scale() -> None:
     assert default_model(4) == "texture-x4" and default_model(2) == "texture-x2"
+    assert default_model(4, sharp=True) == "texture-x4-sharp"
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:
@@ -98,7 +113,7 @@ def _gain_over_bicubic(name: str, pictures: list[Image.Image]) -> float:
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_models_are_not_broken_on_the_bundled_samples(name: str) -> None:
     pictures = [Image.open(SAMPLES / f"{stem}.png").convert("RGB") for stem in COLOUR_SAMPLES]
-    assert _gain_over_bicubic(name, pictures) > SAMPLE_MARGIN
+    assert _gain_over_bicubic(name, pictures) > SAMPLE_MARGIN.get(name, -1.2)
 
 
 def _val_crops() -> list[Image.Image]:
@@ -130,14 +145,15 @@ def test_shipped_models_against_the_peers(name: str, peer: str) -> None:
     assert ours - theirs > PEER_BARS[(name, peer)]
 
 
-def test_gray_stays_gray_through_the_default_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["texture-x4", "texture-x4-sharp", "texture-x2"])
+def test_gray_stays_gray(name: str) -> None:
     """Gray stored as RGB comes out gray (the issue saw 59 levels of invented colour)."""
     from upscaler.formats.image import ImageFile
     from upscaler.process import TextureOptions, upscale_images
 
     gray = np.asarray(Image.open(SAMPLES / "duct.png").convert("L"))[:64, :64]
     image = ImageFile(np.ascontiguousarray(np.stack([gray] * 3, axis=2)), "PNG")
-    out = upscale_images(load_model("texture-x4", device="cpu"), [image], TextureOptions())
+    out = upscale_images(load_model(name, device="cpu"), [image], TextureOptions())
     pixels = out[0].pixels.astype(int)
     assert (pixels.max(axis=2) - pixels.min(axis=2)).max() <= 2
 
@@ -172,15 +188,33 @@ def test_quick_start_command_on_the_bundled_samples(tmp_path: Path) -> None:
             assert after.mode == before.mode
 
 
+@pytest.mark.parametrize("name", sorted(PATTERN_BARS))
 @pytest.mark.parametrize("stem", ["redrock01", "duct", "wood_planks1", "grass01_n", "grate01_skin"])
-def test_the_default_x4_model_lays_no_screen_door_or_hatch(stem: str) -> None:
-    """No fine pattern locked to the texel lattice above the truth's (v2 laid 16-26x the truth's
-    lattice energy on rock, duct and a normal map, and 3.4x its 2x2 checker energy; v3 measured
-    0.01-0.14x and 0.01-0.70x on these samples)."""
+def test_models_lay_no_screen_door_or_hatch(name: str, stem: str) -> None:
+    """No fine pattern locked to the texel lattice, and no 2x2 checker, above ``PATTERN_BARS``
+    times the truth's."""
     from training.metrics import checker_energy, lattice_energy
 
     hr = Image.open(SAMPLES / f"{stem}.png").convert("RGB")
-    _, sr = _shrunk_and_upscaled(load_model("texture-x4", device="cpu"), hr)
+    model = load_model(name, device="cpu")
+    _, sr = _shrunk_and_upscaled(model, hr)
     truth = _tensor(hr)
-    assert float(lattice_energy(sr, 4)[0] / lattice_energy(truth, 4)[0]) < 1.0
-    assert float(checker_energy(sr)[0] / checker_energy(truth)[0]) < 1.0
+    s = model.scale
+    assert float(lattice_energy(sr, s)[0] / lattice_energy(truth, s)[0]) < PATTERN_BARS[name]
+    assert float(checker_energy(sr)[0] / checker_energy(truth)[0]) < PATTERN_BARS[name]
+
+
+def test_the_sharp_model_puts_back_detail_without_inventing_it_on_flat_ground() -> None:
+    """texture-x4-sharp is there for detail: on the bundled colour samples, shrunk 4x, it puts
+    back at least 0.6 of the truth's fine-detail energy (median; measured 0.98; texture-x4 0.05),
+    and on the flat gray duct no more than 1.2 of it (measured 0.98: no invented structure)."""
+    from training.metrics import high_frequency_energy
+
+    model = load_model("texture-x4-sharp", device="cpu")
+    ratios = {}
+    for stem in COLOUR_SAMPLES:
+        hr = Image.open(SAMPLES / f"{stem}.png").convert("RGB")
+        _, sr = _shrunk_and_upscaled(model, hr)
+        ratios[stem] = float(high_frequency_energy(sr)) / float(high_frequency_energy(_tensor(hr)))
+    assert float(np.median(list(ratios.values()))) > 0.6
+    assert ratios["duct"] < 1.2

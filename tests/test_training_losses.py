@@ -415,3 +415,6 @@ def test_a_teacher_model_is_frozen_checked_for_scale_and_teaches(tmp_path: Path)
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
     with pytest.raises(ValueError, match="x2, the run x4"):
         perceptual.Teacher(path, 4)
+    halved = perceptual.Teacher(path, 1)(lq)  # a x2 teacher of a x1 run: its output box-averaged
+    assert halved.shape == (2, 3, 12, 12)
+    assert torch.allclose(halved, torch.nn.functional.avg_pool2d(taught, 2), atol=1e-6)

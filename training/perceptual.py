@@ -225,8 +225,10 @@ class Teacher(nn.Module):
     """A pretrained super-resolution model run frozen on the training inputs, for ``detail_loss``.
 
     Any single-image model file ``spandrel`` loads (safetensors or a weights-only ``.pth``: no code
-    is run from it) with the run's scale. Its licence carries over to what it teaches: a model
-    distilled from 4xSPANkendata is CC-BY-SA-4.0, and a non-commercial peer must not be used.
+    is run from it) whose scale is the run's or a multiple of it: a x4 teacher of a x2 run has
+    its output box-averaged to the run's size. Its licence carries over to what it teaches: a
+    model distilled from 4xSPANkendata is CC-BY-SA-4.0, and a non-commercial peer must not be
+    used.
     """
 
     def __init__(self, path: str | Path, scale: int) -> None:
@@ -236,8 +238,9 @@ class Teacher(nn.Module):
         from .archs import settle
 
         descriptor = ModelLoader().load_from_file(str(path))
-        if descriptor.scale != scale:
+        if descriptor.scale % scale:
             raise ValueError(f"{path}: the teacher is x{descriptor.scale}, the run x{scale}")
+        self.reduce = descriptor.scale // scale
         self.model = descriptor.model
         settle(self.model)
         self.requires_grad_(False).eval()
@@ -247,4 +250,5 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        return self.model(lq).clamp(0, 1)
+        out = self.model(lq).clamp(0, 1)
+        return F.avg_pool2d(out, self.reduce) if self.reduce > 1 else out

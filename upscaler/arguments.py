@@ -119,6 +119,12 @@ class Arguments:
         help="Shipped or known model name (--list-models), our .safetensors, or a community "
         ".pth/.safetensors.",
     )
+    sharp: bool = _option(
+        "--sharp",
+        is_flag=True,
+        help="Use the shipped sharp model (texture-x4-sharp: a GAN, more invented detail, "
+        "less faithful) instead of the default.",
+    )
     no_download: bool = _option(
         "--no-download",
         is_flag=True,

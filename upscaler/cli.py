@@ -223,7 +223,9 @@ def _command(console: Console, args: Arguments) -> int:
         known.known_models()
     except ValueError as exc:
         raise click.UsageError(shown(exc)) from None
-    name = args.model or _default_model(args.scale)
+    if args.sharp and args.model:
+        raise click.UsageError("--sharp picks a shipped model; it cannot go with --model")
+    name = args.model or _default_model(args.scale, sharp=args.sharp)
     device = _pick_device(args.device)
     state = _state(args.output, args.inputs)
     worklist, jobs = _worklist(args, rules, state, shard_spec)
@@ -272,12 +274,12 @@ def _rules(path: Path | None) -> Rules:
         raise click.UsageError(shown(exc)) from None
 
 
-def _default_model(scale: int | None) -> str:
+def _default_model(scale: int | None, *, sharp: bool = False) -> str:
     from upscaler.models import sources
     from upscaler.models.checkpoint import ModelFileError
 
     try:
-        return sources.default_model(scale or 4)
+        return sources.default_model(scale or 4, sharp=sharp)
     except ModelFileError as exc:
         raise click.BadParameter(exc.reason, param_hint="--scale") from None
 

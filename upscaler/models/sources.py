@@ -45,17 +45,27 @@ SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in (
         ShippedModel("texture-x4", 4, "x4 for game textures: faithful, no screen door or hatch"),
-        ShippedModel("texture-x2", 2, "x2 for game textures: detail back, no texel grid"),
+        ShippedModel("texture-x2", 2, "x2 for game textures: faithful, no screen door"),
         ShippedModel(
             "texture-x4-fidelity", 4, "x4, v2's compact network: faster, better --native on BC1"
         ),
-        ShippedModel("texture-x2-fidelity", 2, "x2, weight-averaged: smoother, highest PSNR"),
+        ShippedModel("texture-x2-fidelity", 2, "x2, v2's compact network: better --native"),
+        ShippedModel("texture-x4-sharp", 4, "x4 GAN (--sharp): invented fine detail; CC-BY-SA-4.0"),
     )
 }
 
 
-def default_model(scale: int) -> str:
-    """The shipped model used when ``--model`` is not given."""
+def default_model(scale: int, *, sharp: bool = False) -> str:
+    """The shipped model used when ``--model`` is not given (``sharp``: the GAN model)."""
+    if sharp:
+        name = f"texture-x{scale}-sharp"
+        if name in SHIPPED and SHIPPED[name].installed:
+            return name
+        shipped = sorted(
+            m.scale for m in SHIPPED.values() if m.name.endswith("-sharp") and m.installed
+        )
+        scales = ", ".join(f"x{s}" for s in shipped) or "none"
+        raise ModelFileError(name, f"no shipped sharp x{scale} model (sharp models: {scales})")
     for name in (f"texture-x{scale}", f"texture-x{scale}-fidelity"):
         if name in SHIPPED and SHIPPED[name].installed:
             return name
