@@ -32,6 +32,14 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
 
 
+def low_pass(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` box-averaged over ``scale x scale`` cells: what the output says at
+    the input's resolution. H and W must be multiples of ``scale``."""
+    if x.shape[-2] % scale or x.shape[-1] % scale:
+        raise ValueError(f"{tuple(x.shape)} is not in cells of {scale}")
+    return F.avg_pool2d(x, scale) if scale > 1 else x
+
+
 def colour_consistency_loss(
     sr: torch.Tensor, lq: torch.Tensor, scale: int, sigma: float = 1.0
 ) -> torch.Tensor:
@@ -46,17 +54,9 @@ def colour_consistency_loss(
         or sr.shape[:2] != lq.shape[:2]
     ):
         raise ValueError(f"sr {tuple(sr.shape)} is not lq {tuple(lq.shape)} x{scale}")
-    down = F.avg_pool2d(sr, scale) if scale > 1 else sr
+    down = low_pass(sr, scale)
     sigmas = torch.full((sr.shape[0],), float(sigma), device=sr.device)
     return (gaussian_blur(down, sigmas) - gaussian_blur(lq.to(down.dtype), sigmas)).abs().mean()
-
-
-def low_pass(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """``x`` ``(B, C, H, W)`` box-averaged over ``scale x scale`` cells: what the output says at
-    the input's resolution. H and W must be multiples of ``scale``."""
-    if x.shape[-2] % scale or x.shape[-1] % scale:
-        raise ValueError(f"{tuple(x.shape)} is not in cells of {scale}")
-    return F.avg_pool2d(x, scale) if scale > 1 else x
 
 
 def high_pass(x: torch.Tensor, scale: int) -> torch.Tensor:
