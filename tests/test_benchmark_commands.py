@@ -212,3 +212,12 @@ def test_speed_benchmark_reads_what_onednn_ran() -> None:
     assert parse_onednn_log(log) == {"isa": "Intel AVX2", "fp32": "brg_conv_fwd:avx2", "bf16": None}
     assert isa_env("AVX2")["ATEN_CPU_CAPABILITY"] == "avx2"
     assert isa_env("AVX512_CORE") == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+
+
+def test_quality_table_says_when_the_truth_has_no_steps_off_the_grid() -> None:
+    # Warzone's tile pages are pixel art stored point-sampled up: at x2 the truth has no step
+    # inside a texel, and its grid ratio is a division by almost nothing.
+    from benchmarks.quality import ratio_cell
+
+    assert ratio_cell(9.7e10) == "> 1000"
+    assert ratio_cell(2.32) == "2.32"
