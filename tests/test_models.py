@@ -108,6 +108,35 @@ def test_community_architecture_through_spandrel(tmp_path: Path) -> None:
     assert upscaler(torch.rand(1, 3, 16, 12)).shape == (1, 3, 32, 24)
 
 
+def test_span_runs_its_branches_fused_once(tmp_path: Path) -> None:
+    """The engine runs SPAN with each Conv3XC summed into one convolution once: the same output
+    bit for bit, the model it was given left with its training branches."""
+    from spandrel.architectures.SPAN import SPAN
+
+    from upscaler.models.span import FusedConv3XC, fused_for_inference
+
+    torch.manual_seed(0)
+    net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=2)
+    with torch.no_grad():  # branches unlike the fused conv's stored weights, as after training
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    net.eval()
+    fused = fused_for_inference(net)
+    assert fused is not net and not any(isinstance(m, FusedConv3XC) for m in net.modules())
+    assert sum(isinstance(m, FusedConv3XC) for m in fused.modules()) == 1 + 6 * 3 + 1
+    assert isinstance(fused.get_submodule("conv_1.eval_conv"), torch.nn.Conv2d)
+    x = torch.rand(1, 3, 20, 17)
+    with torch.inference_mode():
+        assert torch.equal(fused(x), net(x))
+    compact = Compact(CompactConfig(num_features=8, num_blocks=2))
+    assert fused_for_inference(compact) is compact
+
+    path = tmp_path / "span.pth"
+    torch.save(net.state_dict(), path)
+    upscaler = load_model(path)
+    assert any(isinstance(m, FusedConv3XC) for m in upscaler.module.modules())
+
+
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="valid keys"):
         make_config("compact", {"num_feat": 64})

@@ -24,6 +24,7 @@ from upscaler.engine.tiling import BandMerger, Tile, split_tile, tile_weights
 from upscaler.models.descriptor import ModelInfo
 from upscaler.models.input_layer import keep_input_layer
 from upscaler.models.padding import wrap_pad
+from upscaler.models.span import fused_for_inference
 from upscaler.texture.seamless import wrap_index
 
 __all__ = [
@@ -63,6 +64,8 @@ class Upscaler:
         self.device = torch.device(device)
         self.dtype = dtype
         self.info = info
+        # SPAN's re-parameterised convolutions are summed once here, not on every forward.
+        module = fused_for_inference(module.eval())
         self.module = module.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
         if dtype in (torch.bfloat16, torch.float16) and info.input_layer:
             keep_input_layer(self.module, info.input_layer)  # it then takes float32 input

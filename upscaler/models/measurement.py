@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_leaves
 
 from upscaler.models.descriptor import PSNR_CAP, Fidelity
 from upscaler.models.input_layer import keep_input_layer, reduced_copy
+from upscaler.models.span import fused_for_inference
 
 PROBE_FILE = Path(__file__).parent / "probe.png"
 EXACT_FIELD_LIMIT = 32  # theoretical radii up to this are used as they are (bit-exact tiles)
@@ -77,7 +78,7 @@ def measure(
 ) -> Measured:
     """Measure ``module`` (on CPU, fp32; left unchanged) as the module docstring says; ``bf16``
     and ``fp16``: whether the model supports them (unsupported ones stay unmeasured)."""
-    module = module.eval()
+    module = fused_for_inference(module.eval())  # what the engine runs
     effective = probe_receptive_field(module, in_channels, scale, size_multiple)
     exact = theoretical_field is not None and theoretical_field <= EXACT_FIELD_LIMIT
     field_ = theoretical_field if exact else effective

@@ -8,10 +8,13 @@ spandrel's key names, which spandrel (and so ``upscale --model``) detects and lo
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -72,3 +75,39 @@ def span_config(hyper: dict[str, Any]) -> SpanConfig:
         num_features=int(hyper["feature_channels"]),
         norm=bool(hyper.get("norm", True)),
     )
+
+
+class FusedConv3XC(nn.Module):
+    """A SPAN ``Conv3XC`` as inference runs it: its training branches summed into one 3x3
+    convolution once. spandrel's class sums them again on every forward in eval mode (18 times
+    per SPAN pass), which costs more than the convolution itself on small tiles. The sum is the
+    one spandrel computes, so the output is the same bit for bit. The convolution keeps the name
+    ``eval_conv``, so a layer path such as ``conv_1.eval_conv`` still names it."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        block.update_params()  # type: ignore[operator]
+        self.eval_conv = copy.deepcopy(block.get_submodule("eval_conv"))
+        self.has_relu = bool(block.has_relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.eval_conv(x)
+        return F.leaky_relu(out, negative_slope=0.05) if self.has_relu else out
+
+
+def _reparameterised(module: nn.Module) -> bool:
+    return all(hasattr(module, name) for name in ("update_params", "eval_conv", "has_relu"))
+
+
+def fused_for_inference(module: nn.Module) -> nn.Module:
+    """``module`` with every SPAN ``Conv3XC`` fused (``FusedConv3XC``): a copy, so a model in
+    training keeps its branches; ``module`` itself where there is nothing to fuse."""
+    if not any(_reparameterised(child) for child in module.modules()):
+        return module
+    fused = copy.deepcopy(module)
+    parents = [m for m in fused.modules() if not _reparameterised(m)]
+    for parent in parents:
+        for name, child in list(parent.named_children()):
+            if _reparameterised(child):
+                setattr(parent, name, FusedConv3XC(child))
+    return fused
