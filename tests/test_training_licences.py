@@ -1,4 +1,5 @@
-"""``prepare`` records each kept file's licence from the Debian copyright files in the dump."""
+"""``prepare`` on an unpacked Debian package: each kept file's licence, from the package's
+copyright file, and the package's desktop images left out."""
 
 from __future__ import annotations
 
@@ -136,3 +137,19 @@ def test_cli_counts_licences_and_warns_when_there_is_no_copyright_file(tmp_path:
         in result.output
     )
     assert {m["licence"] for m in _manifest(out).values()} == {"unknown"}
+
+
+def test_prepare_leaves_out_the_desktop_icon_and_screenshots(tmp_path: Path) -> None:
+    src, out = tmp_path / "tinygame-data", tmp_path / "set"
+    _unpacked_package(src)
+    icon = src / "usr/share/icons/hicolor/128x128/apps/tinygame.png"
+    icon.parent.mkdir(parents=True)
+    Image.fromarray(make_pixels(48, 48, 3, seed=11)).save(icon)
+    Image.fromarray(make_pixels(40, 60, 3, seed=12)).save(src / GAME / "Screenshot_01.png")
+    prepare(src, out, PrepareOptions(min_size=32, workers=1))
+    dropped = {d["source"]: d["reason"] for d in map(json.loads, (out / "dropped.jsonl").open())}
+    assert dropped["usr/share/icons/hicolor/128x128/apps/tinygame.png"] == (
+        "a desktop file (under usr/share/icons/), not a game texture"
+    )
+    assert dropped[f"{GAME}/Screenshot_01.png"] == "a screenshot by its name, not a texture"
+    assert len(_manifest(out)) == 5  # the package's textures all stay

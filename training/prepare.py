@@ -106,8 +106,28 @@ def _target_size(h: int, w: int, is_jpeg: bool, options: PrepareOptions) -> tupl
     return max(1, round(h * factor)), max(1, round(w * factor))
 
 
+# Folders of a Debian package that hold the desktop's images, never the game's: its menu icon
+# (usr/share/icons, usr/share/pixmaps) and the software centre's screenshots and documents.
+DESKTOP_FOLDERS = ("icons", "pixmaps", "metainfo", "appdata", "applications", "doc")
+
+
+def not_a_texture(path: Path) -> str:
+    """Why ``path`` is no game texture by where it lies or what it is called; empty if it may
+    be one. Screenshots are rendered frames: their detail is the renderer's, not an artist's."""
+    parts = [p.lower() for p in path.parts]
+    for i in range(len(parts) - 3):
+        if parts[i : i + 2] == ["usr", "share"] and parts[i + 2] in DESKTOP_FOLDERS:
+            return f"a desktop file (under usr/share/{parts[i + 2]}/), not a game texture"
+    if "screenshot" in path.stem.lower():
+        return "a screenshot by its name, not a texture"
+    return ""
+
+
 def judge(path: Path, options: PrepareOptions) -> Verdict:
     """Keep or drop one file, and why; never raises for a bad image."""
+    outside = not_a_texture(path)
+    if outside:
+        return Verdict(path, reason=outside)
     try:
         image = read_image(path)
     except ImageReadError as exc:
