@@ -153,3 +153,14 @@ def test_prepare_leaves_out_the_desktop_icon_and_screenshots(tmp_path: Path) -> 
     )
     assert dropped[f"{GAME}/Screenshot_01.png"] == "a screenshot by its name, not a texture"
     assert len(_manifest(out)) == 5  # the package's textures all stay
+
+
+def test_prepare_that_keeps_nothing_still_says_what_it_dropped(tmp_path: Path) -> None:
+    """Minetest's 16 px textures at --min-size 128: an empty set, and every reason written."""
+    src, out = tmp_path / "tinygame-data", tmp_path / "set"
+    _unpacked_package(src)
+    prepared = prepare(src, out, PrepareOptions(min_size=512, workers=1))
+    assert prepared.counts["dropped"] == 6 and prepared.licences == {}
+    assert (out / "manifest.jsonl").read_text() == ""
+    dropped = [json.loads(line)["reason"] for line in (out / "dropped.jsonl").open()]
+    assert len(dropped) == 6 and all(r.startswith("too small") for r in dropped)

@@ -270,7 +270,7 @@ def prepare(
         colour = [i for i, (v, _) in enumerate(jobs) if v.kind == "color"]
         held = {colour[pick] for pick in held_out(val_count, len(colour))}
         jobs = [(v, Path(val) / t.name if i in held else t) for i, (v, t) in enumerate(jobs)]
-    for folder in {t.parent for _, t in jobs}:
+    for folder in {out} | {t.parent for _, t in jobs}:  # out too: it lists what was dropped
         folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(options.workers) as pool:
         written = list(pool.map(lambda job: _write(job[0], job[1], options), jobs))
