@@ -342,6 +342,7 @@ def prepare(
     val_count: int,
 ) -> None:
     """Build a training set in OUT from the unpacked game data in SRC."""
+    from .licences import UNKNOWN
     from .prepare import PrepareOptions
     from .prepare import prepare as run_prepare
 
@@ -358,7 +359,7 @@ def prepare(
             _fail(f"{folder}: the output must not lie inside the source folder {src}")
     if val_folder is not None and inside(real_path(val_folder), real_path(out)):
         _fail(f"--val {val_folder}: keep it out of OUT {out}, which training may read whole")
-    counts = run_prepare(
+    prepared = run_prepare(
         src,
         out,
         options,
@@ -366,9 +367,19 @@ def prepare(
         val=val_folder,
         val_count=val_count,
     )
+    licences = ", ".join(f"{n} {name}" for name, n in prepared.licences.items()) or "none"
     click.echo(
-        ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; manifest: {out}/manifest.jsonl"
+        ", ".join(f"{v} {k}" for k, v in prepared.counts.items())
+        + f"; licences: {licences}; manifest: {out}/manifest.jsonl"
     )
+    unknown = prepared.licences.get(UNKNOWN, 0)
+    if unknown:
+        why = (
+            "no usr/share/doc/*/copyright above them in SRC"
+            if prepared.has_copyright
+            else f"{src} has no usr/share/doc/*/copyright"
+        )
+        click.echo(f"warning: {unknown} files have no licence record: {why}", err=True)
     if pack_path is not None:  # colour, normal and alpha maps (alpha's colour, bled under it)
         _pack(
             [out / kind for kind in ("color", "normal", "alpha") if (out / kind).is_dir()],

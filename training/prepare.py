@@ -5,13 +5,15 @@ kind, flatness, an average hash) without keeping pixels; (2) drop near-duplicate
 the largest copy; (3) decode the survivors again, shrink them (JPEG sources are halved to wash out
 their 8x8 blocks; everything is capped at ``max_size``) and write them as PNG into
 ``OUT/{color,normal,alpha}/`` with ``manifest.jsonl`` (kept files and their sources) and
-``dropped.jsonl`` (every dropped file and why).
+``dropped.jsonl`` (every dropped file and why). Each kept file's licence is recorded beside its
+source, from the Debian copyright files under the source folder (``training.licences``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from upscaler.texture.resample import resize
 
 from .degradations import renormalise_normals
 from .images import list_images
+from .licences import find_copyrights, licences
 from .maps import classify, is_grayscale, looks_like_normal_map
 
 HASH_SIDE = 16  # 16x16 average hash: 256 bits, as the shared data set was deduplicated
@@ -103,8 +106,28 @@ def _target_size(h: int, w: int, is_jpeg: bool, options: PrepareOptions) -> tupl
     return max(1, round(h * factor)), max(1, round(w * factor))
 
 
+# Folders of a Debian package that hold the desktop's images, never the game's: its menu icon
+# (usr/share/icons, usr/share/pixmaps) and the software centre's screenshots and documents.
+DESKTOP_FOLDERS = ("icons", "pixmaps", "metainfo", "appdata", "applications", "doc")
+
+
+def not_a_texture(path: Path) -> str:
+    """Why ``path`` is no game texture by where it lies or what it is called; empty if it may
+    be one. Screenshots are rendered frames: their detail is the renderer's, not an artist's."""
+    parts = [p.lower() for p in path.parts]
+    for i in range(len(parts) - 3):
+        if parts[i : i + 2] == ["usr", "share"] and parts[i + 2] in DESKTOP_FOLDERS:
+            return f"a desktop file (under usr/share/{parts[i + 2]}/), not a game texture"
+    if "screenshot" in path.stem.lower():
+        return "a screenshot by its name, not a texture"
+    return ""
+
+
 def judge(path: Path, options: PrepareOptions) -> Verdict:
     """Keep or drop one file, and why; never raises for a bad image."""
+    outside = not_a_texture(path)
+    if outside:
+        return Verdict(path, reason=outside)
     try:
         image = read_image(path)
     except ImageReadError as exc:
@@ -199,6 +222,17 @@ def _write(verdict: Verdict, target: Path, options: PrepareOptions) -> tuple[int
     return pixels.shape[1], pixels.shape[0], "RGBA" if pixels.shape[2] == 4 else "RGB"
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` did: ``counts`` per kind, of held-out and of dropped files; ``licences``:
+    how many kept (and held-out) files each licence covers; ``has_copyright``: whether the source
+    folder holds any ``usr/share/doc/*/copyright``."""
+
+    counts: dict[str, int]
+    licences: dict[str, int]
+    has_copyright: bool
+
+
 def held_out(count: int, available: int) -> list[int]:
     """Which of ``available`` colour textures to hold out for validation: ``count`` of them,
     at most a quarter (at least one of two or more), spread evenly over the sorted set."""
@@ -214,8 +248,8 @@ def prepare(
     *,
     val: str | Path | None = None,
     val_count: int = 8,
-) -> dict[str, int]:
-    """Build the training set; returns counts per kind, of held-out and of dropped files.
+) -> Prepared:
+    """Build the training set; returns what it kept, held out and dropped, and the licences.
 
     With ``val``, ``val_count`` of the colour textures (see ``held_out``) go into that folder
     instead of ``out/color``: images for ``val.folder`` that training never sees."""
@@ -236,10 +270,11 @@ def prepare(
         colour = [i for i, (v, _) in enumerate(jobs) if v.kind == "color"]
         held = {colour[pick] for pick in held_out(val_count, len(colour))}
         jobs = [(v, Path(val) / t.name if i in held else t) for i, (v, t) in enumerate(jobs)]
-    for folder in {t.parent for _, t in jobs}:
+    for folder in {out} | {t.parent for _, t in jobs}:  # out too: it lists what was dropped
         folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(options.workers) as pool:
         written = list(pool.map(lambda job: _write(job[0], job[1], options), jobs))
+    licence_of = licences(src, paths)  # all the images, so patterns are fitted to the package
     manifest = [
         {
             "file": os.path.relpath(t, out),  # ../val/... for a held-out texture
@@ -248,6 +283,8 @@ def prepare(
             "size": [w, h],
             "mode": mode,
             "ahash": np.packbits(v.digest).tobytes().hex(),
+            "licence": licence_of[v.path].name,
+            "licence_from": licence_of[v.path].origin,
         }
         for (v, t), (w, h, mode) in zip(jobs, written, strict=True)
     ]
@@ -266,4 +303,5 @@ def prepare(
     if val is not None:
         counts["held out for validation"] = len(held)
     counts["dropped"] = len(dropped)
-    return counts
+    by_licence = Counter(str(m["licence"]) for m in manifest)
+    return Prepared(counts, dict(by_licence.most_common()), bool(find_copyrights(src)))
