@@ -221,3 +221,56 @@ def test_quality_table_says_when_the_truth_has_no_steps_off_the_grid() -> None:
 
     assert ratio_cell(9.7e10) == "> 1000"
     assert ratio_cell(2.32) == "2.32"
+
+
+def test_backends_benchmark_times_engines_against_eager_and_caps_openvino(
+    tiny_x4: Path, tmp_path: Path
+) -> None:
+    """A tiny model, the five 64² crops, one round, native and under the AVX2 cap: each engine's
+    s/Mpx, its same-round ratio to eager fp32 and its precision against it; under the cap ONNX
+    Runtime (which cannot be capped) has no rows and OpenVINO ran no AVX-512 kernel."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    out = tmp_path / "backends.json"
+    candidates = "eager-fp32,ort-fp32,ov-fp32,ort-int8"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/backends.py", "--models", str(tiny_x4), "--cases", "64"]
+        + ["--candidates", candidates, "--repeats", "1", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["cpu"]["model"] and report["cpu"]["isa"] and report["repeats"] == 1
+    native, avx2 = report["isas"]
+    assert (native["isa"], avx2["isa"]) == ("native", "AVX2")
+    assert [r["candidate"] for r in native["rows"]] == candidates.split(",")
+    assert [r["candidate"] for r in avx2["rows"]] == ["eager-fp32", "ov-fp32"]
+    for row in native["rows"] + avx2["rows"]:
+        assert row["s_per_mpx"] > 0 and len(row["rounds"]) == 1
+        if row["candidate"] == "eager-fp32":
+            assert row["ratio"] == 1.0 and row["psnr"] == 99.0 and row["max_levels"] == 0
+        elif row["candidate"].endswith("fp32"):  # the same maths in another engine
+            assert row["psnr"] > 60 and row["max_levels"] <= 2 and row["meets_rule"]
+        else:  # int8: some error, still finite
+            assert 20 < row["psnr"] < 99 and row["max_levels"] > 0
+    assert avx2["check"]["onednn"]["isa"] == "Intel AVX2" and avx2["check"]["OV_CPU_MAX_ISA"]
+    (ov_kernels,) = [r["kernels"] for r in avx2["rows"] if r["candidate"] == "ov-fp32"]
+    assert ov_kernels and not any("512" in k or "amx" in k for k in ov_kernels)
+    assert "ort-int8" in proc.stdout and "written" in proc.stdout
+
+
+def test_backends_benchmark_without_its_extra_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from benchmarks.backends import missing_extra
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    assert missing_extra() == (
+        "benchmarks/backends.py needs onnxruntime: pip install -e '.[backends]'"
+    )
