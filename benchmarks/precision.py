@@ -38,9 +38,10 @@ def measure(model: str, formats: list[str]) -> dict[str, object]:
     from upscaler.models.input_layer import reduced_copy
     from upscaler.models.loader import read_model
     from upscaler.models.measurement import fidelity
+    from upscaler.models.span import fused_for_inference
 
     module, info = read_model(model)
-    module = module.eval()  # SPAN runs its training branches in training mode
+    module = fused_for_inference(module.eval())  # as the engine runs it
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     reduced = {dtypes[f]: reduced_copy(module, dtypes[f], info.input_layer) for f in formats}
     start = time.perf_counter()

@@ -305,6 +305,72 @@ def test_a_good_contract_cache_entry_is_used(
     assert got == Measured(**_measured())  # type: ignore[arg-type]
 
 
+def test_shipped_models_come_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every shipped model's measurement ships with the package: its first use on a CPU measures
+    nothing (the 3-14 s of probes), and an empty cache stays empty."""
+    import torch
+
+    from upscaler.models import measurement_cache
+    from upscaler.models.known import file_sha256 as sha256
+    from upscaler.models.loader import read_model
+    from upscaler.models.sources import SHIPPED
+
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU, fp16 is measured too: the shipped measurements are for CPUs")
+    monkeypatch.setenv("UPSCALE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(measurement_cache, "cached", lambda *a: pytest.fail("measured"))
+    shipped = measurement_cache.shipped_measurements()
+    for model in SHIPPED.values():
+        assert sha256(model.path) in shipped, f"{model.name}: python benchmarks/contracts.py"
+        _module, info = read_model(model.name)
+        assert info.receptive_field == shipped[sha256(model.path)].receptive_field
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_shipped_measurement_is_measured_on_first_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An entry of measured.json that is not a measurement (a field out of range, a missing one)
+    is left out, and only that file is measured; an unreadable file leaves them all out."""
+    from upscaler.models import measurement_cache
+
+    good, bad = _measured(), _measured(bf16_max_levels=300)
+    entries = [
+        {"sha256": "a" * 64, "measured": good},
+        {"sha256": "b" * 64, "measured": bad},
+        {"sha256": "c" * 64},
+    ]
+    path = tmp_path / "measured.json"
+    path.write_text(json.dumps({"models": entries}))
+    monkeypatch.setattr(measurement_cache, "SHIPPED_MEASUREMENTS", path)
+    measurement_cache.shipped_measurements.cache_clear()
+    try:
+        assert set(measurement_cache.shipped_measurements()) == {"a" * 64}
+        path.write_text("{not json")
+        measurement_cache.shipped_measurements.cache_clear()
+        assert measurement_cache.shipped_measurements() == {}
+    finally:
+        measurement_cache.shipped_measurements.cache_clear()
+
+
+@pytest.mark.slow
+def test_shipped_measurements_match_a_fresh_measurement() -> None:
+    """``benchmarks/contracts.py --check``: every shipped file measured again, on this CPU, falls
+    on the same side of the precision rule, with the same radius and memory."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/contracts.py", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
 def _records(out: Path) -> dict[str, dict[str, object]]:
     lines = state_path(out.resolve()).read_text().splitlines()
     return {r["target"]: r for r in map(json.loads, lines)}

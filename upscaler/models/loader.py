@@ -28,7 +28,7 @@ from upscaler.models import (
 from upscaler.models.checkpoint import MAX_PARAMETERS, ModelFileError, read_weights
 from upscaler.models.descriptor import ModelInfo
 from upscaler.models.measurement import Measured, measure
-from upscaler.models.measurement_cache import cache_key, cached
+from upscaler.models.measurement_cache import measured_file
 from upscaler.models.sources import ModelSource, resolve
 
 MAX_SCALE = 16
@@ -206,7 +206,7 @@ def describe(
             float_input=float_input,
         )
 
-    measured = cached(cache_key(source, fp16), run) if source else run()
+    measured = measured_file(source, fp16, run) if source else run()
     return ModelInfo(
         name=name,
         arch=arch,

@@ -1,6 +1,11 @@
 """Measurements kept on disk, one small JSON file per model file, so that a model is measured
 once (``upscaler.models.measurement``), not on every run.
 
+The shipped models, and the peers' files measured with them, come measured: ``measured.json``
+beside this module holds their measurements by the file's SHA-256 (``benchmarks/contracts.py``
+writes it), which saves their first use the 3-14 s of probes. It stands for CPU runs only: where
+a GPU is present, fp16 is measured too and the model is measured as any other.
+
 The cache is ``$UPSCALE_CACHE_DIR``, else ``$XDG_CACHE_HOME/texture-upscaler`` (by default
 ``~/.cache/texture-upscaler``). Its files are untrusted input: an entry that is not a regular file,
 or whose fields have the wrong type or range, is measured again.
@@ -12,6 +17,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, fields
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -21,7 +27,7 @@ from upscaler.models.descriptor import PSNR_CAP
 from upscaler.models.known import file_sha256
 from upscaler.models.measurement import Measured
 
-CACHE_VERSION = 7  # bump whenever what is measured, or how, changes
+CACHE_VERSION = 8  # bump whenever what is measured, or how, changes
 MAX_CACHE_BYTES = 1 << 16  # a cached measurement is a few hundred bytes
 
 
@@ -56,10 +62,39 @@ def cached(key: str, compute: Callable[[], Measured]) -> Measured:
     return measured
 
 
-def cache_key(path: Path, fp16: bool) -> str:
+SHIPPED_MEASUREMENTS = Path(__file__).with_name("measured.json")
+
+
+def cache_key(sha256: str, fp16: bool) -> str:
     """A model file's measurements are kept by its SHA-256 and the torch version (and whether
     fp16 was measured: only where a GPU is present)."""
-    return f"{file_sha256(path)}-torch{torch.__version__}{'-fp16' if fp16 else ''}"
+    return f"{sha256}-torch{torch.__version__}{'-fp16' if fp16 else ''}"
+
+
+def measured_file(path: Path, fp16: bool, compute: Callable[[], Measured]) -> Measured:
+    """The measurement of the model file ``path``: shipped with the package (CPU only, see the
+    module docstring), else cached, else ``compute``d and cached."""
+    sha256 = file_sha256(path)
+    if not fp16 and sha256 in shipped_measurements():
+        return shipped_measurements()[sha256]
+    return cached(cache_key(sha256, fp16), compute)
+
+
+@cache
+def shipped_measurements() -> dict[str, Measured]:
+    """``measured.json``'s measurements by SHA-256; an entry that does not read as a measurement
+    is left out (that file is then measured on first use, as any other)."""
+    try:
+        entries = json.loads(SHIPPED_MEASUREMENTS.read_text())["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    found: dict[str, Measured] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            found[entry["sha256"]] = _from_record(entry["measured"])
+        except (ValueError, TypeError, KeyError):
+            continue
+    return found
 
 
 def _from_record(record: object) -> Measured:
