@@ -9,8 +9,10 @@ RealESRGAN_x4plus. ``upscaler/models/measured.json`` ships those measurements fo
 project ships or names (the shipped models; the peers in ``../shared/peers``, where present), by
 SHA-256, so a user's first run starts at once. This script writes it, with the CPU and torch it
 was measured on. ``--check`` measures every file again and compares: the counts (radius,
-bytes) must be equal and the fidelity must fall on the same side of the precision rule, within
-``--tolerance`` dB (another CPU's bf16 kernels round differently).
+bytes) and the input layer must be equal, and each format's PSNR within ``--tolerance`` dB, or
+both broken (255 levels off): another CPU's bf16 kernels round a little differently, so a model
+near the rule may fall on the other side of it there, which the check reports only past the
+tolerance. The shipped figures are used on CPUs only.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def compare(name: str, shipped: dict[str, Any], now: dict[str, Any], tolerance: 
     for fmt in ("bf16", "fp16"):
         was = Fidelity(shipped[f"{fmt}_psnr"], shipped[f"{fmt}_max_levels"])
         got = Fidelity(now[f"{fmt}_psnr"], now[f"{fmt}_max_levels"])
-        if was.meets_rule() != got.meets_rule() or abs(was.psnr - got.psnr) > tolerance:
+        # Far on either side of the rule, a format fails the same way on every CPU (255 levels,
+        # a few dB); near it, another CPU's kernels round a little differently.
+        broken = {was.max_levels == 255, got.max_levels == 255}
+        if len(broken) > 1 or (broken == {False} and abs(was.psnr - got.psnr) > tolerance):
             problems.append(f"{name}: {fmt} shipped {was}, now {got}")
     was_layer, layer = shipped["input_layer"], now["input_layer"]
     if was_layer != layer:

@@ -355,8 +355,8 @@ def test_a_bad_shipped_measurement_is_measured_on_first_use(
 
 @pytest.mark.slow
 def test_shipped_measurements_match_a_fresh_measurement() -> None:
-    """``benchmarks/contracts.py --check``: every shipped file measured again, on this CPU, falls
-    on the same side of the precision rule, with the same radius and memory."""
+    """``benchmarks/contracts.py --check``: every shipped file measured again, on this CPU, has
+    the same radius, memory and input layer, and its fidelity within 1 dB (or broken both times)."""
     import subprocess
     import sys
 
