@@ -138,9 +138,10 @@ NOTES = {
   `--native` +1.47 dB over the old-game input (target +2.5; v2 +2.06).
 - **Speed and precision.** bf16 moves the probe's grate by up to 14 levels (the precision rule
   allows 12), so it runs in fp32: on CPUs without native bf16 (AVX2 desktops, where v2 also
-  runs fp32) it costs 1.37x v2's time per output pixel (1.23 against 0.91 CPU s/Mpx, 1 thread,
-  `benchmarks/speed.py --isa AVX2`); on AVX512-BF16/AMX CPUs v2 runs bf16 and this model costs
-  3.57x v2 (0.61 against 0.17 s/Mpx, `benchmarks/speed.py`).
+  runs fp32) it costs 0.88x v2's time per output pixel (0.76 against 0.87 CPU s/Mpx, 1 thread,
+  `benchmarks/speed.py --isa AVX2`, since its re-parameterised convolutions are summed once at
+  load); on AVX512-BF16/AMX CPUs v2 runs bf16 and this model costs 3.63x v2 (0.565 against
+  0.157 s/Mpx, `benchmarks/speed.py`).
   `texture-x4-fidelity` (v2's compact network) remains for speed, and for `--native` on
   block-compressed old-game maps.""",
     "texture-x2": """## What changed from v2, and what is still missed
@@ -184,7 +185,10 @@ NOTES = {
   a fine diamond mesh becomes streaks, as with 4xSPANkendata: for meshes, grates and chainmail
   use the default `texture-x4`.
 - **Speed and precision.** The same network as `texture-x4` (SPAN, 48 channels): the same time
-  per output pixel. bf16 fails the precision rule here too, so it runs in fp32.""",
+  per output pixel in fp32. Its bf16 output meets the precision rule (50.6 dB from fp32, at
+  most 8 levels off: `benchmarks/precision.py`), so on AVX512-BF16/AMX CPUs it runs bf16, 2.2x
+  faster than in fp32 (0.253 against 0.577 CPU s per output megapixel, `benchmarks/speed.py`);
+  elsewhere fp32. Its quality figures above were measured in fp32.""",
 }
 WEIGHTS_SHIPPED = {
     "live": "the last trained weights of the last stage (more detail than their average)",

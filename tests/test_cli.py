@@ -196,7 +196,7 @@ def test_sharp_picks_the_shipped_gan_model_and_says_what_is_missing(tmp_path: Pa
     Image.fromarray(make_pixels(8, 12, 3, seed=5)).save(tmp_path / "in" / "a.png")
     out = tmp_path / "out"
     result = _invoke(tmp_path / "in", "-o", out, "--sharp", "--dry-run")
-    assert result.exit_code == 0 and "texture-x4-sharp" in result.output, result.output
+    assert result.exit_code == 0 and "model: texture-x4-sharp (x4, " in result.output, result.output
     result = _invoke(tmp_path / "in", "-o", out, "--sharp", "--scale", "2")
     assert result.exit_code == 2 and "no shipped sharp x2 model (sharp models: x4)" in result.output
     result = _invoke(tmp_path / "in", "-o", out, "--sharp", "--model", "texture-x4")

@@ -249,6 +249,12 @@ def _command(console: Console, args: Arguments) -> int:
         recipes=not args.dry_run,
     )
     if args.dry_run:
+        import torch
+
+        names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        precision = names.get(upscaler.dtype, str(upscaler.dtype))
+        info = f"x{upscaler.scale}, {precision} on {upscaler.device}"
+        console.line(f"model: {upscaler.info.name} ({info})", err=False)
         dry_run(console, plan)
         return EXIT_OK
     return run_batch(console, upscaler, plan, args.quiet, args.max_memory)
