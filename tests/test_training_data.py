@@ -20,6 +20,7 @@ from training.data import PairedSet, ResumableSampler, TrainSet, make_loader
 from training.maps import KINDS
 from training.pack import PackError, pack_folders, read_pack
 from training.recipe import degrade
+from upscaler.texture.maps import kind_from_name
 
 DATA = DataConfig(crop_size=16, batch_size=2, num_workers=0)
 MIX = DegradeConfig(bc_prob=0.5, jpeg_prob=0.3, blur_prob=0.3)
@@ -354,3 +355,24 @@ def test_prepare_does_not_follow_links_out_of_the_dump(tmp_path: Path) -> None:
     dropped = [json.loads(line)["source"] for line in (out / "dropped.jsonl").open()]
     assert "world/holiday.png" not in sources + dropped
     assert "world/inside.png" in sources + dropped  # a link that stays inside is a texture
+
+
+def test_prepared_names_read_as_their_sources_do(tmp_path: Path) -> None:
+    """A one-word name says nothing (FlightGear's ``.../vario/S3/S3.png``); flattened after its
+    folders, its word would read as a suffix ("S3": specular), and the pack would leave a kept
+    colour texture out as a data map. The prepared name keeps it saying nothing."""
+    src, out = tmp_path / "dump", tmp_path / "set"
+    for seed, rel in enumerate(("vario/S3/S3.png", "tiles/rock_n.png", "walls/brick.png")):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels = make_pixels(40, 40, 3, seed=seed)
+        if rel.endswith("_n.png"):  # a real normal map: unit vectors, bluish
+            pixels[..., :2], pixels[..., 2] = 128, 255
+        Image.fromarray(pixels).save(src / rel)
+    result = CliRunner().invoke(main, ["prepare", str(src), str(out), "--min-size", "32"])
+    assert result.exit_code == 0, result.output
+    kept = {m["source"]: m for m in map(json.loads, (out / "manifest.jsonl").open())}
+    assert kept["vario/S3/S3.png"]["file"] == "color/vario_S3_S3_texture.png"
+    assert kept["walls/brick.png"]["file"] == "color/walls_brick.png"
+    assert kind_from_name(kept["tiles/rock_n.png"]["file"]) == "normal"
+    packed = pack_folders([out / "color"], tmp_path / "p.safetensors", crop_size=32, per_image=1)
+    assert packed.crops == 2  # neither colour texture left out as a data map

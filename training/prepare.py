@@ -199,7 +199,13 @@ def shrink(pixels: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarray:
 
 
 def _output_name(path: Path, src: Path, taken: set[str]) -> str:
+    """The file's path under ``src`` flattened into one name, read as the file's own name is: a
+    name of one word ("S3.png", "n.png") says nothing, but after its folders its word would read
+    as a suffix ("vario_S3": specular, so a data map; "tiles_n": normal), and a neutral last word
+    keeps it saying nothing."""
     stem = "_".join(path.relative_to(src).with_suffix("").parts)
+    if kind_from_name(path.name) is None and kind_from_name(f"{stem}.png") is not None:
+        stem += "_texture"
     name, n = f"{stem}.png", 1
     while name.lower() in taken:
         n += 1
