@@ -79,8 +79,8 @@ def span_config(hyper: dict[str, Any]) -> SpanConfig:
 
 class FusedConv3XC(nn.Module):
     """A SPAN ``Conv3XC`` as inference runs it: its training branches summed into one 3x3
-    convolution once. spandrel's class sums them again on every forward in eval mode (18 times
-    per SPAN pass), which costs more than the convolution itself on small tiles. The sum is the
+    convolution once. spandrel's class sums them again on every forward in eval mode (20 times
+    per SPAN pass): a third of a pass's time on a 64 px tile, a sixth at 128 px. The sum is the
     one spandrel computes, so the output is the same bit for bit. The convolution keeps the name
     ``eval_conv``, so a layer path such as ``conv_1.eval_conv`` still names it."""
 
