@@ -15,3 +15,25 @@ def require_data(script: str, folder: Path, option: str = "--data") -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ROOT.parent / "shared" / "peers"  # the pretrained peers, beside the repository
+
+
+def shipped_and_peers(peer_files: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """``(name, file)`` of every installed shipped model, then of each of ``peer_files`` found
+    in ``../shared/peers`` (named by its file name)."""
+    from upscaler.models.sources import SHIPPED
+
+    found = [(m.name, m.path) for m in SHIPPED.values() if m.installed]
+    return found + [(name, PEERS / name) for name in peer_files if (PEERS / name).is_file()]
+
+
+def write_report(path: Path, report: object, indent: int = 2) -> None:
+    """Write a benchmark's JSON ``report`` to ``path`` (its folder made) and say so."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=indent) + "\n")
+    print(f"written {path}")

@@ -55,7 +55,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.inference import MODELS, VAL  # noqa: E402  (after the path: the project's own)
+from benchmarks import write_report  # noqa: E402  (after the path: the project's own)
+from benchmarks.inference import MODELS, VAL  # noqa: E402
 from benchmarks.machine import cpu_record  # noqa: E402
 from benchmarks.speed import SAMPLES, Entry, isa_check, isa_env, load_crops, measure  # noqa: E402
 
@@ -425,9 +426,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "isas": parts,
     }
     print_table(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

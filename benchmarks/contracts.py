@@ -27,9 +27,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import shipped_and_peers, write_report  # noqa: E402
 from benchmarks.machine import cpu_record  # noqa: E402
 
-PEERS = ROOT.parent / "shared" / "peers"
 PEER_FILES = (
     "realesr-animevideov3-x4.safetensors",
     "RealESRGAN_x4plus.safetensors",
@@ -37,13 +37,6 @@ PEER_FILES = (
     "spanx2_ch48.safetensors",
     "4xSPANkendata.safetensors",
 )
-
-
-def files() -> list[tuple[str, Path]]:
-    from upscaler.models.sources import SHIPPED
-
-    found = [(m.name, m.path) for m in SHIPPED.values() if m.installed]
-    return found + [(name, PEERS / name) for name in PEER_FILES if (PEERS / name).is_file()]
 
 
 def measure_afresh(path: Path) -> Any:
@@ -103,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         shipped = {e["sha256"]: e for e in json.loads(out.read_text())["models"]}
         problems = []
-        for name, path in files():
+        for name, path in shipped_and_peers(PEER_FILES):
             entry = shipped.get(file_sha256(path))
             if entry is None:
                 problems.append(f"{name}: {path.name} is not in {out.name}")
@@ -115,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         return 1 if problems else 0
     models = []
-    for name, path in files():
+    for name, path in shipped_and_peers(PEER_FILES):
         measured = measure_afresh(path)
         models.append({"name": name, "sha256": file_sha256(path), "measured": asdict(measured)})
         print(f"{name}: bf16 {measured.fidelity(torch.bfloat16)}")
     record = {"cpu": cpu_record(), "torch": torch.__version__, "models": models}
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"written {out}")
+    write_report(out, record, indent=1)
     return 0
 
 

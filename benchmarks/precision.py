@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import shipped_and_peers, write_report  # noqa: E402
 from benchmarks.machine import cpu_record  # noqa: E402
 
-PEERS = ROOT.parent / "shared" / "peers"
 PEER_FILES = (
     "realesr-animevideov3-x4.safetensors",
     "RealESRGAN_x4plus.safetensors",
@@ -63,17 +63,13 @@ def main() -> None:
     parser.add_argument("--formats", default="bf16,fp16")
     parser.add_argument("--out", default="benchmarks/results/precision.json")
     args = parser.parse_args()
-    from upscaler.models.sources import SHIPPED
-
-    models = [m.name for m in SHIPPED.values() if m.installed]
-    models += [str(PEERS / f) for f in PEER_FILES if (PEERS / f).is_file()]
+    models = [str(path) for _, path in shipped_and_peers(PEER_FILES)]
     models = args.models.split(",") if args.models else models
     rows = []
     for model in models:
         rows.append(measure(model, args.formats.split(",")))
         print(json.dumps(rows[-1]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"cpu": cpu_record(), "models": rows}, indent=2))
+    write_report(Path(args.out), {"cpu": cpu_record(), "models": rows})
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ record (``benchmarks/machine.py``), the ISA check, threads, size, repeats and th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -62,7 +61,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import cpu_record  # noqa: E402  (after the path: the project's own)
+from benchmarks import write_report  # noqa: E402  (after the path: the project's own)
+from benchmarks.machine import cpu_record  # noqa: E402
 
 SAMPLES = ROOT / "samples" / "textures"
 PRECISIONS = ("auto", "fp32")
@@ -316,9 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rows": summarize(entries, rounds, args.baseline),
     }
     print_table(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "__init__.py")
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_benchmark_script_starts(script: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": "."}
-    proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", "--help"],
+def _script(name: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<name>`` with ``args`` from the repository root, as the README does."""
+    return subprocess.run(
+        [sys.executable, f"benchmarks/{name}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
-        env=env,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": "."},
     )
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_script_starts(script: str, tmp_path: Path) -> None:
+    proc = _script(script, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage" in proc.stdout.lower()
 
@@ -64,14 +68,7 @@ def test_inference_benchmark_without_shared_says_so_in_one_line(tmp_path: Path) 
 
 def _gpu_benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``benchmarks/gpu.py`` as a user does, writing its JSON to ``out``."""
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu.py", *args, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": "."},
-    )
+    proc = _script("gpu.py", *args, "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
 
@@ -146,14 +143,7 @@ def test_benchmarks_without_their_data_say_so_in_one_line(
     """Without ../shared (or with a data folder that is not there) a benchmark names the folder
     and where such data comes from in one line, exit 2, no traceback."""
     missing = tmp_path / "shared" / "data" / "textures" / "val"
-    proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", *args, str(missing)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": "."},
-    )
+    proc = _script(script, *args, str(missing))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and str(missing) in proc.stderr
     assert "../shared/data" in proc.stderr
@@ -170,14 +160,10 @@ def test_speed_benchmark_interleaves_models_and_writes_its_json(
     wide = write_compact(tmp_path / "wide-x4.safetensors", num_features=16, seed=1)
     out = tmp_path / "speed.json"
     models = f"{tiny_x4},{wide}"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/speed.py", "--models", models, "--baseline", str(wide)]
-        + ["--size", "12", "--repeats", "1", "--warmup", "0", "--isa", "avx2", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": "."},
+    proc = _script(
+        "speed.py",
+        *("--models", models, "--baseline", str(wide), "--size", "12", "--repeats", "1"),
+        *("--warmup", "0", "--isa", "avx2", "--out", str(out)),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -233,14 +219,11 @@ def test_backends_benchmark_times_engines_against_eager_and_caps_openvino(
     pytest.importorskip("openvino")
     out = tmp_path / "backends.json"
     candidates = "eager-fp32,ort-fp32,ov-fp32,ort-int8"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/backends.py", "--models", str(tiny_x4), "--cases", "64"]
-        + ["--candidates", candidates, "--repeats", "1", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    proc = _script(
+        "backends.py",
+        *("--models", str(tiny_x4), "--cases", "64", "--candidates", candidates),
+        *("--repeats", "1", "--out", str(out)),
         timeout=180,
-        env={**os.environ, "PYTHONPATH": "."},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())

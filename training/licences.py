@@ -159,12 +159,15 @@ def find_copyrights(src: Path) -> list[Path]:
     )
 
 
-def licences(src: str | Path, files: Iterable[Path]) -> dict[Path, Licence]:
-    """The licence of each of ``files`` (under ``src``), from the copyright files under it."""
+def licences(
+    src: str | Path, files: Iterable[Path], copyright_files: list[Path] | None = None
+) -> dict[Path, Licence]:
+    """The licence of each of ``files`` (under ``src``), from the copyright files under it
+    (``copyright_files``: ``find_copyrights(src)``, when the caller has walked ``src`` already)."""
     src = Path(src)
     files = list(files)
     roots: dict[Path, list[Path]] = {}
-    for copyright_file in find_copyrights(src):
+    for copyright_file in find_copyrights(src) if copyright_files is None else copyright_files:
         roots.setdefault(copyright_file.parents[4], []).append(copyright_file)
     groups: dict[Path, list[Path]] = {}
     out: dict[Path, Licence] = {}

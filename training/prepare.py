@@ -280,7 +280,8 @@ def prepare(
         folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(options.workers) as pool:
         written = list(pool.map(lambda job: _write(job[0], job[1], options), jobs))
-    licence_of = licences(src, paths)  # all the images, so patterns are fitted to the package
+    copyrights = find_copyrights(src)  # one walk of the dump for both uses
+    licence_of = licences(src, paths, copyrights)  # all the images: patterns fit the package
     manifest = [
         {
             "file": os.path.relpath(t, out),  # ../val/... for a held-out texture
@@ -310,4 +311,4 @@ def prepare(
         counts["held out for validation"] = len(held)
     counts["dropped"] = len(dropped)
     by_licence = Counter(str(m["licence"]) for m in manifest)
-    return Prepared(counts, dict(by_licence.most_common()), bool(find_copyrights(src)))
+    return Prepared(counts, dict(by_licence.most_common()), bool(copyrights))

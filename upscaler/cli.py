@@ -249,11 +249,9 @@ def _command(console: Console, args: Arguments) -> int:
         recipes=not args.dry_run,
     )
     if args.dry_run:
-        import torch
+        from upscaler.engine.load import precision_name
 
-        names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-        precision = names.get(upscaler.dtype, str(upscaler.dtype))
-        info = f"x{upscaler.scale}, {precision} on {upscaler.device}"
+        info = f"x{upscaler.scale}, {precision_name(upscaler.dtype)} on {upscaler.device}"
         console.line(f"model: {upscaler.info.name} ({info})", err=False)
         dry_run(console, plan)
         return EXIT_OK
@@ -371,22 +369,22 @@ def _precision_note(upscaler: Upscaler) -> str | None:
     """Why ``auto`` chose fp32 on a device with a faster precision, and what it would change."""
     import torch
 
-    from upscaler.engine.load import fast_dtypes
+    from upscaler.engine.load import fast_dtypes, precision_name
     from upscaler.models.descriptor import RULE
 
     if upscaler.dtype != torch.float32:
         return None
-    info, names = upscaler.info, {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    info = upscaler.info
     supported = {torch.bfloat16: info.supports_bf16, torch.float16: info.supports_fp16}
     measured = [
         d for d in fast_dtypes(upscaler.device) if supported[d] and info.fidelity(d).psnr > 0
     ]
     if not measured:  # nothing faster here, or not measured: nothing to explain
         return None
-    dtype = measured[0]
+    dtype, name = measured[0], precision_name(measured[0])
     return (
-        f"note: {info.name} runs in fp32: in {names[dtype]} its output is "
-        f"{info.fidelity(dtype)} (auto needs {RULE}); --precision {names[dtype]} runs faster "
+        f"note: {info.name} runs in fp32: in {name} its output is "
+        f"{info.fidelity(dtype)} (auto needs {RULE}); --precision {name} runs faster "
         "here, with those differences"
     )
 

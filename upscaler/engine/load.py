@@ -56,6 +56,14 @@ def fast_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
     return bf16
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: a dtype as ``--precision`` names it."""
+    return next((name for name, d in DTYPES.items() if d == dtype), str(dtype))
+
+
 def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.dtype:
     """``auto``: the first of ``fast_dtypes(device)`` that the model supports and whose measured
     output meets the precision rule (``Fidelity.meets_rule``: PSNR >= 50 dB against fp32's and
@@ -67,10 +75,9 @@ def pick_dtype(precision: str, device: torch.device, info: ModelInfo) -> torch.d
             if supported[dtype] and info.fidelity(dtype).meets_rule():
                 return dtype
         return torch.float32
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
+    if precision not in DTYPES:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dtype = dtypes[precision]
+    dtype = DTYPES[precision]
     if dtype == torch.bfloat16 and not info.supports_bf16:
         raise ValueError(f"{info.name} does not support bf16")
     if dtype == torch.float16 and not info.supports_fp16:

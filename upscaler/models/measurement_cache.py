@@ -75,9 +75,8 @@ def measured_file(path: Path, fp16: bool, compute: Callable[[], Measured]) -> Me
     """The measurement of the model file ``path``: shipped with the package (CPU only, see the
     module docstring), else cached, else ``compute``d and cached."""
     sha256 = file_sha256(path)
-    if not fp16 and sha256 in shipped_measurements():
-        return shipped_measurements()[sha256]
-    return cached(cache_key(sha256, fp16), compute)
+    shipped = None if fp16 else shipped_measurements().get(sha256)
+    return shipped or cached(cache_key(sha256, fp16), compute)
 
 
 @cache
