@@ -10,6 +10,8 @@ scale (bicubic, as ``tests/test_shipped_models.py`` does). Models run as ``upsca
 (seamless detection, tiling, the precision ``auto`` picks). Pixels are shown ``--zoom`` times,
 nearest neighbour, so one output pixel is a ``zoom``-pixel square: a one-pixel pattern shows.
 The textures default to the bundled samples, so the figure needs nothing beside the repository.
+``--bc1``: the shrunk input goes through a BC1 round trip first (the product's own encoder), as
+a texture that was stored as DXT1 holds it; bicubic is then the upscale of that input.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from upscaler.engine.load import pick_device, pick_dtype  # noqa: E402
+from upscaler.engine.load import load_model  # noqa: E402
 from upscaler.engine.pipeline import Upscaler  # noqa: E402
+from upscaler.formats import bcn  # noqa: E402
 from upscaler.formats.image import ImageFile  # noqa: E402
-from upscaler.models.loader import read_model  # noqa: E402
 from upscaler.process import TextureOptions, upscale_images  # noqa: E402
 
 SAMPLES = ROOT / "samples" / "textures"
@@ -36,16 +38,20 @@ GAP = 4
 
 
 def load(name: str) -> Upscaler:
-    """Model ``name`` (shipped, known or a file) on the CPU at the precision ``auto`` picks."""
-    module, info = read_model(name)
-    device = pick_device("cpu")
-    return Upscaler(module, info, device=device, dtype=pick_dtype("auto", device, info))
+    """Model ``name`` (shipped, known or a file) on the CPU at the precision ``auto`` picks, with
+    a shipped model's weights for block-compressed inputs, as ``upscale`` loads it."""
+    return load_model(name, device="cpu", dtype="auto")
 
 
 def upscaled(model: Upscaler, lq: np.ndarray) -> np.ndarray:
     """``lq`` (H, W, 3) uint8 through ``model`` as ``upscale`` runs it."""
     out = upscale_images(model, [ImageFile(lq, "PNG")], TextureOptions())[0]
     return out.pixels[:, :, :3]
+
+
+def bc1_round_trip(pixels: np.ndarray) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    return np.ascontiguousarray(bcn.decode(bcn.encode(pixels, 1), 1, h, w)[:, :, :3])
 
 
 def centre(pixels: np.ndarray, crop: int) -> np.ndarray:
@@ -80,6 +86,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64, help="output pixels per side")
     parser.add_argument("--zoom", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bc1", action="store_true", help="BC1 round trip of the shrunk input")
     args = parser.parse_args()
     models = [item.split("=", 1) for item in args.models.split(",")]
     if any(len(pair) != 2 for pair in models):
@@ -94,6 +101,8 @@ def main() -> None:
         for label, model in loaded:
             s = model.scale
             lq = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
+            if args.bc1:
+                lq = Image.fromarray(bc1_round_trip(np.asarray(lq)))
             if len(row) == 1:
                 bicubic = np.asarray(lq.resize(hr.size, Image.Resampling.BICUBIC))
                 row.append(("bicubic", centre(bicubic, args.crop)))

@@ -76,10 +76,8 @@ from training.metrics import (  # noqa: E402
     psnr_y,
     rgb_to_y,
 )
-from upscaler.engine.load import pick_device, pick_dtype  # noqa: E402
-from upscaler.engine.pipeline import Upscaler  # noqa: E402
+from upscaler.engine.load import load_model  # noqa: E402
 from upscaler.formats.image import ImageFile, read_image  # noqa: E402
-from upscaler.models.loader import read_model  # noqa: E402
 from upscaler.process import TextureOptions, upscale_images  # noqa: E402
 from upscaler.texture.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
 from upscaler.texture.levels import round_to_levels  # noqa: E402
@@ -122,10 +120,9 @@ def shrink_linear(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def model_method(name: str, precision: str) -> tuple[Method, int, str]:
-    """Upscale like ``upscale`` does: seamless detection, tiling, ``--native`` filtering."""
-    module, info = read_model(name)
-    device = pick_device("cpu")
-    up = Upscaler(module, info, device=device, dtype=pick_dtype(precision, device, info))
+    """Upscale like ``upscale`` does: seamless detection, tiling, ``--native`` filtering, and a
+    shipped model's own weights for block-compressed inputs (the BC1 and native columns)."""
+    up = load_model(name, device="cpu", dtype=precision)
 
     def run(lq: torch.Tensor, native: bool) -> torch.Tensor:
         pixels = (lq[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
@@ -133,7 +130,10 @@ def model_method(name: str, precision: str) -> tuple[Method, int, str]:
         out = upscale_images(up, [image], TextureOptions(native=native))[0]
         return torch.from_numpy(out.pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
 
-    return run, info.scale, str(up.dtype).removeprefix("torch.")
+    dtype = str(up.dtype).removeprefix("torch.")
+    if up.for_blocks is not None:
+        dtype += f", {str(up.for_blocks.dtype).removeprefix('torch.')} on BC"
+    return run, up.scale, dtype
 
 
 def kernel_method(kernel: str, scale: int) -> Method:

@@ -252,6 +252,11 @@ def _command(console: Console, args: Arguments) -> int:
         from upscaler.engine.load import precision_name
 
         info = f"x{upscaler.scale}, {precision_name(upscaler.dtype)} on {upscaler.device}"
+        blocks = upscaler.for_blocks
+        if blocks is not None:
+            info += (
+                f"; block-compressed textures: {blocks.info.name}, {precision_name(blocks.dtype)}"
+            )
         console.line(f"model: {upscaler.info.name} ({info})", err=False)
         dry_run(console, plan)
         return EXIT_OK
@@ -317,9 +322,10 @@ def _worklist(
 
 def _print_notes(console: Console, args: Arguments, upscaler: Upscaler, worklist: WorkList) -> None:
     if not args.quiet and args.precision == "auto":
-        note = _precision_note(upscaler)
-        if note:
-            console.line(note)
+        for engine in (upscaler, upscaler.for_blocks):
+            note = _precision_note(engine) if engine is not None else None
+            if note:
+                console.line(note)
     for path, reason in worklist.notes:
         console.line(f"note: {path}: {reason}")
     if worklist.duplicates:

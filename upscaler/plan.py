@@ -100,13 +100,21 @@ class RunPlan:
 
 def producer(upscaler: Upscaler) -> dict[str, object]:
     """What, besides each file's options and format, decides an output's pixels: the model file's
-    SHA-256 (its name when it was built in memory), scale and precision."""
+    SHA-256 (its name when it was built in memory), scale and precision, and the same of the
+    weights it hands block-compressed textures to, if any."""
+    made = {"model": _model_id(upscaler), "scale": upscaler.scale, "dtype": str(upscaler.dtype)}
+    blocks = upscaler.for_blocks
+    if blocks is not None:
+        made["blocks"] = {"model": _model_id(blocks), "dtype": str(blocks.dtype)}
+    return made
+
+
+def _model_id(upscaler: Upscaler) -> str:
     source = Path(upscaler.info.source) if upscaler.info.source else None
     try:
-        model = file_sha256(source) if source is not None else f"name:{upscaler.info.name}"
+        return file_sha256(source) if source is not None else f"name:{upscaler.info.name}"
     except OSError:
-        model = f"name:{upscaler.info.name}"
-    return {"model": model, "scale": upscaler.scale, "dtype": str(upscaler.dtype)}
+        return f"name:{upscaler.info.name}"
 
 
 def made_by(job: Job, options: TextureOptions, producer: Mapping[str, object]) -> str:

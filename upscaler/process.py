@@ -28,6 +28,7 @@ from upscaler.formats.dds import DdsWrite, wants_mips
 from upscaler.formats.image import ImageFile
 from upscaler.texture import alpha as alpha_
 from upscaler.texture import maps
+from upscaler.texture.blocks import looks_block_compressed
 from upscaler.texture.cube import FACES, pad_faces
 from upscaler.texture.levels import quantize, to_levels, to_tensor
 from upscaler.texture.maps import MapInfo
@@ -118,7 +119,17 @@ def plan_texture(
     if gray:
         notes.append("gray stored as RGB: upscaled as one gray channel")
     return MapInfo(
-        kind, mode, two_channel, coverage, soft, constant, wrap, tuple(notes), premultiplied, gray
+        kind,
+        mode,
+        two_channel,
+        coverage,
+        soft,
+        constant,
+        wrap,
+        tuple(notes),
+        premultiplied,
+        gray,
+        block_compressed=image.bits == 8 and looks_block_compressed(image.pixels),
     )
 
 
@@ -164,6 +175,7 @@ def batch_key(image: ImageFile, info: MapInfo) -> tuple[object, ...]:
         info.gray_rgb,
         len(image.layers),
         info.cube,
+        info.block_compressed,
     )
 
 
@@ -215,6 +227,8 @@ def upscale_images(
     if wrap is not None:
         infos = [replace(info, wrap=wrap) for info in infos]
     info, first = infos[0], images[0]
+    if info.block_compressed and upscaler.for_blocks is not None:
+        upscaler = upscaler.for_blocks
     h, w = first.size
     bits = first.bits
     inputs = [model_input(im, i) for im, i in zip(images, infos, strict=True)]

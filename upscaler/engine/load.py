@@ -9,7 +9,7 @@ import torch
 from upscaler.engine.pipeline import Upscaler
 from upscaler.models.descriptor import ModelInfo
 from upscaler.models.loader import read_model
-from upscaler.models.sources import ModelSource
+from upscaler.models.sources import ModelSource, blocks_model
 from upscaler.options import PRECISIONS
 
 
@@ -100,12 +100,21 @@ def load_model(
     Returns an ``Upscaler``: ``.scale``, and ``upscaler(x)`` maps ``(B, C, H, W)`` in ``[0, 1]`` to
     ``(B, C, H*scale, W*scale)``. Loads on CPU in float32 unless ``device``/``dtype`` say
     otherwise; ``dtype`` may also name a precision (``auto``, ``fp32``, ``bf16``, ``fp16``: see
-    ``pick_dtype``). ``max_memory``: the memory budget in bytes (None: from the device).
+    ``pick_dtype``). ``max_memory``: the memory budget in bytes (None: from the device). A
+    shipped model with weights for block-compressed textures (``ShippedModel.blocks``) comes
+    with them loaded too, as ``Upscaler.for_blocks``.
     """
     module, info = read_model(model)
     device = pick_device(device or "cpu")
+    precision = dtype
     if isinstance(dtype, str):
         dtype = pick_dtype(dtype, device, info)
-    return Upscaler(
+    upscaler = Upscaler(
         module, info, device=device, dtype=dtype or torch.float32, max_memory=max_memory
     )
+    companion = blocks_model(model)
+    if companion:  # a shipped model with its own weights for block-compressed textures
+        upscaler.for_blocks = load_model(
+            companion, device=device, dtype=precision, max_memory=max_memory
+        )
+    return upscaler

@@ -49,7 +49,9 @@ class NonFiniteOutputError(RuntimeError):
 class Upscaler:
     """A generator ready for inference on one device and precision. Call it like a function.
 
-    It holds no state of a call: each call plans, then runs the plan.
+    It holds no state of a call: each call plans, then runs the plan. ``for_blocks``: the
+    upscaler that ``upscale_images`` uses instead on textures that were block-compressed
+    (``upscaler.texture.blocks``), when the model comes with one (a shipped model's ``blocks``).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Upscaler:
             t.numel() * t.element_size()
             for t in (*self.module.parameters(), *self.module.buffers())
         )
+        self.for_blocks: Upscaler | None = None
 
     @property
     def scale(self) -> int:

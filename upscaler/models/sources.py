@@ -22,11 +22,14 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A model inside the package: its weights and card in ``weights/``."""
+    """A model inside the package: its weights and card in ``weights/``. ``blocks``: the shipped
+    model that takes its place on textures that were block-compressed (BC1-BC3: DDS files and
+    what was exported from them; ``upscaler.texture.blocks``), if any."""
 
     name: str
     scale: int
     summary: str
+    blocks: str = ""
 
     @property
     def path(self) -> Path:
@@ -44,7 +47,17 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in (
-        ShippedModel("texture-x4", 4, "x4 for game textures: faithful, no screen door or hatch"),
+        ShippedModel(
+            "texture-x4",
+            4,
+            "x4 for game textures: faithful, no screen door; DXT/BC ones via texture-x4-bc",
+            blocks="texture-x4-bc",
+        ),
+        ShippedModel(
+            "texture-x4-bc",
+            4,
+            "x4 for block-compressed (DXT/BC1-BC3) textures; texture-x4 uses it on them",
+        ),
         ShippedModel("texture-x2", 2, "x2 for game textures: faithful, no screen door"),
         ShippedModel(
             "texture-x4-fidelity", 4, "x4, v2's compact network: faster, better --native on BC1"
@@ -107,6 +120,15 @@ class ModelSource:
         if path is None:
             raise ModelFileError(self.name, self.problem)
         return path
+
+
+def blocks_model(source: str | Path | ModelSource) -> str:
+    """The shipped model that ``source`` hands block-compressed textures to ("" for none)."""
+    name = source.name if isinstance(source, ModelSource) else str(source)
+    model = SHIPPED.get(name)
+    if model is None or not model.blocks or not SHIPPED[model.blocks].installed:
+        return ""
+    return model.blocks
 
 
 def resolve(name_or_path: str | Path) -> ModelSource:

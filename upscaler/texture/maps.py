@@ -101,6 +101,9 @@ class MapInfo:
     # upscaled and mipped; ``cube``: faces are padded with their neighbours' edges.
     layers: tuple[MapInfo, ...] = ()
     cube: bool = False
+    # Decoded from BC1-BC3 blocks (``upscaler.texture.blocks``): upscaled with the model's
+    # weights for block-compressed textures when it has them (``Upscaler.for_blocks``).
+    block_compressed: bool = False
 
 
 def detect(
