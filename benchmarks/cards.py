@@ -101,6 +101,16 @@ BC = (
     "texture-x4-bc-cpu",
     "every input block-compressed, more point sampling: same losses",
 )
+X2CLEAN = (
+    "texture-x2-clean",
+    "texture-x2-clean-cpu",
+    "fine-tune of the official SPAN x2 without block compression: L1 + steps + checker + lattice",
+)
+X2BC = (
+    "texture-x2-bc",
+    "texture-x2-bc-cpu",
+    "every input block-compressed, more point sampling: same losses",
+)
 X2V3 = (
     "texture-x2-v3b",
     "texture-x2-span-cpu",
@@ -115,7 +125,8 @@ MODELS: dict[str, tuple[list[tuple[str, str, str]], str, str]] = {
     "texture-x4-bc": ([V3, BC], "ema", SPAN_NOTICE),
     "texture-x4-sharp": ([SHARP], "ema", KENDATA_NOTICE),
     "texture-x4-fidelity": ([X4], "ema", REALESRGAN_NOTICE),
-    "texture-x2": ([X2V3], "ema", SPAN_NOTICE),
+    "texture-x2": ([X2CLEAN], "ema", SPAN_NOTICE),
+    "texture-x2-bc": ([X2V3, X2BC], "ema", SPAN_NOTICE),
     "texture-x2-fidelity": ([X4, X2], "ema", REALESRGAN_NOTICE),
 }
 PEERS_SHOWN = ("SPAN x4 (official)", "SPAN x2 (official)", "4xSPANkendata", "ClearReality4x (NC)")
@@ -181,22 +192,37 @@ NOTES = {
 - **Not for clean inputs**: on them it scores 32.13 dB (texture-x4 32.85).
 - **Speed and precision.** Its bf16 output meets the precision rule (51.5 dB from fp32, at most
   10 levels off), so it runs bf16 on AVX512-BF16/AMX CPUs; the figures above were measured so.""",
-    "texture-x2": """## What changed from v2, and what is still missed
+    "texture-x2": """## Two sets of weights, as `texture-x4`
 
-- **v2's x2 screen door is gone.** v2 (the compact x4 trunk refined for x2) laid 12.3x the
-  truth's lattice energy on the validation textures and 90x on Warzone 2100; this model lays
-  0.12x and 0.11x (the official SPAN x2: 0.13x and 0.23x), checker 0.23x.
-- **Fidelity.** +1.86 dB PSNR-Y over v2 on the validation textures and +2.06 dB on Warzone 2100,
-  0.75 and 0.08 dB below the official SPAN x2; the best BC1 PSNR-Y (34.01 dB, SPAN 33.28).
-- **The learning rate.** At lr 2e-5 (texture-x4 v3's), 64 px crops and batch 16, the validation
-  PSNR fell from the start (35.71 to 35.47 in 2,000 steps; stopped). At lr 5e-6, 96 px crops
-  and batch 8 it dipped to 35.57 at step 500 and came back to 35.67.
-- **Missed.** Texel grid 1.10 (target 1.05; v2 1.02, SPAN 1.26); BC1 blocks 1.21 (v2 1.06);
-  `--native --scale 2` scores 31.14 dB against a bicubic round trip's 33.08 (v2: 32.87): use
-  the x4 models for `--native`.
-- **Speed and precision.** It runs in fp32 under `--precision auto` (bf16 fails the precision
-  rule, as SPAN x4 does); `texture-x2-fidelity` (v2's compact network) runs bf16 where the CPU
-  has it.""",
+- **Block-compressed textures apart.** As for `texture-x4` (see its card), `upscale` tells
+  block-compressed textures from the pixels and hands them to `texture-x2-bc` (v3 trained on
+  with every input block-compressed, recipe `texture-x2-bc-cpu`); these weights, the official
+  SPAN x2 fine-tuned without block compression for 1,000 steps (recipe `texture-x2-clean-cpu`),
+  get the rest. The tables above are the pair as `upscale` runs it: the clean columns are these
+  weights', the BC1 and `--native` columns `texture-x2-bc`'s.
+- **Against v3**: on the validation textures +0.20 dB on clean inputs (37.57 against 37.37;
+  the official SPAN x2 38.12), GMSD 0.0076 against 0.0093, +0.15 dB on BC1 inputs with fewer
+  blocks (1.16 against 1.21), `--native --scale 2` 31.61 against 31.14. On Warzone 2100, never
+  trained on: 28.54 dB, above the official SPAN x2 (28.45; v3 28.37), and the lowest GMSD of all
+  (0.0067; SPAN 0.0078, v3 0.0097).
+- **Missed.** 0.55 dB below the official SPAN x2 on the validation textures; the texel grid
+  grew (1.18 against v3's 1.10; SPAN 1.26; target 1.05); BC1 blocks 1.16 (truth 1.00);
+  `--native --scale 2` still below a plain bicubic round trip (33.08): use the x4 models for
+  `--native`.
+- **v2's x2 screen door stays gone**: checker 0.29x and lattice 0.10x the truth's (v2 0.95x and
+  12.3x).
+- **Speed and precision.** Both sets run in fp32 under `--precision auto` (bf16 fails the
+  precision rule, as SPAN x2 does); `texture-x2-fidelity` (v2's compact network) runs bf16
+  where the CPU has it.""",
+    "texture-x2-bc": """## What it is for
+
+- **Block-compressed textures at x2.** `texture-x2` hands it every texture whose pixels show
+  BC1-BC3 blocks; `--model texture-x2-bc` forces it on everything. Against v3 on them: BC1
+  PSNR-Y 34.16 against 34.01 and blocks 1.16 against 1.21 on the validation textures,
+  `--native --scale 2` 31.61 against 31.14; on Warzone 2100 26.64 against 26.60, `--native`
+  29.22 against 28.22.
+- **Not for clean inputs**: on them it scores 36.75 dB (texture-x2 37.57).
+- **Precision.** fp32 (bf16 fails the precision rule).""",
     "texture-x4-sharp": """## What it is for, what it keeps and what it misses
 
 - **Detail with fidelity.** 0.71 of the truth's fine detail (4xSPANkendata 0.83, texture-x4

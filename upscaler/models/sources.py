@@ -58,7 +58,17 @@ SHIPPED: dict[str, ShippedModel] = {
             4,
             "x4 for block-compressed (DXT/BC1-BC3) textures; texture-x4 uses it on them",
         ),
-        ShippedModel("texture-x2", 2, "x2 for game textures: faithful, no screen door"),
+        ShippedModel(
+            "texture-x2",
+            2,
+            "x2 for game textures: faithful, no screen door; DXT/BC ones via texture-x2-bc",
+            blocks="texture-x2-bc",
+        ),
+        ShippedModel(
+            "texture-x2-bc",
+            2,
+            "x2 for block-compressed (DXT/BC1-BC3) textures; texture-x2 uses it on them",
+        ),
         ShippedModel(
             "texture-x4-fidelity", 4, "x4, v2's compact network: faster, better --native on BC1"
         ),
