@@ -49,11 +49,6 @@ def upscaled(model: Upscaler, lq: np.ndarray) -> np.ndarray:
     return out.pixels[:, :, :3]
 
 
-def bc1_round_trip(pixels: np.ndarray) -> np.ndarray:
-    h, w = pixels.shape[:2]
-    return np.ascontiguousarray(bcn.decode(bcn.encode(pixels, 1), 1, h, w)[:, :, :3])
-
-
 def centre(pixels: np.ndarray, crop: int) -> np.ndarray:
     h, w = pixels.shape[:2]
     top, left = (h - crop) // 2, (w - crop) // 2
@@ -102,7 +97,7 @@ def main() -> None:
             s = model.scale
             lq = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
             if args.bc1:
-                lq = Image.fromarray(bc1_round_trip(np.asarray(lq)))
+                lq = Image.fromarray(bcn.round_trip(np.asarray(lq), 1))
             if len(row) == 1:
                 bicubic = np.asarray(lq.resize(hr.size, Image.Resampling.BICUBIC))
                 row.append(("bicubic", centre(bicubic, args.crop)))

@@ -284,10 +284,10 @@ def test_a_file_whose_analysis_fails_fails_alone(
 
     real = runner.plan_texture
 
-    def flaky(image, name, options):  # type: ignore[no-untyped-def]
+    def flaky(image, name, options, **kwargs):  # type: ignore[no-untyped-def]
         if Path(name).name.startswith("grate"):
             raise ValueError("injected")
-        return real(image, name, options)
+        return real(image, name, options, **kwargs)
 
     monkeypatch.setattr(runner, "plan_texture", flaky)
     shutil.copy(DATA / "grate01_skin.png", tmp_path)

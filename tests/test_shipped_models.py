@@ -167,8 +167,7 @@ def _bc1_gain_over_bicubic(name: str | Path, pictures: list[Image.Image]) -> flo
     s, gains = model.scale, []
     for hr in pictures:
         lr = np.asarray(hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC))
-        h, w = lr.shape[:2]
-        lq = np.ascontiguousarray(bcn.decode(bcn.encode(lr, 1), 1, h, w)[:, :, :3])
+        lq = bcn.round_trip(lr, 1)
         sr = upscale_images(model, [ImageFile(lq, "PNG")], TextureOptions())[0].pixels
         up = Image.fromarray(lq).resize(hr.size, Image.Resampling.BICUBIC)
         truth = _tensor(hr)

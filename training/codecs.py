@@ -67,9 +67,8 @@ def bc_roundtrip(x: torch.Tensor, fmt: str) -> torch.Tensor:
     block = BC_BLOCKS[fmt]
     levels = quantize(x.detach().float().cpu(), 8).permute(1, 2, 0).numpy()
     kept = levels if block == 3 else levels[:, :, :3]
-    h, w = levels.shape[:2]
-    decoded = bcn.decode(bcn.encode(np.ascontiguousarray(kept), block), block, h, w)
-    out = torch.from_numpy(decoded[:, :, : kept.shape[2]].copy()).permute(2, 0, 1)
+    decoded = bcn.round_trip(np.ascontiguousarray(kept), block)
+    out = torch.from_numpy(decoded).permute(2, 0, 1)
     out = (out.float() / 255).to(x.device, x.dtype)
     if x.shape[0] == 4 and block == 1:
         return torch.cat([out, round_to_levels(x[3:])])

@@ -90,11 +90,17 @@ def wrap_axes(image: ImageFile, seamless: str) -> tuple[bool, bool]:
 
 
 def plan_texture(
-    image: ImageFile, name: str | PurePath, options: TextureOptions = TextureOptions()
+    image: ImageFile,
+    name: str | PurePath,
+    options: TextureOptions = TextureOptions(),
+    *,
+    blocks: bool = True,
 ) -> MapInfo:
-    """Decide how ``image`` (named ``name``) is treated: map kind, alpha mode, wrap."""
+    """Decide how ``image`` (named ``name``) is treated: map kind, alpha mode, wrap, and (with
+    ``blocks``: for a model with weights for them, ``Upscaler.for_blocks``) whether its pixels
+    were block-compressed."""
     if image.layers:
-        return _plan_layers(image, name, options)
+        return _plan_layers(image, name, options, blocks)
     kind, two_channel, notes = maps.detect(name, image.pixels, image.bits, options.map)
     mode, coverage, soft, constant = "absent", None, None, None
     if image.channels in (2, 4):
@@ -129,16 +135,18 @@ def plan_texture(
         tuple(notes),
         premultiplied,
         gray,
-        block_compressed=image.bits == 8 and looks_block_compressed(image.pixels),
+        block_compressed=blocks and image.bits == 8 and looks_block_compressed(image.pixels),
     )
 
 
-def _plan_layers(image: ImageFile, name: str | PurePath, options: TextureOptions) -> MapInfo:
+def _plan_layers(
+    image: ImageFile, name: str | PurePath, options: TextureOptions, blocks: bool
+) -> MapInfo:
     """A cube map's or an array's plan: kind and alpha judged on all layers together, then one
     plan per layer. Cube faces do not wrap on themselves: the faces around them are their wrap.
     Array slices are separate textures, each with its own wrap and alpha-test coverage."""
     whole = image.with_pixels(np.concatenate(image.layers, axis=0))
-    plan = plan_texture(whole, name, replace(options, seamless="off"))
+    plan = plan_texture(whole, name, replace(options, seamless="off"), blocks=blocks)
     cube = bool(image.info["dds"].cube)
     layers = []
     for pixels in image.layers:
@@ -219,7 +227,8 @@ def upscale_images(
     ``images`` are the six faces of one cube map, each padded with its neighbours' edges.
     """
     if infos is None:
-        infos = [plan_texture(im, "", options) for im in images]
+        blocks = upscaler.for_blocks is not None
+        infos = [plan_texture(im, "", options, blocks=blocks) for im in images]
     if images[0].layers:
         return [
             _upscale_layers(upscaler, im, options, i) for im, i in zip(images, infos, strict=True)

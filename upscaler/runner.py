@@ -175,12 +175,13 @@ class Runner:
         writers: ThreadPoolExecutor,
     ) -> None:
         batches: dict[tuple[object, ...], list[tuple[PlannedFile, ImageFile, MapInfo]]] = {}
+        blocks = self.upscaler.for_blocks is not None  # otherwise nothing to tell them apart for
         for item, image in zip(group, decoded, strict=True):
             if isinstance(image, FileResult):
                 self._emit(image)
                 continue
             try:
-                info = plan_texture(image, item.job.name, item.options)
+                info = plan_texture(image, item.job.name, item.options, blocks=blocks)
             except Exception as exc:  # a bug in one file's analysis fails that file only
                 self._emit(self._result(item, "failed", f"cannot analyse: {exc}"[:300]))
                 continue

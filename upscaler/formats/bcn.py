@@ -134,6 +134,15 @@ def encode(
     return _flip_endpoints(data, block) if signed else data
 
 
+def round_trip(pixels: np.ndarray, block: int) -> np.ndarray:
+    """``(H, W, C)`` uint8 ``pixels`` encoded as ``block`` with the default encoder and decoded:
+    what a texture stored in that format holds, with as many channels as it came with (at most
+    the decoded ones)."""
+    h, w = pixels.shape[:2]
+    decoded = decode(encode(pixels, block), block, h, w)
+    return np.ascontiguousarray(decoded[:, :, : min(pixels.shape[2], decoded.shape[2])])
+
+
 PREMULTIPLIED_ROUNDS = 6  # re-encodings that lower colour the compression lifted above alpha
 
 
