@@ -174,10 +174,13 @@ NOTES = {
   PSNR 33.81 at step 0, 33.72 at 1,000): the loss is not the degradation mix. The step loss,
   which pulls the texel grid from SPAN's 1.22 towards the truth's 1.0, is the likely cost (not
   isolated).
-- **Speed and precision.** bf16 moves the probe by 19 levels (the rule allows 12), so these
-  weights run in fp32: 3.6x v2's time per output pixel on CPUs with native bf16, about 0.9x on
-  AVX2 desktops, where both run fp32 (same network as v3: `benchmarks/speed.py`).
-  `texture-x4-bc` meets the rule (10 levels) and runs bf16 there. Telling the blocks apart reads
+- **Speed and precision.** In plain bf16 (its input layer alone in fp32) these weights move
+  the probe by 19 levels (the rule allows 12); with the layers at both ends in fp32 too (SPAN's
+  first block and its upsampler conv: `upscaler.models.input_layer`) 9 levels and 53.2 dB, so
+  they run bf16 on CPUs with native bf16: 1.86x v2's time per output pixel and 2.04x faster than
+  fp32 (`benchmarks/speed.py`, one thread of an AMX Xeon; 3.6x v2's when they ran fp32), about
+  0.9x v2's on AVX2 desktops, where both run fp32 (same network as v3).
+  `texture-x4-bc` meets the rule in plain bf16 (10 levels). Telling the blocks apart reads
   at most 65,536 blocks in whole rows: 0.02-0.04 s on a 1024-8192 px texture.""",
     "texture-x4-bc": """## What it is for
 

@@ -43,7 +43,7 @@ def measure(model: str, formats: list[str]) -> dict[str, object]:
     module, info = read_model(model)
     module = fused_for_inference(module.eval())  # as the engine runs it
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    reduced = {dtypes[f]: reduced_copy(module, dtypes[f], info.input_layer) for f in formats}
+    reduced = {dtypes[f]: reduced_copy(module, dtypes[f], info.float32_layers) for f in formats}
     start = time.perf_counter()
     float_input = info.float_input or bool(info.input_layer)
     found = fidelity(

@@ -245,6 +245,8 @@ def _measured(**changes: object) -> dict[str, object]:
         "fp16_max_levels": 0,
         "probed_field": True,
         "input_layer": "conv_first",
+        "float32_block": "body.0",
+        "output_layer": "conv_last",
     }
     return {**record, **changes}
 
@@ -263,6 +265,8 @@ def _measured(**changes: object) -> dict[str, object]:
         _measured(bf16_max_levels=4.0),
         _measured(probed_field=1),
         _measured(input_layer=None),
+        _measured(float32_block=["body.0"]),
+        _measured(output_layer=3),
         _measured(extra=1),
         ["not", "a", "record"],
         "fifo",

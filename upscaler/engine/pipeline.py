@@ -22,7 +22,6 @@ from upscaler.engine.budget import MIN_TILE, is_out_of_memory, memory_budget
 from upscaler.engine.plan import Group, PlanOptions, UpscalePlan, plan_upscale, wrap_width
 from upscaler.engine.tiling import BandMerger, Tile, split_tile, tile_weights
 from upscaler.models.descriptor import ModelInfo
-from upscaler.models.input_layer import keep_input_layer
 from upscaler.models.padding import wrap_pad
 from upscaler.models.span import fused_for_inference
 from upscaler.texture.seamless import wrap_index
@@ -69,8 +68,8 @@ class Upscaler:
         # SPAN's re-parameterised convolutions are summed once here, not on every forward.
         module = fused_for_inference(module.eval())
         self.module = module.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
-        if dtype in (torch.bfloat16, torch.float16) and info.input_layer:
-            keep_input_layer(self.module, info.input_layer)  # it then takes float32 input
+        if dtype in (torch.bfloat16, torch.float16):
+            info.float32_layers.apply(self.module)  # the input layer then takes float32 input
         # Channels-last convolutions run ~1.4x faster with oneDNN on CPU and on tensor cores.
         self.module = self.module.to(memory_format=torch.channels_last)
         # ``max_memory`` (bytes) caps everything the upscaling holds on the device, weights,

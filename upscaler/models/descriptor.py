@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from upscaler.models.input_layer import Float32Layers
+
 MIN_PSNR = 50.0  # dB against fp32's 8-bit output, for auto to choose bf16 or fp16
 MAX_LEVELS = 12  # ... and no 8-bit value further than this from fp32's (see the README)
 PSNR_CAP = 99.0  # identical outputs (no error at all) are recorded as this
@@ -64,6 +66,8 @@ class ModelInfo:
     fp16_fidelity: Fidelity = Fidelity()  # the same in fp16
     float_input: bool = False  # takes float32 input at any weight dtype (keeps the base exact)
     input_layer: str = ""  # community models: the conv kept float32 under bf16/fp16
+    float32_block: str = ""  # ... and the part run after it, where the rule needs it
+    output_layer: str = ""  # ... and the last conv, its output float32, where the rule needs it
     circular: bool = False  # only convolutions see neighbours: circular padding wraps it exactly
     num_params: int = 0
     source: str = ""
@@ -74,6 +78,11 @@ class ModelInfo:
         if dtype == torch.float32:
             return float(self.bytes_per_pixel)
         return float(self.bf16_bytes_per_pixel or self.bytes_per_pixel / 2)
+
+    @property
+    def float32_layers(self) -> Float32Layers:
+        """The layers kept float32 under bf16 or fp16 (``upscaler.models.input_layer``)."""
+        return Float32Layers(self.input_layer, self.float32_block, self.output_layer)
 
     def fidelity(self, dtype: torch.dtype) -> Fidelity:
         """Its output at ``dtype`` against fp32's (fp32 itself: identical)."""

@@ -225,6 +225,8 @@ def describe(
         fp16_fidelity=measured.fidelity(torch.float16),
         float_input=float_input,
         input_layer=measured.input_layer,
+        float32_block=measured.float32_block,
+        output_layer=measured.output_layer,
         circular=conv_only,
         num_params=sum(p.numel() for p in module.parameters()),
         source=str(source or ""),

@@ -15,13 +15,15 @@
   measured on CPU once per file (fp16 only where a GPU is present: only a GPU runs it fast);
   the convolutions of both CPU (oneDNN) and GPU (cuDNN) accumulate bf16 and fp16 products in
   float32, so the rounding measured is the format's.
-* **input layer**: the convolution a forward pass runs first, the one that sees the image. In
-  bf16 or fp16 it stays float32 (``upscaler.models.input_layer``).
+* **float32 layers**: the convolution a forward pass runs first, the one that sees the image
+  (the input layer), stays float32 in bf16 or fp16; where the format breaks the precision rule
+  with that alone, the last convolution, then also the part run right after the input layer,
+  are kept float32 too, the first of these that meets the rule (``float32_layers``; see
+  ``upscaler.models.input_layer``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from upscaler.models.descriptor import PSNR_CAP, Fidelity
-from upscaler.models.input_layer import keep_input_layer, reduced_copy
+from upscaler.models.input_layer import Float32Layers, reduced_copy
 from upscaler.models.span import fused_for_inference
 
 PROBE_FILE = Path(__file__).parent / "probe.png"
@@ -58,6 +60,12 @@ class Measured:
     fp16_max_levels: int
     probed_field: bool = field(default=False)  # True: the radius was probed, not derived
     input_layer: str = ""  # "": none found, or the network does not run with it in float32
+    float32_block: str = ""  # also kept float32 (``Float32Layers.block``), "" none
+    output_layer: str = ""  # also kept float32, its output float32 (``Float32Layers.output``)
+
+    @property
+    def float32_layers(self) -> Float32Layers:
+        return Float32Layers(self.input_layer, self.float32_block, self.output_layer)
 
     def fidelity(self, dtype: torch.dtype) -> Fidelity:
         if dtype == torch.bfloat16:
@@ -84,17 +92,10 @@ def measure(
     field_ = theoretical_field if exact else effective
     fp32 = activation_bytes(module, in_channels, size_multiple, torch.float32)
     dtypes = [d for d, ok in ((torch.bfloat16, bf16), (torch.float16, fp16)) if ok]
-    layer = ""
-    if dtypes and not float_input:  # our architectures keep their own input layer (compact._apply)
-        layer = input_layer(module, in_channels, size_multiple)
-        trial = copy.deepcopy(module).to(dtypes[0])
-        if layer and not _runs_with_input_layer(trial, layer, in_channels, size_multiple):
-            layer = ""
-    reduced = {d: reduced_copy(module, d, layer) for d in dtypes}
-    errors = fidelity(module, reduced, in_channels, size_multiple, float_input or bool(layer))
+    layers, errors = float32_layers(module, dtypes, in_channels, size_multiple, float_input)
     bf16_bytes = 0
     if bf16:
-        half = reduced[torch.bfloat16]
+        half = reduced_copy(module, torch.bfloat16, layers)
         bf16_bytes = activation_bytes(half, in_channels, size_multiple, torch.bfloat16)
     found = {d: errors.get(d, Fidelity()) for d in (torch.bfloat16, torch.float16)}
     return Measured(
@@ -107,30 +108,98 @@ def measure(
         found[torch.float16].psnr,
         found[torch.float16].max_levels,
         not exact,
-        layer,
+        layers.input,
+        layers.block,
+        layers.output,
     )
+
+
+def float32_layers(
+    module: nn.Module,
+    dtypes: list[torch.dtype],
+    in_channels: int,
+    multiple: int,
+    float_input: bool,
+) -> tuple[Float32Layers, dict[torch.dtype, Fidelity]]:
+    """The layers of ``module`` kept float32 in the reduced formats ``dtypes``, and the fidelity
+    of each format with them. Tried in order, each with the layers before: the input layer; the
+    output layer; the block run after the input layer (at most a quarter of the weights: more
+    would leave little of the speed). The first set whose first format (bf16 where measured)
+    meets the precision rule is taken, else the input layer alone; a set with which the network
+    does not run on float32 input (a network that feeds the image to another layer too would mix
+    dtypes there) is skipped. ``float_input``: the architecture keeps its own (``compact``)."""
+    if not dtypes:
+        return Float32Layers(), {}
+    calls = _call_order(module, in_channels, multiple)
+    convs, children = calls if calls and not float_input else ([], [])
+    first, last = (convs[0], convs[-1]) if convs else ("", "")
+    parent = first.split(".")[0]
+    after = children[children.index(parent) + 1 :] if parent in children else []
+    block = after[0] if after and after[0] != last.split(".")[0] else ""
+    weights = sum(p.numel() for p in module.parameters())
+    if block and 4 * sum(p.numel() for p in module.get_submodule(block).parameters()) > weights:
+        block = ""
+    trials = [Float32Layers()]
+    if first:
+        trials = [Float32Layers(first)]
+        if last and last != first:
+            trials.append(Float32Layers(first, output=last))
+            if block:
+                trials.append(Float32Layers(first, block, last))
+    chosen: tuple[Float32Layers, dict[torch.dtype, Fidelity]] | None = None
+    for layers in trials:
+        if layers.names and not _runs_with(module, dtypes[0], layers, in_channels, multiple):
+            continue
+        reduced = {d: reduced_copy(module, d, layers) for d in dtypes}
+        errors = fidelity(module, reduced, in_channels, multiple, float_input or bool(layers.input))
+        chosen = chosen or (layers, errors)  # the first that runs, should none meet the rule
+        if errors[dtypes[0]].meets_rule():
+            return layers, errors
+    if chosen is None:  # the input layer alone cannot run float32: plain casting
+        reduced = {d: reduced_copy(module, d) for d in dtypes}
+        return Float32Layers(), fidelity(module, reduced, in_channels, multiple, float_input)
+    return chosen
+
+
+def _call_order(module: nn.Module, in_channels: int, multiple: int) -> tuple[list[str], list[str]]:
+    """The convolutions, and the direct children, of ``module`` in the order a forward pass
+    first calls them; empty lists where it cannot run on the probe."""
+    names: dict[nn.Module, str] = {
+        m: n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)
+    }
+    tops: dict[nn.Module, str] = {m: n for n, m in module.named_children()}
+    convs: list[str] = []
+    children: list[str] = []
+
+    def seen(part: nn.Module, _args: Any) -> None:
+        for found, known in ((convs, names), (children, tops)):
+            if part in known and known[part] not in found:
+                found.append(known[part])
+
+    hooks = [m.register_forward_pre_hook(seen) for m in {*names, *tops}]
+    try:
+        _forward(module, probe_texture(in_channels, 16, multiple))
+    except Exception:  # a module that cannot run on the probe keeps plain casting
+        return [], []
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return convs, children
 
 
 def input_layer(module: nn.Module, in_channels: int, multiple: int = 1) -> str:
     """The name of the convolution that a forward pass of ``module`` runs first, "" if none."""
-    names = {m: n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
-    seen: list[str] = []
-    hooks = [c.register_forward_pre_hook(lambda c, _a: seen.append(names[c])) for c in names]
-    try:
-        _forward(module, probe_texture(in_channels, 16, multiple))
-    except Exception:  # a module that cannot run on the probe keeps plain casting
-        return ""
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen[0] if seen else ""
+    convs, _ = _call_order(module, in_channels, multiple)
+    return convs[0] if convs else ""
 
 
-def _runs_with_input_layer(half: nn.Module, layer: str, in_channels: int, multiple: int) -> bool:
-    """Apply ``keep_input_layer`` to ``half`` and check that it runs on float32 input: a network
-    that feeds the image to another layer too would mix dtypes there."""
+def _runs_with(
+    module: nn.Module, dtype: torch.dtype, layers: Float32Layers, in_channels: int, multiple: int
+) -> bool:
+    """Whether a ``dtype`` copy of ``module`` with ``layers`` kept float32 runs on float32 input
+    to a finite output."""
     try:
-        keep_input_layer(half, layer)
+        half = reduced_copy(module, dtype, layers)
         return bool(_forward(half, probe_texture(in_channels, 16, multiple)).isfinite().all())
     except Exception:
         return False

@@ -27,7 +27,7 @@ from upscaler.models.descriptor import PSNR_CAP
 from upscaler.models.known import file_sha256
 from upscaler.models.measurement import Measured
 
-CACHE_VERSION = 8  # bump whenever what is measured, or how, changes
+CACHE_VERSION = 9  # bump whenever what is measured, or how, changes
 MAX_CACHE_BYTES = 1 << 16  # a cached measurement is a few hundred bytes
 
 
@@ -117,6 +117,7 @@ def _from_record(record: object) -> Measured:
             raise ValueError(f"{name} must be in [0, {PSNR_CAP}]")
     if not isinstance(record["probed_field"], bool):
         raise ValueError("probed_field must be true or false")
-    if not isinstance(record["input_layer"], str):
-        raise ValueError("input_layer must be a string")
+    for name in ("input_layer", "float32_block", "output_layer"):
+        if not isinstance(record[name], str):
+            raise ValueError(f"{name} must be a string")
     return Measured(**record)
