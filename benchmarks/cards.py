@@ -169,11 +169,17 @@ NOTES = {
 - **Why not SPAN's fidelity.** Every fine-tune of the official SPAN x4 tried moved away from its
   clean-input fidelity with the steps: on 24 validation textures these weights scored 29.57 dB
   at step 1,000, 29.49 at 2,000 and 29.45 at 3,000 (SPAN 29.89, v3 29.17), so step 1,000 ships
-  (chosen on those 24 of the 69 validation textures; Warzone, never used to choose, agrees). A
-  run on plain bicubic shrinks only, SPAN's own training degradation, fell too (its validation
-  PSNR 33.81 at step 0, 33.72 at 1,000): the loss is not the degradation mix. The step loss,
-  which pulls the texel grid from SPAN's 1.22 towards the truth's 1.0, is the likely cost (not
-  isolated).
+  (chosen on those 24 of the 69 validation textures; Warzone, never used to choose, agrees).
+  Ruled out since (the same 24 textures, `benchmarks/quality.py --limit 24 --precision fp32`):
+  the step loss (this recipe without it: 29.50 dB at step 1,000, texel grid 1.28; at weight
+  0.15: 29.60, grid 1.21; shipped, weight 0.5: 29.57, grid 1.15) and bf16 autocast (trained in
+  fp32: 29.60 at step 500, grid 1.08; bf16 at step weight 0.15: 29.64). A plain L1 fine-tune on
+  bicubic shrinks only, no other loss, leaves SPAN where it was (its validation PSNR 33.81 at
+  step 0, 33.79 at 500 with 128 px crops, 33.82 with 192 px): on clean inputs SPAN x4 is already
+  at what these 48 channels reach on our textures, and what a texture model adds (the game
+  degradations, the step, checker and lattice losses) is paid for in clean-input PSNR. Averaging
+  these weights with SPAN's half and half (ESRGAN's network interpolation) gives 29.77 dB,
+  GMSD 0.090 (these weights 0.094, SPAN 0.088) at texel grid 1.19: a trade, not shipped.
 - **Speed and precision.** In plain bf16 (its input layer alone in fp32) these weights move
   the probe by 19 levels (the rule allows 12); with the layers at both ends in fp32 too (SPAN's
   first block and its upsampler conv: `upscaler.models.input_layer`) 9 levels and 53.2 dB, so
