@@ -283,3 +283,24 @@ def test_texture_x4_meets_the_rule_in_bf16_with_the_layers_at_its_ends_in_float3
         assert engine.module(x).dtype == torch.float32  # the output layer's stays float32
         reference = fused(x).clamp(0, 1)
     assert (engine(x) - reference).abs().max() < MAX_LEVELS / 255
+
+
+def test_a_blown_up_output_is_filled_from_bicubic_and_a_sound_one_is_left_alone():
+    from upscaler.engine.pipeline import REACH, WILD, steadied
+
+    torch.manual_seed(0)
+    data = torch.rand(1, 3, 32, 32)
+    sound = torch.nn.functional.interpolate(data, scale_factor=2, mode="bicubic").clamp(0, 1)
+    sound = sound + 0.3 * torch.randn_like(sound)  # overshoots of a few tenths are not blow-ups
+    out, count = steadied(sound.clone(), data, 2)
+    assert count == 0 and torch.equal(out, sound)
+    wild = sound.clone()
+    wild[:, :, 40:42, 40:42] = 40.0  # a blow-up in the lower right of the tile
+    wild[:, 1, 44, 44] = -(1 + WILD) - 0.5
+    out, count = steadied(wild, data, 2)
+    assert count == 4 + 1
+    bicubic = torch.nn.functional.interpolate(data, scale_factor=2, mode="bicubic").clamp(0, 1)
+    near = slice(40 - REACH * 2 + 2, 42 + REACH * 2 - 2)
+    assert torch.allclose(out[:, :, near, near], bicubic[:, :, near, near])
+    assert torch.equal(out[:, :, :2, :2], sound[:, :, :2, :2])  # far away: untouched
+    assert float(out.abs().max()) < 1 + WILD

@@ -264,3 +264,28 @@ def test_the_sharp_model_puts_back_detail_without_inventing_it_on_flat_ground() 
         ratios[stem] = float(high_frequency_energy(sr)) / float(high_frequency_energy(_tensor(hr)))
     assert float(np.median(list(ratios.values()))) > 0.6
     assert ratios["duct"] < 1.2
+
+
+BLOW_UP_INPUTS = (
+    SAMPLES / "grate01_skin.png",  # black holes with small saturated dots (its colour, as stored)
+    ROOT / "tests/data/warzone/tertilesc1hw-32-tile-49.png",  # dark shapes on flat white
+    ROOT / "tests/data/warzone/tertilesc1hw-32-tile-52.png",
+)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_no_shipped_model_fills_flat_ground_with_noise(name: str) -> None:
+    """On textures with flat white or black ground, what ``upscale`` writes stays close to a
+    bicubic upscale (mean difference < 0.04; measured 0.003-0.031 for every shipped model).
+    texture-x2 v4 and the official SPAN x2 amplify their features there into noise blobs (the
+    network's own output on the first Warzone tile: a third of the values beyond [-0.25, 1.25],
+    from -18 to 23; mean difference 0.21 once clamped): the engine fills what blew up from the
+    bicubic upscale (``pipeline.steadied``)."""
+    model = load_model(name, device="cpu", dtype="fp32")
+    for path in BLOW_UP_INPUTS:
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+        reference = torch.nn.functional.interpolate(
+            x, scale_factor=model.scale, mode="bicubic", align_corners=False
+        ).clamp(0, 1)
+        assert float((model.upscale(x) - reference).abs().mean()) < 0.04, path.name

@@ -243,3 +243,29 @@ def test_augmentation_sampling_respects_switches_and_is_seeded() -> None:
     assert len(draws) == 16  # 2 x 2 x 4
     none = sample_augmentation(torch.Generator().manual_seed(1), flip=False, rotate=False)
     assert none == Augmentation()
+
+
+def test_a_matte_keeps_part_of_the_picture_over_one_flat_colour():
+    from training.augment import matte
+
+    torch.manual_seed(0)
+    picture = torch.randint(1, 255, (4, 64, 64), dtype=torch.uint8)  # RGBA, no pure 0 or 255
+    backgrounds = set()
+    for seed in range(12):
+        out = matte(picture, torch.Generator().manual_seed(seed))
+        assert torch.equal(out[3], picture[3])  # alpha keeps its meaning
+        kept = (out[:3] == picture[:3]).all(dim=0)
+        assert 0.15 <= float(kept.float().mean()) <= 0.85
+        ground = out[:3][:, ~kept]
+        assert bool((ground == ground[:, :1]).all())  # one flat colour
+        backgrounds.add(tuple(ground[:, 0].tolist()))
+        again = matte(picture, torch.Generator().manual_seed(seed))
+        assert torch.equal(out, again)  # the generator decides everything
+    assert (255, 255, 255) in backgrounds and (0, 0, 0) in backgrounds
+
+
+def test_matte_prob_is_checked():
+    from training.config import ConfigError, DataConfig
+
+    with pytest.raises(ConfigError, match="matte_prob"):
+        DataConfig(matte_prob=1.5)

@@ -24,6 +24,7 @@ from training.config import ConfigError, load_config
 from training.export import load_generator
 from training.trainer import Trainer
 from upscaler.cli import main as upscale_main
+from upscaler.engine.pipeline import steadied
 from upscaler.models import make_config
 
 PEERS = Path(__file__).parents[2] / "shared" / "peers"
@@ -230,8 +231,11 @@ def test_span_trains_exports_and_loads_in_spandrel_and_upscale(
     )
     assert upscaled.exit_code == 0, upscaled.output
     got = np.asarray(Image.open(out / "wall.png"))
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255
     with torch.no_grad():
-        expected = descriptor.model(torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255)
+        expected = descriptor.model(image)
+    # A SPAN two steps from random weights blows up: upscale fills that from bicubic, and says so.
+    expected, _ = steadied(expected, image, 4)
     expected = (expected.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().numpy()
     assert got.shape == (52, 36, 3) and np.abs(got.astype(float) - expected).max() <= 1
     # The exported file starts a new span run (spandrel reads it; strict fit).

@@ -146,6 +146,10 @@ class DataConfig:
     rotate: bool = True
     normal_convention: str = "opengl"  # how normal maps' green channel points (for rotations)
     min_crop_std: float = 0.0  # re-draw crops flatter than this (0..1 units), at most 4 times
+    # Share of colour crops drawn over a flat white, black or random colour through a hard-edged
+    # random mask (training.augment.matte): sprites, UI and decals on flat backgrounds, where
+    # SPAN x2's features blew up into noise (issue 22's follow-up: Warzone 2100's tiles).
+    matte_prob: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("data.normal_convention", self.normal_convention, NORMAL_CONVENTIONS)
@@ -159,6 +163,8 @@ class DataConfig:
             )
         if not 0 <= self.wrap_prob <= 1:
             raise ConfigError("data.wrap_prob must be in [0, 1]")
+        if not 0 <= self.matte_prob <= 1:
+            raise ConfigError("data.matte_prob must be in [0, 1]")
 
     def workers(self, world: int = 1) -> int:
         """Loader processes per training process: ``num_workers``, or for ``auto`` one per CPU

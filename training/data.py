@@ -28,7 +28,7 @@ from upscaler.formats.image import ImageReadError, probe
 from upscaler.texture.maps import kind_from_name
 from upscaler.texture.seamless import detect_wrap
 
-from .augment import augment, sample_augmentation
+from .augment import augment, matte, sample_augmentation
 from .config import Config, ConfigError, DataConfig, DegradeConfig
 from .ddp import Dist
 from .degradations import wrap_crop
@@ -212,6 +212,11 @@ class TrainSet(Dataset[dict[str, object]]):
             gt = (turned * 255).round().to(torch.uint8)
         else:
             gt = augment(gt, aug)
+            # drawn only when asked, so runs without mattes keep their random streams
+            if self.data.matte_prob and float(torch.rand((), generator=generator)) < (
+                self.data.matte_prob
+            ):
+                gt = matte(gt, generator)
         params = sample_params(self.degrade_config, generator, self.scale)
         batch, flag = stack_params([params]), torch.tensor([normal])
         # Codec round trips need CPU encoders: such samples are made whole here, whatever

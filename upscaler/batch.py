@@ -83,8 +83,11 @@ def run_batch(
     results = runner.results
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     seconds = time.perf_counter() - started
+    engines = [upscaler, *([upscaler.for_blocks] if upscaler.for_blocks else [])]
+    wild = sum(engine.wild_pixels for engine in engines)
     summary = {
         **counts,
+        "wild_pixels": wild,
         "total": plan.total,
         "seconds": round(seconds, 3),
         "model": upscaler.info.name,
@@ -109,6 +112,12 @@ def run_batch(
         f"{head}{counts['done']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed "
         f"of {plan.total} in {seconds:.1f} s"
     )
+    if wild:
+        console.line(
+            f"note: the model blew up on {wild} output pixels (ground it never learned, such as "
+            "full-contrast one-pixel patterns); they and their surroundings were filled from a "
+            "bicubic upscale"
+        )
     failed = [r for r in results if r.status == "failed"]
     for r in failed[:50]:
         console.line(f"  {r.source}: {r.reason}")

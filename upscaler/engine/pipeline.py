@@ -17,6 +17,7 @@ from typing import Unpack
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from upscaler.engine.budget import MIN_TILE, is_out_of_memory, memory_budget
 from upscaler.engine.plan import Group, PlanOptions, UpscalePlan, plan_upscale, wrap_width
@@ -80,6 +81,7 @@ class Upscaler:
             for t in (*self.module.parameters(), *self.module.buffers())
         )
         self.for_blocks: Upscaler | None = None
+        self.wild_pixels = 0  # output pixels where the model blew up, filled bicubic (steadied)
 
     @property
     def scale(self) -> int:
@@ -280,7 +282,42 @@ class Upscaler:
                 f"{batch.shape[2]}x{batch.shape[3]} px tile); its outputs would be solid "
                 "black or white"
             )
-        return out.float()
+        out, wild = steadied(out.float(), data, self.scale)
+        self.wild_pixels += wild
+        return out
+
+
+WILD = 1.0  # an output value this far outside [0, 1] is a blow-up, not an overshoot (steadied)
+REACH = 4  # input texels around a blown-up pixel that take the bicubic upscale too
+
+
+def steadied(out: torch.Tensor, data: torch.Tensor, scale: int) -> tuple[torch.Tensor, int]:
+    """``out`` (float32, the model's output for ``data``) with the places where the model blew
+    up filled from a bicubic upscale of ``data``, and how many output pixels had blown up.
+
+    A network can amplify what its training never showed it into noise far outside [0, 1]:
+    the official SPAN x2 and SPAN x4, and models fine-tuned from them, on full-contrast
+    one-pixel checkers and stripes (values to +-3,000) and on some real low-res tiles with flat
+    white ground (Warzone 2100: -18 to 23, a third of the pixels). Clamping leaves that as
+    colour noise. Where a value leaves [-WILD, 1 + WILD] (sharp edges overshoot by a few
+    tenths; blow-ups by far more), the pixel and everything within four input texels of it take
+    the bicubic upscale instead, feathered over one more texel so no seam shows. A model that
+    never blows up pays one comparison per output value."""
+    channels = data.shape[1]
+    if out.shape[1] != channels:  # e.g. a model that adds or drops alpha: nothing to fill from
+        return out, 0
+    wild = ((out < -WILD) | (out > 1 + WILD)).any(dim=1, keepdim=True)
+    count = int(wild.sum())
+    if not count:
+        return out, 0
+    radius = REACH * scale
+    region = F.max_pool2d(wild.float(), 2 * radius + 1, stride=1, padding=radius)
+    weight = F.avg_pool2d(region, 2 * scale + 1, stride=1, padding=scale, count_include_pad=False)
+    weight = torch.maximum(weight, wild.float())  # a blown-up pixel itself is always replaced
+    fallback = F.interpolate(
+        data.float(), scale_factor=scale, mode="bicubic", align_corners=False
+    ).clamp(0, 1)
+    return torch.lerp(out, fallback, weight), count
 
 
 @contextmanager
