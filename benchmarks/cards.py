@@ -220,6 +220,15 @@ NOTES = {
   `--native`.
 - **v2's x2 screen door stays gone**: checker 0.29x and lattice 0.10x the truth's (v2 0.95x and
   12.3x).
+- **Blow-ups, inherited from the official SPAN x2.** Both sets amplify full-contrast one-pixel
+  checkers and stripes (values to +-3,000) and some real low-res tiles with dark shapes on flat
+  white (Warzone 2100: -18 to 23 over a third of the output; the bundled grate's black holes)
+  into noise; the official SPAN x2 does the same. `upscale` fills those places from a bicubic
+  upscale and says how many pixels (`upscaler.engine.pipeline.steadied`), so they come out soft
+  rather than as noise. Two fine-tunes did not remove it: flat-matte crops (`data.matte_prob
+  0.25`, 250 steps: no change) and a range penalty on such inputs (`loss.range_weight 1`, lr
+  4e-5: the penalty fell from 67 to about 50 in 300 steps while validation PSNR-Y fell from
+  36.60 to 33.78 dB).
 - **Speed and precision.** Both sets run in fp32 under `--precision auto` (bf16 fails the
   precision rule, as SPAN x2 does); `texture-x2-fidelity` (v2's compact network) runs bf16
   where the CPU has it.""",

@@ -418,3 +418,20 @@ def test_a_teacher_model_is_frozen_checked_for_scale_and_teaches(tmp_path: Path)
     halved = perceptual.Teacher(path, 1)(lq)  # a x2 teacher of a x1 run: its output box-averaged
     assert halved.shape == (2, 3, 12, 12)
     assert torch.allclose(halved, torch.nn.functional.avg_pool2d(taught, 2), atol=1e-6)
+
+
+def test_hostile_inputs_are_full_contrast_and_the_range_loss_sees_only_what_leaves_0_1():
+    g = torch.Generator().manual_seed(1)
+    x = losses.hostile_inputs(16, 24, g)
+    assert x.shape == (16, 3, 24, 24)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}  # two colours of 0 and 1 per channel
+    again = losses.hostile_inputs(16, 24, torch.Generator().manual_seed(1))
+    assert torch.equal(x, again)
+    steps = (x[..., :, 1:] != x[..., :, :-1]).float().mean()
+    assert float(steps) > 0.2  # one-pixel patterns, not flat fields
+    inside = torch.rand(2, 3, 8, 8)
+    assert float(losses.range_loss(inside)) == 0
+    beyond = inside.clone()
+    beyond[0, 0, 0, 0] = 3.0
+    beyond[1, 2, 7, 7] = -1.0
+    assert math.isclose(float(losses.range_loss(beyond)), 3.0 / beyond.numel(), rel_tol=1e-5)

@@ -4,6 +4,7 @@ real exports loaded by spandrel and by ``upscale``."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -388,3 +389,14 @@ def test_span_branches_rebuilt_from_the_fused_convs_compute_the_same_map() -> No
         rebuilt.train(train)
         with torch.no_grad():
             assert torch.allclose(source(x), rebuilt(x), atol=1e-4)
+
+
+def test_a_span_run_with_the_range_term_logs_it(tmp_path: Path, folders: tuple[Path, Path]) -> None:
+    import json
+
+    result = _fit("span-x4-psnr", tmp_path, folders, *SPAN_TINY, "loss.range_weight=1.0")
+    assert result.exit_code == 0, result.output
+    log = tmp_path / "runs" / "span-x4-psnr" / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    ranges = [r["loss_range"] for r in rows if r.get("kind") == "train" and "loss_range" in r]
+    assert ranges and all(math.isfinite(v) and v >= 0 for v in ranges)

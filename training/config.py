@@ -245,6 +245,11 @@ class LossConfig:
     step_window: int = 32  # HR pixels per side of the blocks the step statistics average over
     checker_weight: float = 0.0  # local 2x2 checker energy above the truth's (screen door)
     lattice_weight: float = 0.0  # a fine pattern locked to the output's texel lattice (hatch)
+    # Output beyond [0, 1] on hostile inputs (losses.hostile_inputs: full-contrast one-pixel
+    # patterns, alone or in blobs on flat ground), a batch of range_count per step: no truth is
+    # needed, only that the network does not blow up on them.
+    range_weight: float = 0.0
+    range_count: int = 4
     lpips_weight: float = 0.0  # needs pretrained AlexNet weights in the torch hub cache
     vgg_weight: float = 0.0  # needs pretrained VGG19 weights in the torch hub cache
     # Features of a pretrained SPAN SR network (training/perceptual.py SRFeatures): a perceptual
@@ -275,6 +280,7 @@ class LossConfig:
             self.step_weight,
             self.checker_weight,
             self.lattice_weight,
+            self.range_weight,
             self.lpips_weight,
             self.vgg_weight,
             self.sr_feature_weight,

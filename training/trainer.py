@@ -37,11 +37,13 @@ from .losses import (
     feature_matching_loss,
     generator_loss,
     gradient_penalty,
+    hostile_inputs,
     lattice_loss,
     low_pass_loss,
     mix_real_fake,
     pixel_loss,
     r1_penalty,
+    range_loss,
     step_loss,
 )
 from .metrics import diversity, out_of_range
@@ -179,6 +181,15 @@ class Trainer:
             terms["lattice"] = loss.lattice_weight * lattice
         if loss.low_pass_weight:
             terms["low_pass"] = loss.low_pass_weight * low_pass_loss(sr, gt, scale)
+        if loss.range_weight:
+            # drawn from the step number, so a resumed run sees the same inputs
+            draws = torch.Generator().manual_seed(self.config.run.seed * 1_000_003 + self.step)
+            side = max(8, lq.shape[-1])
+            hostile = hostile_inputs(loss.range_count, side, draws).to(lq.device, lq.dtype)
+            with self._autocast():
+                memory = self.state.memory_format
+                wild = self.g_train(hostile.contiguous(memory_format=memory)).float()
+            terms["range"] = loss.range_weight * range_loss(wild)
         if self.teacher is not None:
             with self._autocast():
                 taught = self.teacher(lq).float()
