@@ -130,8 +130,7 @@ def float32_layers(
     dtypes there) is skipped. ``float_input``: the architecture keeps its own (``compact``)."""
     if not dtypes:
         return Float32Layers(), {}
-    calls = _call_order(module, in_channels, multiple)
-    convs, children = calls if calls and not float_input else ([], [])
+    convs, children = ([], []) if float_input else _call_order(module, in_channels, multiple)
     first, last = (convs[0], convs[-1]) if convs else ("", "")
     parent = first.split(".")[0]
     after = children[children.index(parent) + 1 :] if parent in children else []
@@ -185,12 +184,6 @@ def _call_order(module: nn.Module, in_channels: int, multiple: int) -> tuple[lis
         for hook in hooks:
             hook.remove()
     return convs, children
-
-
-def input_layer(module: nn.Module, in_channels: int, multiple: int = 1) -> str:
-    """The name of the convolution that a forward pass of ``module`` runs first, "" if none."""
-    convs, _ = _call_order(module, in_channels, multiple)
-    return convs[0] if convs else ""
 
 
 def _runs_with(
