@@ -274,3 +274,24 @@ def test_learning_rates_are_checked_where_the_optim_config_is_built() -> None:
         with pytest.raises(ConfigError, match="optim.learning_rate must be a finite number > 0"):
             OptimConfig(learning_rate=value)
     assert OptimConfig(learning_rate=1e-3, d_learning_rate=2.0).learning_rate == 1e-3
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively() -> None:
+    """An AVX2 CPU only emulates bf16 (several times slower than fp32): ``auto`` trains in fp32
+    there, and an explicit ``bf16`` gets a note; on an AVX512-BF16/AMX CPU both are bf16."""
+    import torch
+
+    from training.state import autocast_dtype, emulated_precision
+    from upscaler.engine.load import native_bf16
+
+    cpu = torch.device("cpu")
+    auto = load_config("texture-x4-span-cpu", [])
+    forced = load_config("texture-x4-span-cpu", ["run.precision='bf16'"])
+    assert auto.run.precision == "auto"
+    native = native_bf16(cpu)
+    assert autocast_dtype(auto, cpu) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(forced, cpu) == torch.bfloat16
+    assert emulated_precision(auto, cpu) is None
+    note = emulated_precision(forced, cpu)
+    assert (note is None) == native
+    assert note is None or "run.precision='auto' picks fp32 here" in note

@@ -71,14 +71,19 @@ def test_realesrgan_compact_weights_start_a_compact_run_exactly(
     ema = trainer.state.ema.module.state_dict()
     assert all(torch.equal(ema[k], v) for k, v in trainer.state.g.state_dict().items())
     assert any("generator initialised from" in m and "compact" in m for m in messages)
-    # Another scale: the trunk is taken, this run keeps its own upsampling conv.
+    # x2 from x4: the trunk is taken and the sub-pixel conv's phases averaged, so the x2 run
+    # starts as the x4 model's output box-shrunk by 2 (its nearest base shrinks to x2's).
     x2 = Trainer(
         _config("compact-x2-psnr", tmp_path / "x2", folders, *full, "model.interp_init=false"),
         log=messages.append,
     )
     own = x2.state.g.state_dict()
     assert torch.equal(own["body.2.weight"], theirs["body.2.weight"].float())
-    assert own["body.34.weight"].shape[0] == 12 and "trunk (x4)" in messages[-1]
+    assert own["body.34.weight"].shape[0] == 12 and "made x2 by averaging" in messages[-1]
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        shrunk = F.avg_pool2d(trainer.state.g.eval()(x), 2)
+        assert torch.allclose(x2.state.g.eval()(x), shrunk, atol=1e-5)
 
 
 @needs_peers
@@ -400,3 +405,27 @@ def test_a_span_run_with_the_range_term_logs_it(tmp_path: Path, folders: tuple[P
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     ranges = [r["loss_range"] for r in rows if r.get("kind") == "train" and "loss_range" in r]
     assert ranges and all(math.isfinite(v) and v >= 0 for v in ranges)
+
+
+def test_span_x4_weights_collapsed_to_x2_compute_the_x4_output_box_shrunk() -> None:
+    """An x2 SPAN from x4 weights starts as the x4 model with its output shrunk by a 2x2 box
+    (in training mode too: the upsampler is a plain conv), the trunk tensor for tensor."""
+    from training.archs import collapse_subpixels, settle
+    from upscaler.models import SpanConfig, build_generator
+
+    torch.manual_seed(0)
+    x4 = settle(build_generator("span", SpanConfig(scale=4)))
+    x2 = build_generator("span", SpanConfig(scale=2))
+    own = x2.state_dict()
+    weights = collapse_subpixels(x4.state_dict(), own, 4, 2)
+    x2.load_state_dict(weights, strict=True)
+    trunk = "block_1.c1_r.eval_conv.weight"
+    assert torch.equal(weights[trunk], x4.state_dict()[trunk])
+    x = torch.rand(1, 3, 20, 20)
+    for train in (False, True):
+        x4.train(train)
+        x2.train(train)
+        with torch.no_grad():
+            assert torch.allclose(x2(x), F.avg_pool2d(x4(x), 2), atol=1e-5)
+    with pytest.raises(ValueError, match="x4 cannot be collapsed to x3"):
+        collapse_subpixels(x4.state_dict(), own, 4, 3)

@@ -44,6 +44,35 @@ def span_without_norm(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+def collapse_subpixels(
+    weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor], high: int, low: int
+) -> dict[str, torch.Tensor]:
+    """``weights`` of an x``high`` generator with each sub-pixel conv (the conv before a pixel
+    shuffle) made that of an x``low`` one, for a run whose state dict is ``own``: the output
+    phases that fall in one pixel at the lower scale are averaged.
+
+    A pixel shuffle of factor ``r`` puts channel ``c * r * r + i * r + j`` at phase ``(i, j)``, so
+    averaging the weights and biases of the phases one low-scale pixel covers is the same map as
+    a box shrink of the high-scale output by ``high / low`` (a nearest-neighbour base added
+    after the shuffle, as in the compact model, shrinks to the lower scale's nearest-neighbour
+    base). The trunk is untouched. A tensor is taken for such a conv where only its first
+    dimension differs from this run's, as ``c * high ** 2`` against ``c * low ** 2``."""
+    if high % low:
+        raise ValueError(f"x{high} cannot be collapsed to x{low}: not a multiple")
+    ratio = high // low
+    out = dict(weights)
+    for key, value in weights.items():
+        mine = own.get(key)
+        if mine is None or mine.dim() not in (1, 4) or value.shape[1:] != mine.shape[1:]:
+            continue
+        channels = mine.shape[0] // (low * low)
+        if channels * low * low != mine.shape[0] or value.shape[0] != channels * high * high:
+            continue
+        grouped = value.double().reshape(channels, low, ratio, low, ratio, *value.shape[1:])
+        out[key] = grouped.mean(dim=(2, 4)).reshape(mine.shape).to(value.dtype)
+    return out
+
+
 def span_from_fused(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``weights`` with every Conv3XC's training branches rebuilt from its fused 3x3 conv
     (``eval_conv``): the first 1x1 an identity into the first channels, the 3x3 holding the

@@ -75,7 +75,7 @@ class RunConfig:
     max_bad_steps: int = 10  # non-finite losses in a row before the run stops
     deterministic: bool = False  # bit-exact resume on CPU; slower on GPU
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast where native (GPU, AVX512-BF16/AMX), else fp32
     channels_last: bool = True  # on CUDA (on CPU it measured no faster for training)
     compile: bool = False  # torch.compile the generator
     progress: bool = True

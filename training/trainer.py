@@ -61,7 +61,7 @@ from .perceptual import (
 )
 from .recipe import finish_batch
 from .schedule import lr_factor
-from .state import TrainState, autocast_dtype, changed_keys
+from .state import TrainState, autocast_dtype, changed_keys, emulated_precision
 from .transfer import initialise
 from .validate import Validation, describe, validate, write_sample_grid
 
@@ -90,6 +90,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
         torch.manual_seed(run.seed)  # for library code that draws from the global generator
         self.amp_dtype = autocast_dtype(config, device)
+        note = emulated_precision(config, device)
+        if note:
+            self.log(note)
         self.state = TrainState(
             config, device, global_batch=config.data.batch_size * self.dist.world
         )

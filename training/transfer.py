@@ -5,8 +5,11 @@ A generator can start from one of our checkpoints or run folders (its EMA weight
 model files, or from any generator file spandrel loads (``.pth`` state dicts through upscaler's
 safe reader, ``.safetensors``): Real-ESRGAN's x4plus is an RRDBNet, which is our ``rrdb``;
 realesr-animevideov3 is an SRVGGNetCompact, which is our ``compact``. Strict loading wants every
-tensor to fit (only a change of scale may leave the upsampling layers to this run's own init);
-``init_strict = false`` loads whatever fits by name and shape and reports the rest.
+tensor to fit, except across scales: from a multiple of this run's scale (x4 weights for an x2
+run) the sub-pixel conv's phases are averaged (``archs.collapse_subpixels``: at step 0 the run
+computes the x4 output box-shrunk to x2), from another scale the upsampling layers keep this
+run's own init. ``init_strict = false`` loads whatever fits by name and shape and reports the
+rest.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch import nn
 
 from upscaler.models.checkpoint import ModelFileError, read_weights
 
-from .archs import span_without_norm
+from .archs import collapse_subpixels, span_without_norm
 from .checkpoint import (
     CheckpointError,
     checkpoint_dir,
@@ -124,7 +127,11 @@ def _init_generator(state: TrainState, log: Callable[[str], None]) -> None:
     if same_arch and model.arch == "span" and theirs.get("norm") and not ours.get("norm", True):
         weights, theirs = span_without_norm(weights), {**theirs, "norm": False}
     other_scale = same_arch and theirs != ours and {**theirs, "scale": ours["scale"]} == ours
-    fit = match(state.g.state_dict(), weights)
+    own = state.g.state_dict()
+    collapsed = other_scale and theirs["scale"] % ours["scale"] == 0
+    if collapsed:
+        weights = collapse_subpixels(weights, own, theirs["scale"], ours["scale"])
+    fit = match(own, weights)
     described = f"{info['path']} ({info.get('source') or info['arch']})"
     if same_arch and theirs == ours and fit.exact:
         load_into(state.g, fit)
@@ -136,6 +143,12 @@ def _init_generator(state: TrainState, log: Callable[[str], None]) -> None:
                 f"model.init_from: no tensor of {described} fits this {model.arch} generator"
             )
         load_into(state.g, fit)
+        if collapsed and fit.exact:
+            log(
+                f"generator initialised from {described}, x{theirs['scale']} made "
+                f"x{ours['scale']} by averaging its sub-pixel phases: {fit.describe()}"
+            )
+            return
         what = f"trunk (x{theirs['scale']})" if other_scale else "partially"
         log(f"generator initialised {what} from {described}: {fit.describe()}")
         return
