@@ -185,7 +185,8 @@ NOTES = {
   first block and its upsampler conv: `upscaler.models.input_layer`) 9 levels and 53.2 dB, so
   they run bf16 on CPUs with native bf16: 1.86x v2's time per output pixel and 2.04x faster than
   fp32 (`benchmarks/speed.py`, one thread of an AMX Xeon; 3.6x v2's when they ran fp32), about
-  0.9x v2's on AVX2 desktops, where both run fp32 (same network as v3).
+  0.94x v2's on AVX2 desktops, where both run fp32 (v4's weights on a 2-core AMD EPYC:
+  0.847 against 0.900 s/Mpx).
   `texture-x4-bc` meets the rule in plain bf16 (10 levels). Telling the blocks apart reads
   at most 65,536 blocks in whole rows: 0.02-0.04 s on a 1024-8192 px texture.""",
     "texture-x4-bc": """## What it is for
@@ -229,6 +230,21 @@ NOTES = {
   0.25`, 250 steps: no change) and a range penalty on such inputs (`loss.range_weight 1`, lr
   4e-5: the penalty fell from 67 to about 50 in 300 steps while validation PSNR-Y fell from
   36.60 to 33.78 dB).
+- **Tried: texture-x4's weights made x2 (not shipped).** texture-x4's trunk stays in range
+  where SPAN x2's blows up, and `model.init_from` with x4 weights in an x2 run now averages the
+  sub-pixel conv's phases (`training.archs.collapse_subpixels`: step 0 computes texture-x4's
+  output box-shrunk by 2). Measured (`quality.py --scale 2 --precision fp32`, 24 validation
+  textures with `--limit 24`, and Warzone 2100; PSNR-Y / GMSD): these weights 34.05 / 0.0148
+  and 28.54 / 0.0067, the official SPAN x2 34.57 / 0.0144 and 28.45 / 0.0078. texture-x4 made
+  x2, untrained: 34.16 / 0.0180 and 28.72 / 0.0145 (soft: texel grid 1.41 on Warzone), and in
+  range on the tiles where these weights blow up (Warzone's tile-49: -0.23 to 1.23 against -18
+  to 23; the grate -0.27 to 1.32 against -55 to 74; full-contrast checkers +-200 against
+  +-3,000). Fine-tuned at x2 (fp32, a 2-core AMD EPYC): with this recipe's losses, lr 1e-5,
+  500 steps: 34.36 / 0.0166 and 28.37 / 0.0087; the trunk frozen, only `conv_cat`, `conv_2`
+  and the upsampler trained, lr 5e-5, 600 steps: 34.32 / 0.0183 and 28.54 / 0.0078; the same
+  with L1 alone, 400 steps: 34.30 / 0.0166 and 29.02 / 0.0125 (grid 1.50). All stayed in range
+  on those tiles. Each wins PSNR-Y somewhere and loses GMSD everywhere against these weights,
+  so the fill above stays the answer to the blow-ups for now.
 - **Speed and precision.** Both sets run in fp32 under `--precision auto` (bf16 fails the
   precision rule, as SPAN x2 does); `texture-x2-fidelity` (v2's compact network) runs bf16
   where the CPU has it.""",
