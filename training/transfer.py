@@ -128,9 +128,10 @@ def _init_generator(state: TrainState, log: Callable[[str], None]) -> None:
         weights, theirs = span_without_norm(weights), {**theirs, "norm": False}
     other_scale = same_arch and theirs != ours and {**theirs, "scale": ours["scale"]} == ours
     own = state.g.state_dict()
-    collapsed = other_scale and theirs["scale"] % ours["scale"] == 0
+    high = int(theirs.get("scale", 0))
+    collapsed = other_scale and high > ours["scale"] and high % ours["scale"] == 0
     if collapsed:
-        weights = collapse_subpixels(weights, own, theirs["scale"], ours["scale"])
+        weights = collapse_subpixels(weights, own, high, ours["scale"])
     fit = match(own, weights)
     described = f"{info['path']} ({info.get('source') or info['arch']})"
     if same_arch and theirs == ours and fit.exact:
