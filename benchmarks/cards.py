@@ -240,7 +240,8 @@ NOTES = {
   range on the tiles where these weights blow up (Warzone's tile-49: -0.23 to 1.23 against -18
   to 23; the grate -0.27 to 1.32 against -55 to 74; full-contrast checkers +-200 against
   +-3,000). Fine-tuned at x2 (fp32, a 2-core AMD EPYC): with this recipe's losses, lr 1e-5,
-  500 steps: 34.36 / 0.0166 and 28.37 / 0.0087; the trunk frozen, only `conv_cat`, `conv_2`
+  500 steps: 34.36 / 0.0166 and 28.37 / 0.0087, 1,000 steps: 34.12 / 0.0175 and 28.30 /
+  0.0078 (falling PSNR-Y for GMSD); the trunk frozen, only `conv_cat`, `conv_2`
   and the upsampler trained, lr 5e-5, 600 steps: 34.32 / 0.0183 and 28.54 / 0.0078; the same
   with L1 alone, 400 steps: 34.30 / 0.0166 and 29.02 / 0.0125 (grid 1.50). All stayed in range
   on those tiles. Each wins PSNR-Y somewhere and loses GMSD everywhere against these weights,
