@@ -244,8 +244,9 @@ NOTES = {
   0.0078 (falling PSNR-Y for GMSD); the trunk frozen, only `conv_cat`, `conv_2`
   and the upsampler trained, lr 5e-5, 600 steps: 34.32 / 0.0183 and 28.54 / 0.0078; the same
   with L1 alone, 400 steps: 34.30 / 0.0166 and 29.02 / 0.0125 (grid 1.50). All stayed in range
-  on those tiles. Each wins PSNR-Y somewhere and loses GMSD everywhere against these weights,
-  so the fill above stays the answer to the blow-ups for now.
+  on those tiles, though the full fine-tune widens with the steps (tile-49 at 1,000 steps: -0.27
+  to 1.47; checkers +-400). Each wins PSNR-Y somewhere and loses GMSD everywhere against these
+  weights, so the fill above stays the answer to the blow-ups for now.
 - **Speed and precision.** Both sets run in fp32 under `--precision auto` (bf16 fails the
   precision rule, as SPAN x2 does); `texture-x2-fidelity` (v2's compact network) runs bf16
   where the CPU has it.""",

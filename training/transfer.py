@@ -146,7 +146,7 @@ def _init_generator(state: TrainState, log: Callable[[str], None]) -> None:
         load_into(state.g, fit)
         if collapsed and fit.exact:
             log(
-                f"generator initialised from {described}, x{theirs['scale']} made "
+                f"generator initialised from {described}, x{high} made "
                 f"x{ours['scale']} by averaging its sub-pixel phases: {fit.describe()}"
             )
             return
